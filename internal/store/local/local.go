@@ -1,0 +1,189 @@
+// Package local is the file:// store: a directory on a local or mounted
+// filesystem (a PVC in Tekton). Writes go to a temporary file in the target
+// directory, are synced, then renamed into place, so readers never see a
+// partial object.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// Bucket is a directory holding objects as files.
+type Bucket struct{ root string }
+
+var _ store.Bucket = (*Bucket)(nil)
+
+// New returns the bucket rooted at dir, creating dir if needed.
+func New(dir string) (*Bucket, error) {
+	if dir == "" {
+		return nil, errors.New("file store: empty directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file store %q: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("file store: creating %s: %w", abs, err)
+	}
+	return &Bucket{root: abs}, nil
+}
+
+// Open implements store.Opener for file:// URLs.
+func Open(_ context.Context, u *url.URL, _ store.Options) (store.Store, error) {
+	if u.Host != "" && u.Host != "localhost" {
+		return nil, fmt.Errorf("file store URL %q: a host is not allowed; write file:///absolute/path", u.Redacted())
+	}
+	if u.Path == "" || u.Path == "/" {
+		return nil, fmt.Errorf("file store URL %q has no directory; write file:///absolute/path", u.Redacted())
+	}
+	b, err := New(u.Path)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewObjectStore(b), nil
+}
+
+// String implements store.Bucket.
+func (b *Bucket) String() string { return "file://" + b.root }
+
+func (b *Bucket) path(name string) (string, error) {
+	if name == "" || strings.HasPrefix(name, "/") || path.Clean(name) != name || strings.HasPrefix(name, "..") || strings.Contains(name, "\\") {
+		return "", fmt.Errorf("file store: invalid object name %q", name)
+	}
+	return filepath.Join(b.root, filepath.FromSlash(name)), nil
+}
+
+func mapErr(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	}
+	return err
+}
+
+// Get implements store.Bucket.
+func (b *Bucket) Get(_ context.Context, name string) (io.ReadCloser, error) {
+	p, err := b.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return f, nil
+}
+
+// Stat implements store.Bucket.
+func (b *Bucket) Stat(_ context.Context, name string) (int64, error) {
+	p, err := b.path(name)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, fmt.Errorf("%s is not a regular file: %w", p, store.ErrNotFound)
+	}
+	return fi.Size(), nil
+}
+
+// Put implements store.Bucket: temp file, fsync, rename, fsync dir.
+func (b *Bucket) Put(ctx context.Context, name string, _ int64, r io.Reader) (err error) {
+	p, err := b.path(name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(p)+"-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = io.Copy(f, store.ContextReader(ctx, r)); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), p); err != nil {
+		return err
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		d.Sync() //nolint:errcheck // best effort: the rename is done
+		d.Close()
+	}
+	return nil
+}
+
+// List implements store.Bucket. It lists the directory that holds prefix.
+func (b *Bucket) List(_ context.Context, prefix string) ([]string, error) {
+	dirName, _ := path.Split(prefix)
+	dir := b.root
+	if dirName != "" {
+		var err error
+		if dir, err = b.path(strings.TrimSuffix(dirName, "/")); err != nil {
+			return nil, err
+		}
+	}
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p == dir {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil
+		}
+		rel, err := filepath.Rel(b.root, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+		return nil
+	})
+	return names, err
+}
+
+// Delete implements store.Bucket.
+func (b *Bucket) Delete(_ context.Context, name string) error {
+	p, err := b.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}

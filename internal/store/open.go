@@ -1,0 +1,135 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// Options are the settings every backend may use when it opens.
+type Options struct {
+	// Insecure allows plain HTTP and unverified TLS (self-signed registries).
+	Insecure bool
+	// Logf, when set, receives backend diagnostics (retries, fallbacks).
+	Logf func(format string, args ...any)
+}
+
+// Opener opens the store a URL names.
+type Opener func(ctx context.Context, u *url.URL, opts Options) (Store, error)
+
+// Mux maps URL schemes to Openers. Backends are registered explicitly (see
+// package all), never from init.
+type Mux struct{ openers map[string]Opener }
+
+// Register makes scheme open with o.
+func (m *Mux) Register(scheme string, o Opener) {
+	if m.openers == nil {
+		m.openers = map[string]Opener{}
+	}
+	m.openers[scheme] = o
+}
+
+// Schemes lists the registered schemes.
+func (m *Mux) Schemes() []string {
+	s := make([]string, 0, len(m.openers))
+	for k := range m.openers {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// Open opens the store at raw, a URL such as file:///var/cache or
+// oci://registry.example/team/cache.
+func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error) {
+	u, err := ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	o, ok := m.openers[u.Scheme]
+	if !ok {
+		return nil, fmt.Errorf("store URL %q: unknown scheme %q: use one of %s", Redact(raw), u.Scheme, strings.Join(m.Schemes(), ", "))
+	}
+	return o(ctx, u, opts)
+}
+
+// ParseURL parses a store URL and checks that it has a scheme.
+func ParseURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, fmt.Errorf("no store URL: pass --source/--target (or --store), e.g. file:///var/cache/tekton or oci://registry/repo")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store URL %q: %v", Redact(raw), err)
+	}
+	if u.Scheme == "" {
+		return nil, fmt.Errorf("store URL %q has no scheme: write it as file://%s, oci://%s, s3://..., gs://... or azblob://...", Redact(raw), raw, raw)
+	}
+	return u, nil
+}
+
+// Redact removes a password and query values (which may hold SAS tokens or
+// keys) from a URL so that it can be logged.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			if isSecretParam(k) {
+				q.Set(k, "REDACTED")
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func isSecretParam(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range []string{"key", "secret", "token", "sig", "password", "credential"} {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// SplitKey splits a URI that names an entry, as the reference tool's
+// --source and --target do, into the store URL and the key:
+//
+//	oci://registry/repo:KEY      -> oci://registry/repo, KEY
+//	s3://bucket/prefix/KEY       -> s3://bucket/prefix, KEY
+//	file:///var/cache/KEY        -> file:///var/cache, KEY
+//
+// The query string, if any, stays with the store URL.
+func SplitKey(raw string) (storeURL, key string, err error) {
+	u, err := ParseURL(raw)
+	if err != nil {
+		return "", "", err
+	}
+	rest, query, _ := strings.Cut(raw, "?")
+	if query != "" {
+		query = "?" + query
+	}
+	if u.Scheme == "oci" {
+		slash := strings.LastIndex(rest, "/")
+		colon := strings.LastIndex(rest, ":")
+		if colon <= slash || colon <= len("oci:") {
+			return "", "", fmt.Errorf("store URI %q has no tag to use as the key: write it as oci://registry/repo:{{hash}}", Redact(raw))
+		}
+		return rest[:colon] + query, rest[colon+1:], nil
+	}
+	i := strings.LastIndex(rest, "/")
+	if i <= len(u.Scheme)+3 || i == len(rest)-1 {
+		return "", "", fmt.Errorf("store URI %q has no last path element to use as the key: write it as %s://.../{{hash}}", Redact(raw), u.Scheme)
+	}
+	return rest[:i] + query, rest[i+1:], nil
+}

@@ -1,0 +1,155 @@
+// Package store defines where cache entries live: the Store interface that
+// every backend implements, the errors they share, the ref record, and the
+// object-store layout used by the file, memory and cloud backends.
+//
+// A Store holds two kinds of things (see docs/FORMAT.md):
+//
+//   - blobs: immutable byte strings named by their sha256 digest (packs and
+//     indexes);
+//   - refs: small mutable records that map a cache key to an entry (its
+//     index and packs), published last so that a reader sees either the old
+//     entry or the new one.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"time"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+)
+
+// ErrNotFound is wrapped by every error that means "no such blob or ref".
+// Check it with errors.Is.
+var ErrNotFound = errors.New("not found")
+
+// Store is a place that holds cache entries.
+//
+// Implementations are safe for concurrent use. Every error names the store
+// and what was asked, and never contains a secret.
+type Store interface {
+	// StatBlob returns the size of blob d. A missing blob gives an error for
+	// which errors.Is(err, ErrNotFound) is true.
+	StatBlob(ctx context.Context, d digest.Digest) (int64, error)
+
+	// GetBlob opens blob d for reading. A missing blob gives ErrNotFound.
+	// Callers verify what they read (digest.Verifier); a store may too.
+	GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
+
+	// PutBlob stores the size bytes of r as blob d. It is all-or-nothing:
+	// the blob becomes readable only once all bytes arrived and matched d
+	// and size; a failed, short, corrupt or cancelled put leaves nothing
+	// readable. Putting a blob that already exists succeeds.
+	PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error
+
+	// GetRef returns the ref published under key. A missing key gives
+	// ErrNotFound; an invalid key gives ErrInvalidKey.
+	GetRef(ctx context.Context, key string) (*Ref, error)
+
+	// PutRef publishes ref under ref.Key, replacing any previous ref of that
+	// key in one atomic step. Callers put every blob the ref names first.
+	PutRef(ctx context.Context, ref *Ref) error
+
+	// ListRefs returns the keys that start with prefix, in any order.
+	ListRefs(ctx context.Context, prefix string) ([]string, error)
+
+	// String names the store for logs (a URL without credentials).
+	String() string
+}
+
+// Deleter is implemented by stores that can remove refs and blobs.
+type Deleter interface {
+	DeleteRef(ctx context.Context, key string) error
+	DeleteBlob(ctx context.Context, d digest.Digest) error
+}
+
+// Descriptor points at a blob.
+type Descriptor struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+}
+
+// FormatVersion is the version of the entry format this build writes and
+// reads. It is stored in every ref and index, and in object paths.
+const FormatVersion = 1
+
+// Ref is the record that maps a key to a cache entry.
+type Ref struct {
+	// Format is the entry format version (FormatVersion).
+	Format int `json:"format"`
+	// Key is the cache key the entry is published under.
+	Key string `json:"key"`
+	// Index is the entry's index blob.
+	Index Descriptor `json:"index"`
+	// Packs lists every pack blob the index points into, so that a store can
+	// keep them alive (OCI layers, garbage collection) without reading the index.
+	Packs []Descriptor `json:"packs"`
+	// Created is when the entry was saved; the newest entry wins a restore key.
+	Created time.Time `json:"created"`
+	// Tool is the version of the program that saved the entry.
+	Tool string `json:"tool,omitempty"`
+	// Platform is GOOS/GOARCH of the machine that saved the entry.
+	Platform string `json:"platform,omitempty"`
+}
+
+// Validate checks that r is complete and well formed.
+func (r *Ref) Validate() error {
+	if r.Format != FormatVersion {
+		return fmt.Errorf("ref %q has format %d; this build reads format %d", r.Key, r.Format, FormatVersion)
+	}
+	if err := ValidateKey(r.Key); err != nil {
+		return err
+	}
+	if err := r.Index.Digest.Validate(); err != nil {
+		return fmt.Errorf("ref %q: index: %w", r.Key, err)
+	}
+	for _, p := range r.Packs {
+		if err := p.Digest.Validate(); err != nil {
+			return fmt.Errorf("ref %q: pack: %w", r.Key, err)
+		}
+	}
+	return nil
+}
+
+// ErrInvalidKey is wrapped by the error of an invalid cache key.
+var ErrInvalidKey = errors.New("invalid cache key")
+
+// keyPattern is the OCI tag grammar: a key is valid in every store.
+var keyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
+// ValidateKey checks that key can name an entry in every store: 1 to 128
+// characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'
+// (the grammar of an OCI tag).
+func ValidateKey(key string) error {
+	if !keyPattern.MatchString(key) {
+		return fmt.Errorf("%w %q: use 1-128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'", ErrInvalidKey, key)
+	}
+	return nil
+}
+
+// ValidatePrefix checks that prefix can start a key (an empty prefix is valid).
+func ValidatePrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	return ValidateKey(prefix)
+}
+
+// ContextReader returns a reader that fails once ctx is done, so that a
+// cancelled Put stops between reads.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,252 @@
+// Package cachekey computes cache keys from lock files: glob patterns,
+// relative to a working directory, select files; the hash covers each file's
+// relative path and content, in sorted order. Files inside the cached
+// folders and inside .git are never matched, so a cache restored into the
+// workspace cannot change the key it was restored under.
+package cachekey
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/bmatcuk/doublestar/v4"
+)
+
+// HashPlaceholder is replaced by the computed hash in key templates and URIs.
+const HashPlaceholder = "{{hash}}"
+
+// hashVersion starts every hashed stream, so that a change in how keys are
+// computed changes every key instead of colliding with old ones.
+const hashVersion = "tekton-cache key v1\n"
+
+// Options say which files make the key.
+type Options struct {
+	// WorkDir is the directory patterns are relative to. Default ".".
+	WorkDir string
+	// Patterns are doublestar globs ("**/go.sum"). Empty: detect the
+	// language from WorkDir (see Detect).
+	Patterns []string
+	// Exclude lists directories whose files never match: the cached
+	// folders. Relative paths are relative to the current directory, as
+	// --folder is.
+	Exclude []string
+}
+
+// File is one matched file.
+type File struct {
+	// Path is relative to WorkDir, with '/' separators.
+	Path string
+	// Digest is the hex sha256 of the file's content.
+	Digest string
+}
+
+// Result is a computed hash and how it was made.
+type Result struct {
+	WorkDir  string
+	Patterns []string
+	// Detected names the ecosystems found when no pattern was given.
+	Detected []string
+	Files    []File
+	// Hash is the hex sha256 over every file's path and digest.
+	Hash string
+}
+
+// ErrNoMatch is wrapped by the error of patterns that match no file.
+var ErrNoMatch = errors.New("no file matches")
+
+// Compute finds the files and hashes them.
+func Compute(o Options) (*Result, error) {
+	wd := o.WorkDir
+	if wd == "" {
+		wd = "."
+	}
+	absWD, err := filepath.Abs(wd)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(absWD); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("working dir %s is not a directory: set --workingdir", absWD)
+	}
+	res := &Result{WorkDir: absWD, Patterns: o.Patterns}
+	if len(res.Patterns) == 0 {
+		res.Detected, res.Patterns = Detect(absWD)
+		if len(res.Patterns) == 0 {
+			return nil, fmt.Errorf("no --pattern given and no known lock file in %s (go.sum, package-lock.json, yarn.lock, pnpm-lock.yaml, poetry.lock, uv.lock, requirements.txt, pom.xml, build.gradle, Gemfile.lock, composer.lock, Cargo.lock): pass --pattern", absWD)
+		}
+	}
+	for _, p := range res.Patterns {
+		if !doublestar.ValidatePattern(filepath.ToSlash(p)) {
+			return nil, fmt.Errorf("invalid pattern %q: check its brackets and braces", p)
+		}
+	}
+	excl, err := excludedDirs(absWD, o.Exclude)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := match(absWD, res.Patterns, excl)
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%w pattern(s) %s in %s (files in .git and in the cached folders are not matched)", ErrNoMatch, strings.Join(quoteAll(res.Patterns), ", "), absWD)
+	}
+	total := sha256.New()
+	io.WriteString(total, hashVersion) //nolint:errcheck // hashing never fails
+	for _, p := range paths {
+		d, err := fileDigest(filepath.Join(absWD, filepath.FromSlash(p)))
+		if err != nil {
+			return nil, fmt.Errorf("hashing %s: %w", p, err)
+		}
+		res.Files = append(res.Files, File{Path: p, Digest: d})
+		fmt.Fprintf(total, "%s\x00%s\n", p, d)
+	}
+	res.Hash = hex.EncodeToString(total.Sum(nil))
+	return res, nil
+}
+
+// Expand replaces {{hash}} in template with hash.
+func Expand(template, hash string) string {
+	return strings.ReplaceAll(template, HashPlaceholder, hash)
+}
+
+func quoteAll(s []string) []string {
+	q := make([]string, len(s))
+	for i, v := range s {
+		q[i] = fmt.Sprintf("%q", v)
+	}
+	return q
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// excludedDirs returns the cached folders that lie inside wd, relative to
+// wd with '/' separators.
+func excludedDirs(wd string, folders []string) ([]string, error) {
+	var out []string
+	for _, f := range folders {
+		if f == "" {
+			continue
+		}
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return nil, err
+		}
+		// Resolve symlinks where possible so that a link to the cache is
+		// excluded too.
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = r
+		}
+		wdr := wd
+		if r, err := filepath.EvalSymlinks(wd); err == nil {
+			wdr = r
+		}
+		rel, err := filepath.Rel(wdr, abs)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			continue // outside the working dir: cannot be matched anyway
+		}
+		if rel == "." {
+			return nil, fmt.Errorf("cached folder %s is the working dir itself: the key files would be cached too; cache a subdirectory", f)
+		}
+		out = append(out, filepath.ToSlash(rel))
+	}
+	return out, nil
+}
+
+func isExcluded(rel string, excl []string) bool {
+	for _, e := range excl {
+		if rel == e || strings.HasPrefix(rel, e+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func hasMeta(p string) bool { return strings.ContainsAny(p, "*?[{\\") }
+
+// match returns the sorted, de-duplicated relative paths of the regular files
+// under wd that match any pattern.
+func match(wd string, patterns []string, excl []string) ([]string, error) {
+	set := map[string]bool{}
+	var globs []string
+	for _, p := range patterns {
+		p = strings.TrimPrefix(filepath.ToSlash(p), "./")
+		if hasMeta(p) {
+			globs = append(globs, p)
+			continue
+		}
+		// A literal path: no walk needed.
+		rel := filepath.ToSlash(filepath.Clean(p))
+		if rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(p) {
+			return nil, fmt.Errorf("pattern %q points outside the working dir %s", p, wd)
+		}
+		if isExcluded(rel, excl) || rel == ".git" || strings.HasPrefix(rel, ".git/") {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(wd, filepath.FromSlash(rel))); err == nil && fi.Mode().IsRegular() {
+			set[rel] = true
+		}
+	}
+	if len(globs) > 0 {
+		err := filepath.WalkDir(wd, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if p == wd {
+					return err
+				}
+				return nil // unreadable subtree: it cannot hold a lock file we can hash
+			}
+			rel, _ := filepath.Rel(wd, p)
+			rel = filepath.ToSlash(rel)
+			if d.IsDir() {
+				if rel != "." && (d.Name() == ".git" || isExcluded(rel, excl)) {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
+				return nil
+			}
+			for _, g := range globs {
+				if ok, _ := doublestar.Match(g, rel); ok {
+					if d.Type()&fs.ModeSymlink != 0 {
+						// Follow links to files (a lock file linked in), not to dirs.
+						if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+							return nil
+						}
+					}
+					set[rel] = true
+					return nil
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("walking %s: %w", wd, err)
+		}
+	}
+	paths := make([]string, 0, len(set))
+	for p := range set {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	return slices.Compact(paths), nil
+}

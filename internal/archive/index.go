@@ -1,0 +1,326 @@
+// Package archive is the entry format of docs/FORMAT.md: the index (every
+// file's path, type, mode, mtime, size, content digest and pack), packs
+// (zstd-compressed tar streams of whole files, valid OCI layers), the walk
+// that builds an index from directories, and safe extraction.
+//
+// It knows nothing of stores: package engine moves its blobs.
+package archive
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+)
+
+// FormatVersion is the index format this package writes and reads.
+const FormatVersion = 1
+
+// Media types of the blobs, also used as OCI media types.
+const (
+	IndexMediaType = "application/vnd.tekton-cache.index.v1+json+zstd"
+	PackMediaType  = "application/vnd.oci.image.layer.v1.tar+zstd"
+)
+
+// Entry types.
+const (
+	TypeFile    = "f"
+	TypeDir     = "d"
+	TypeSymlink = "l"
+)
+
+// NoPack marks an entry whose content is in no pack (dirs, links, empty files).
+const NoPack = -1
+
+// Entry is one file, directory or symlink of a cached folder.
+type Entry struct {
+	// Root is the position of the folder (in Index.Roots) the entry is in.
+	Root int `json:"r,omitempty"`
+	// Path is relative to its root, '/'-separated, clean, never "." or "..".
+	Path string `json:"p"`
+	Type string `json:"t"`
+	// Mode holds the permission bits (0o777).
+	Mode uint32 `json:"m"`
+	// MTime is the modification time in Unix nanoseconds.
+	MTime int64 `json:"mt"`
+	// Size and Digest (hex sha256) describe a file's content.
+	Size   int64  `json:"s,omitempty"`
+	Digest string `json:"d,omitempty"`
+	// Link is a symlink's target.
+	Link string `json:"l,omitempty"`
+	// Pack is the position (in Index.Packs) of the pack that holds the
+	// content, or NoPack.
+	Pack int `json:"k"`
+	// Offset is where the file's tar header starts in the pack's
+	// uncompressed stream (informational; restore streams whole packs).
+	Offset int64 `json:"o,omitempty"`
+}
+
+// PackInfo describes a pack blob.
+type PackInfo struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+}
+
+// Index is the table of contents of a cache entry.
+type Index struct {
+	Format int `json:"format"`
+	// Roots are the folders the entry was saved from, as given; restore maps
+	// them by position to the folders it is given.
+	Roots   []string   `json:"roots"`
+	Packs   []PackInfo `json:"packs"`
+	Entries []Entry    `json:"entries"`
+}
+
+// TarName is the name of e inside a pack: its path, prefixed by its root's
+// position when the entry has several roots.
+func (x *Index) TarName(e *Entry) string {
+	if len(x.Roots) <= 1 {
+		return e.Path
+	}
+	return fmt.Sprintf("%d/%s", e.Root, e.Path)
+}
+
+// Sort orders the entries by root then path, the order of packs and of
+// extraction (parents before children).
+func (x *Index) Sort() {
+	sort.Slice(x.Entries, func(i, j int) bool {
+		a, b := &x.Entries[i], &x.Entries[j]
+		if a.Root != b.Root {
+			return a.Root < b.Root
+		}
+		return a.Path < b.Path
+	})
+}
+
+// TotalSize is the sum of the sizes of the files.
+func (x *Index) TotalSize() int64 {
+	var n int64
+	for i := range x.Entries {
+		n += x.Entries[i].Size
+	}
+	return n
+}
+
+// Encode returns the index as zstd-compressed JSON. The same index always
+// gives the same bytes.
+func (x *Index) Encode() ([]byte, error) {
+	raw, err := json.Marshal(x)
+	if err != nil {
+		return nil, err
+	}
+	enc := encoderPool.Get().(*zstd.Encoder)
+	defer encoderPool.Put(enc)
+	return enc.EncodeAll(raw, nil), nil
+}
+
+// maxIndexSize bounds a decompressed index: about 4 million entries.
+const maxIndexSize = 1 << 30
+
+// DecodeIndex parses and validates an index blob.
+func DecodeIndex(blob []byte) (*Index, error) {
+	dec, err := zstd.NewReader(bytes.NewReader(blob), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxIndexSize))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	raw, err := io.ReadAll(io.LimitReader(dec, maxIndexSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompressing index: %w", err)
+	}
+	if len(raw) > maxIndexSize {
+		return nil, fmt.Errorf("index is larger than %d bytes uncompressed: refused", maxIndexSize)
+	}
+	var x Index
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&x); err != nil {
+		return nil, fmt.Errorf("decoding index: %w", err)
+	}
+	if err := x.Validate(); err != nil {
+		return nil, err
+	}
+	return &x, nil
+}
+
+// ErrUnsafe is wrapped by the error of an index entry that extraction
+// refuses: an absolute path, "..", a link out of the root, a device file, a
+// size that lies.
+var ErrUnsafe = errors.New("unsafe entry")
+
+func unsafeErr(e *Entry, format string, args ...any) error {
+	return fmt.Errorf("%w %q: %s", ErrUnsafe, e.Path, fmt.Sprintf(format, args...))
+}
+
+// ValidPath reports why p cannot be an entry path, or nil.
+func ValidPath(p string) error {
+	switch {
+	case p == "" || p == "." || p == "..":
+		return errors.New("empty or dot path")
+	case strings.HasPrefix(p, "/"):
+		return errors.New("absolute path")
+	case strings.ContainsRune(p, 0):
+		return errors.New("NUL in path")
+	case strings.Contains(p, "\\"):
+		return errors.New(`backslash in path`)
+	case path.Clean(p) != p:
+		return errors.New("path is not clean")
+	case p == ".." || strings.HasPrefix(p, "../") || strings.Contains(p, "/../") || strings.HasSuffix(p, "/.."):
+		return errors.New(`".." in path`)
+	}
+	return nil
+}
+
+// Validate checks every entry before anything is written: paths, types,
+// parents, links, sizes, digests and pack references.
+func (x *Index) Validate() error {
+	if x.Format != FormatVersion {
+		return fmt.Errorf("index has format %d; this build reads format %d", x.Format, FormatVersion)
+	}
+	if len(x.Roots) == 0 {
+		return errors.New("index has no roots")
+	}
+	for _, p := range x.Packs {
+		if err := p.Digest.Validate(); err != nil {
+			return fmt.Errorf("index pack: %w", err)
+		}
+	}
+	kinds := make([]map[string]string, len(x.Roots))
+	for i := range kinds {
+		kinds[i] = map[string]string{}
+	}
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if e.Root < 0 || e.Root >= len(x.Roots) {
+			return unsafeErr(e, "root %d out of range", e.Root)
+		}
+		if err := ValidPath(e.Path); err != nil {
+			return unsafeErr(e, "%v", err)
+		}
+		if e.Mode&^0o777 != 0 {
+			return unsafeErr(e, "mode %o has bits other than permissions", e.Mode)
+		}
+		if _, dup := kinds[e.Root][e.Path]; dup {
+			return unsafeErr(e, "listed twice")
+		}
+		if parent := path.Dir(e.Path); parent != "." {
+			switch kinds[e.Root][parent] {
+			case TypeDir:
+			case "":
+				return unsafeErr(e, "its parent %q is not listed before it", parent)
+			default:
+				return unsafeErr(e, "its parent %q is not a directory (writing through a link is refused)", parent)
+			}
+		}
+		kinds[e.Root][e.Path] = e.Type
+		switch e.Type {
+		case TypeDir:
+			if e.Size != 0 || e.Pack != NoPack || e.Link != "" {
+				return unsafeErr(e, "a directory with content")
+			}
+		case TypeFile:
+			if e.Size < 0 {
+				return unsafeErr(e, "negative size")
+			}
+			if e.Size == 0 && e.Pack != NoPack {
+				return unsafeErr(e, "an empty file in a pack")
+			}
+			if e.Size > 0 {
+				if e.Pack < 0 || e.Pack >= len(x.Packs) {
+					return unsafeErr(e, "pack %d out of range", e.Pack)
+				}
+				if len(e.Digest) != 64 || digest.Digest("sha256:"+e.Digest).Validate() != nil {
+					return unsafeErr(e, "bad content digest %q", e.Digest)
+				}
+			}
+		case TypeSymlink:
+			if e.Pack != NoPack || e.Size != 0 {
+				return unsafeErr(e, "a symlink with content")
+			}
+		default:
+			return unsafeErr(e, "type %q is not a file, directory or symlink (devices, fifos and hard links are refused)", e.Type)
+		}
+	}
+	// Links last: a link may point at an entry listed after it.
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if e.Type == TypeSymlink {
+			if err := checkLink(e, kinds[e.Root], x.Entries); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkLink refuses a symlink whose target, resolved through the links of
+// the index, leaves the root.
+func checkLink(e *Entry, kinds map[string]string, entries []Entry) error {
+	if e.Link == "" || strings.ContainsRune(e.Link, 0) {
+		return unsafeErr(e, "empty link target")
+	}
+	if strings.HasPrefix(e.Link, "/") {
+		return unsafeErr(e, "link to absolute path %q", e.Link)
+	}
+	targets := map[string]string{}
+	for i := range entries {
+		if entries[i].Type == TypeSymlink && entries[i].Root == e.Root {
+			targets[entries[i].Path] = entries[i].Link
+		}
+	}
+	if _, ok := resolve(path.Dir(e.Path), e.Link, targets, 0); !ok {
+		return unsafeErr(e, "link target %q leaves the root", e.Link)
+	}
+	return nil
+}
+
+// resolve walks target from dir ('.'-relative) component by component,
+// following links of the index, and reports whether it stays in the root.
+func resolve(dir, target string, links map[string]string, depth int) (string, bool) {
+	if depth > 40 {
+		return "", false // a loop: refuse
+	}
+	var stack []string
+	if dir != "." && dir != "" {
+		stack = strings.Split(dir, "/")
+	}
+	for _, c := range strings.Split(target, "/") {
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(stack) == 0 {
+				return "", false
+			}
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		stack = append(stack, c)
+		cur := strings.Join(stack, "/")
+		if t, ok := links[cur]; ok {
+			if strings.HasPrefix(t, "/") {
+				return "", false
+			}
+			r, ok := resolve(path.Dir(cur), t, links, depth+1)
+			if !ok {
+				return "", false
+			}
+			stack = nil
+			if r != "." && r != "" {
+				stack = strings.Split(r, "/")
+			}
+		}
+	}
+	if len(stack) == 0 {
+		return ".", true
+	}
+	return strings.Join(stack, "/"), true
+}

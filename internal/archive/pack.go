@@ -1,0 +1,141 @@
+package archive
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+)
+
+// Compression settings are part of the format: the same tree must give the
+// same packs. SpeedDefault is zstd level 3, as `zstd -3`.
+var encoderPool = sync.Pool{New: func() any {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false), // every byte is covered by sha256 already
+		zstd.WithZeroFrames(true),
+	)
+	if err != nil {
+		panic(err)
+	}
+	return enc
+}}
+
+// PackFile is a file to put into a pack.
+type PackFile struct {
+	// Entry is updated with the file's Digest, Offset and Pack.
+	Entry *Entry
+	// Name is the entry's name inside the pack (Index.TarName).
+	Name string
+	// Source is the file's path on disk.
+	Source string
+}
+
+// countWriter counts bytes on their way to w.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// copyBufPool holds the buffers files are copied through.
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// WritePack writes files, in order, as a zstd-compressed tar stream to w,
+// hashing each file's content as it goes. It sets each entry's Digest,
+// Offset and Pack (to packIndex). A file whose size changed since it was
+// walked is an error: the index would lie.
+func WritePack(w io.Writer, packIndex int, files []PackFile) error {
+	enc := encoderPool.Get().(*zstd.Encoder)
+	defer encoderPool.Put(enc)
+	enc.Reset(w)
+	cw := &countWriter{w: enc}
+	tw := tar.NewWriter(cw)
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	h := sha256.New()
+	for _, f := range files {
+		e := f.Entry
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		e.Offset = cw.n
+		hdr := &tar.Header{
+			Typeflag: tar.TypeReg,
+			Name:     f.Name,
+			Mode:     int64(e.Mode),
+			Size:     e.Size,
+			ModTime:  time.Unix(0, e.MTime).Truncate(time.Second),
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("packing %s: %w", f.Source, err)
+		}
+		src, err := os.Open(f.Source)
+		if err != nil {
+			return fmt.Errorf("packing %s: %w", f.Source, err)
+		}
+		h.Reset()
+		n, err := io.CopyBuffer(io.MultiWriter(tw, h), io.LimitReader(src, e.Size+1), *bufp)
+		src.Close()
+		if err != nil {
+			return fmt.Errorf("packing %s: %w", f.Source, err)
+		}
+		if n != e.Size {
+			return fmt.Errorf("packing %s: it changed while being saved (size %d, now %d): save again when the build is done", f.Source, e.Size, n)
+		}
+		e.Digest = hex.EncodeToString(h.Sum(nil))
+		e.Pack = packIndex
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// NewPackReader returns the tar stream of a pack read from r. The caller
+// closes it, then drains r to check the pack's digest.
+func NewPackReader(r io.Reader) (*tar.Reader, func(), error) {
+	dec, err := zstd.NewReader(r,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxWindow(64<<20),
+		zstd.WithDecoderLowmem(false),
+	)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tar.NewReader(dec), func() {
+		io.Copy(io.Discard, dec) //nolint:errcheck // the digest check at EOF reports corruption
+		dec.Close()
+	}, nil
+}
+
+// ContentDigest returns the hex sha256 of a file on disk.
+func ContentDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// BlobDigest is a convenience for digest.FromBytes.
+func BlobDigest(b []byte) digest.Digest { return digest.FromBytes(b) }

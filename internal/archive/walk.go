@@ -1,0 +1,170 @@
+package archive
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+)
+
+// StateFileName is the file restore leaves in each folder to record what it
+// restored; walks skip it.
+const StateFileName = ".tekton-cache-state"
+
+// TempPrefix starts the names of files being restored; walks skip them.
+const TempPrefix = ".tcache-tmp-"
+
+// Skipped is something a walk left out of the index, and why.
+type Skipped struct {
+	Path   string
+	Reason string
+}
+
+// Walk lists the folders into a new index whose files are not packed yet
+// (Pack is NoPack, Digest empty). A folder that does not exist is an empty
+// root. Sockets, fifos and devices are skipped, and so are symlinks that
+// restore would refuse (absolute, or leaving their folder).
+func Walk(roots []string) (*Index, []Skipped, error) {
+	x := &Index{Format: FormatVersion, Roots: append([]string(nil), roots...)}
+	var skipped []Skipped
+	for i, root := range roots {
+		entries, sk, err := walkRoot(i, root)
+		if err != nil {
+			return nil, nil, err
+		}
+		x.Entries = append(x.Entries, entries...)
+		skipped = append(skipped, sk...)
+	}
+	x.Sort()
+	// Drop links that restore would refuse, so one venv link to /usr/bin
+	// does not make the whole entry unrestorable.
+	kinds := make([]map[string]string, len(roots))
+	for i := range kinds {
+		kinds[i] = map[string]string{}
+	}
+	for i := range x.Entries {
+		kinds[x.Entries[i].Root][x.Entries[i].Path] = x.Entries[i].Type
+	}
+	kept := x.Entries[:0]
+	for i := range x.Entries {
+		e := x.Entries[i]
+		if e.Type == TypeSymlink {
+			if err := checkLink(&e, kinds[e.Root], x.Entries); err != nil {
+				skipped = append(skipped, Skipped{filepath.Join(roots[e.Root], e.Path), "symlink to " + e.Link + " leaves the folder"})
+				continue
+			}
+		}
+		kept = append(kept, e)
+	}
+	x.Entries = kept
+	return x, skipped, nil
+}
+
+func walkRoot(root int, dir string) ([]Entry, []Skipped, error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading folder %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return nil, nil, fmt.Errorf("folder %s is not a directory", dir)
+	}
+	w := &walker{root: root, dir: dir, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
+	w.wg.Add(1)
+	w.readDir("")
+	w.wg.Wait()
+	if w.err != nil {
+		return nil, nil, w.err
+	}
+	return w.entries, w.skipped, nil
+}
+
+// walker reads directories in parallel: stat calls dominate a walk of a
+// cache with tens of thousands of small files.
+type walker struct {
+	root    int
+	dir     string
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	entries []Entry
+	skipped []Skipped
+	err     error
+}
+
+func (w *walker) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+func (w *walker) readDir(rel string) {
+	defer w.wg.Done()
+	abs := filepath.Join(w.dir, filepath.FromSlash(rel))
+	des, err := os.ReadDir(abs)
+	if err != nil {
+		w.fail(fmt.Errorf("reading %s: %w", abs, err))
+		return
+	}
+	local := make([]Entry, 0, len(des))
+	var skipped []Skipped
+	for _, de := range des {
+		name := de.Name()
+		if rel == "" && name == StateFileName || strings.HasPrefix(name, TempPrefix) {
+			continue
+		}
+		p := name
+		if rel != "" {
+			p = rel + "/" + name
+		}
+		info, err := de.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed while we walk
+		}
+		if err != nil {
+			w.fail(fmt.Errorf("stat %s: %w", filepath.Join(abs, name), err))
+			return
+		}
+		e := Entry{Root: w.root, Path: p, Mode: uint32(info.Mode().Perm()), MTime: info.ModTime().UnixNano(), Pack: NoPack}
+		switch {
+		case info.Mode().IsRegular():
+			e.Type, e.Size = TypeFile, info.Size()
+		case info.IsDir():
+			e.Type = TypeDir
+			w.wg.Add(1)
+			select {
+			case w.sem <- struct{}{}:
+				go func() { w.readDir(p); <-w.sem }()
+			default:
+				w.readDir(p)
+			}
+		case info.Mode()&fs.ModeSymlink != 0:
+			e.Type = TypeSymlink
+			if e.Link, err = os.Readlink(filepath.Join(abs, name)); err != nil {
+				w.fail(err)
+				return
+			}
+		default:
+			skipped = append(skipped, Skipped{filepath.Join(abs, name), "not a file, directory or symlink (" + info.Mode().Type().String() + ")"})
+			continue
+		}
+		if ValidPath(e.Path) != nil || path.Clean(e.Path) != e.Path {
+			skipped = append(skipped, Skipped{filepath.Join(abs, name), "name cannot be stored"})
+			continue
+		}
+		local = append(local, e)
+	}
+	w.mu.Lock()
+	w.entries = append(w.entries, local...)
+	w.skipped = append(w.skipped, skipped...)
+	w.mu.Unlock()
+}

@@ -1,0 +1,217 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/memory"
+	"github.com/tekton-cache/tekton-cache/internal/testtree"
+)
+
+func save(t *testing.T, st store.Store, key string, folders ...string) *SaveResult {
+	t.Helper()
+	res, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: folders, PackSize: 1 << 20, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("Save(%s): %v", key, err)
+	}
+	return res
+}
+
+func restore(t *testing.T, st store.Store, key string, restoreKeys []string, folders ...string) *RestoreResult {
+	t.Helper()
+	res, err := Restore(context.Background(), st, RestoreOptions{Key: key, RestoreKeys: restoreKeys, Folders: folders, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("Restore(%s): %v", key, err)
+	}
+	return res
+}
+
+func TestRoundTripIsFaithful(t *testing.T) {
+	src := t.TempDir()
+	testtree.Make(t, src)
+	want := testtree.Snapshot(t, src)
+	st := memory.NewStore("t")
+	s := save(t, st, "go-1", src)
+	if s.Skipped || s.NewPacks == 0 || s.UploadedBlobs != s.NewPacks+1 {
+		t.Fatalf("save result %+v", s)
+	}
+	dst := filepath.Join(t.TempDir(), "restored")
+	r := restore(t, st, "go-1", nil, dst)
+	if !r.Fetched || !r.Restored || r.MatchedKey != "go-1" {
+		t.Fatalf("restore result %+v", r)
+	}
+	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
+	testtree.Chmod(t, dst)
+}
+
+func TestSecondSaveOfSameKeyIsSkipped(t *testing.T) {
+	src := t.TempDir()
+	testtree.Make(t, src)
+	st := memory.NewStore("t")
+	save(t, st, "k", src)
+	s := save(t, st, "k", src)
+	if !s.Skipped || !strings.Contains(s.SkipReason, "already exists") {
+		t.Fatalf("second save: %+v", s)
+	}
+	s, err := Save(context.Background(), st, SaveOptions{Key: "k", Folders: []string{src}, Force: true})
+	if err != nil || s.Skipped {
+		t.Fatalf("forced save: %+v, %v", s, err)
+	}
+}
+
+func TestMissIsNotAnError(t *testing.T) {
+	st := memory.NewStore("t")
+	r := restore(t, st, "go-abc", []string{"go-"}, t.TempDir())
+	if r.Restored || r.Fetched || !strings.Contains(r.MissReason, "go-abc") {
+		t.Fatalf("miss result %+v", r)
+	}
+}
+
+// TestRestoreKeysAndIncrementalSave walks the usual life of a cache: a
+// lock-file change misses the exact key, restores the newest entry of the
+// prefix, and the next save sends only what changed.
+func TestRestoreKeysAndIncrementalSave(t *testing.T) {
+	st := memory.NewStore("t")
+	src := t.TempDir()
+	testtree.Make(t, src)
+	save(t, st, "go-old", src)
+	time.Sleep(2 * time.Millisecond) // Created must differ
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("second\n"), 0o644)
+	save(t, st, "go-newer", src)
+
+	ws := filepath.Join(t.TempDir(), "cache")
+	r := restore(t, st, "go-new-lock-hash", []string{"python-", "go-"}, ws)
+	if r.Fetched || !r.Restored || r.MatchedKey != "go-newer" {
+		t.Fatalf("restore by prefix: %+v", r)
+	}
+	// Add a few files, as a build after a lock-file change does.
+	for _, n := range []string{"n1", "n2"} {
+		os.WriteFile(filepath.Join(ws, n), bytes.Repeat([]byte(n), 10000), 0o644)
+	}
+	s := save(t, st, "go-new-lock-hash", ws)
+	if s.NewPacks != 1 || s.ReusedPacks == 0 || s.UploadedBlobs != 2 {
+		t.Fatalf("incremental save sent %d blobs, %d new packs, %d reused: %+v", s.UploadedBlobs, s.NewPacks, s.ReusedPacks, s)
+	}
+	if s.UploadedBytes > 10000 {
+		t.Fatalf("incremental save sent %d bytes for two small files", s.UploadedBytes)
+	}
+	want := testtree.Snapshot(t, ws, archive.StateFileName)
+	dst := t.TempDir()
+	restore(t, st, "go-new-lock-hash", nil, dst)
+	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
+}
+
+func TestNoOpSaveUploadsNothing(t *testing.T) {
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "cache")
+	os.Mkdir(src, 0o755)
+	testtree.Make(t, src)
+	save(t, st, "v1", src)
+	ws := filepath.Join(t.TempDir(), "cache")
+	restore(t, st, "v1", nil, ws)
+	s := save(t, st, "v2", ws)
+	if s.UploadedBlobs != 0 || s.NewPacks != 0 || !strings.HasPrefix(s.Base, "state") {
+		t.Fatalf("no-op save: %+v", s)
+	}
+	// Without restore state the base comes from the store (restore keys).
+	os.Remove(filepath.Join(ws, archive.StateFileName))
+	s, err := Save(context.Background(), st, SaveOptions{Key: "v3", Folders: []string{ws}, BaseKeys: []string{"v"}})
+	if err != nil || s.UploadedBlobs != 0 {
+		t.Fatalf("no-op save from a store base: %+v, %v", s, err)
+	}
+}
+
+func TestWarmRestoreWritesOnlyChanges(t *testing.T) {
+	st := memory.NewStore("t")
+	src := t.TempDir()
+	testtree.Make(t, src)
+	save(t, st, "v1", src)
+	ws := t.TempDir()
+	restore(t, st, "v1", nil, ws)
+	os.WriteFile(filepath.Join(ws, "a.txt"), []byte("local change"), 0o644)
+	r := restore(t, st, "v1", nil, ws)
+	if r.Written != int64(len("hello\n")) || r.Present == 0 {
+		t.Fatalf("warm restore wrote %d bytes, kept %d files: %+v", r.Written, r.Present, r)
+	}
+	if got, _ := os.ReadFile(filepath.Join(ws, "a.txt")); string(got) != "hello\n" {
+		t.Fatalf("a.txt = %q after restore", got)
+	}
+}
+
+func TestSeveralFolders(t *testing.T) {
+	st := memory.NewStore("t")
+	a, b := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(a, "x"), []byte("in a"), 0o644)
+	os.WriteFile(filepath.Join(b, "x"), []byte("in b"), 0o644)
+	save(t, st, "two", a, b)
+	ra, rb := t.TempDir(), t.TempDir()
+	restore(t, st, "two", nil, ra, rb)
+	for dir, want := range map[string]string{ra: "in a", rb: "in b"} {
+		if got, _ := os.ReadFile(filepath.Join(dir, "x")); string(got) != want {
+			t.Errorf("%s/x = %q, want %q", dir, got, want)
+		}
+	}
+	if _, err := Restore(context.Background(), st, RestoreOptions{Key: "two", Folders: []string{ra}}); err == nil {
+		t.Fatal("restoring a two-folder entry into one folder succeeded")
+	}
+}
+
+// corruptStore flips a byte in every pack it serves.
+type corruptStore struct {
+	store.Store
+	packs map[digest.Digest]bool
+}
+
+func (c *corruptStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	rc, err := c.Store.GetBlob(ctx, d)
+	if err != nil || !c.packs[d] {
+		return rc, err
+	}
+	data, _ := io.ReadAll(rc)
+	rc.Close()
+	data[len(data)/2] ^= 0x01
+	return io.NopCloser(bytes.NewReader(data)), nil
+}
+
+func TestCorruptPackIsNotAHitAndLeavesFolderAsItWas(t *testing.T) {
+	st := memory.NewStore("t")
+	src := t.TempDir()
+	testtree.Make(t, src)
+	save(t, st, "k", src)
+	ref, _ := st.GetRef(context.Background(), "k")
+	bad := &corruptStore{Store: st, packs: map[digest.Digest]bool{}}
+	for _, p := range ref.Packs {
+		bad.packs[p.Digest] = true
+	}
+	dst := t.TempDir()
+	os.WriteFile(filepath.Join(dst, "mine"), []byte("user data"), 0o644)
+	before := testtree.Snapshot(t, dst)
+	res, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{dst}})
+	if err == nil {
+		t.Fatalf("restore of a corrupt entry succeeded: %+v", res)
+	}
+	if !errors.Is(err, digest.ErrMismatch) && !errors.Is(err, archive.ErrCorrupt) && !strings.Contains(err.Error(), "zstd") {
+		t.Logf("error: %v", err)
+	}
+	testtree.Equal(t, before, testtree.Snapshot(t, dst))
+}
+
+func TestInvalidKeyIsRefused(t *testing.T) {
+	st := memory.NewStore("t")
+	if _, err := Save(context.Background(), st, SaveOptions{Key: "../x", Folders: []string{t.TempDir()}}); !errors.Is(err, store.ErrInvalidKey) {
+		t.Fatalf("Save with a bad key: %v", err)
+	}
+	if _, err := Restore(context.Background(), st, RestoreOptions{Key: "ok", RestoreKeys: []string{"a/b"}, Folders: []string{t.TempDir()}}); !errors.Is(err, store.ErrInvalidKey) {
+		t.Fatalf("Restore with a bad restore key: %v", err)
+	}
+}

@@ -1,0 +1,306 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// RestoreOptions say what to restore where.
+type RestoreOptions struct {
+	// Key is the exact key to look for first.
+	Key string
+	// RestoreKeys are prefixes tried in order when Key misses; the newest
+	// entry whose key starts with the prefix wins.
+	RestoreKeys []string
+	// Folders receive the entry's folders, by position.
+	Folders []string
+	// Jobs is the number of packs downloaded and extracted at once.
+	// Default max(4, GOMAXPROCS).
+	Jobs int
+	// Logf receives progress and diagnostics; nil is silent.
+	Logf func(format string, args ...any)
+	// Progress is how often progress lines are printed. Default 10 s.
+	Progress time.Duration
+}
+
+// RestoreResult says what a restore did.
+type RestoreResult struct {
+	Key        string `json:"key"`
+	MatchedKey string `json:"matched_key,omitempty"`
+	// Fetched: the exact key was restored. Restored: an entry was restored
+	// (exact or from a restore key).
+	Fetched  bool `json:"fetched"`
+	Restored bool `json:"restored"`
+	// MissReason says why nothing was restored.
+	MissReason string `json:"miss_reason,omitempty"`
+	Files      int    `json:"files"`
+	// Present counts files that were already on disk and kept.
+	Present int   `json:"present"`
+	Bytes   int64 `json:"bytes"`
+	// Written is the content written; Downloaded the pack bytes fetched.
+	Written         int64         `json:"written"`
+	Downloaded      int64         `json:"downloaded"`
+	Packs           int           `json:"packs"`
+	PacksDownloaded int           `json:"packs_downloaded"`
+	Duration        time.Duration `json:"-"`
+}
+
+func (o *RestoreOptions) defaults() {
+	if o.Jobs <= 0 {
+		o.Jobs = max(4, runtime.GOMAXPROCS(0))
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.Progress <= 0 {
+		o.Progress = 10 * time.Second
+	}
+}
+
+// Resolve finds the entry for key, then for each restore-key prefix in
+// order. It returns ErrNotFound (wrapped, with the keys tried) on a miss.
+func Resolve(ctx context.Context, st store.Store, key string, restoreKeys []string) (*store.Ref, error) {
+	ref, err := st.GetRef(ctx, key)
+	if err == nil {
+		return ref, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	for _, prefix := range restoreKeys {
+		ref, err := store.Newest(ctx, st, prefix)
+		if err == nil {
+			return ref, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+	}
+	if len(restoreKeys) == 0 {
+		return nil, fmt.Errorf("no entry for key %s in %s: %w", key, st, store.ErrNotFound)
+	}
+	return nil, fmt.Errorf("no entry for key %s nor any key starting with %q in %s: %w", key, restoreKeys, st, store.ErrNotFound)
+}
+
+// maxIndexBlob bounds the compressed index read from a store.
+const maxIndexBlob = 256 << 20
+
+// fetchIndex reads, verifies and decodes the index of ref.
+func fetchIndex(ctx context.Context, st store.Store, ref *store.Ref) (*archive.Index, error) {
+	blob, err := fetchIndexBlob(ctx, st, ref)
+	if err != nil {
+		return nil, err
+	}
+	return indexFromBlob(ref, blob)
+}
+
+// indexFromBlob decodes the index blob of ref and checks it against the ref.
+func indexFromBlob(ref *store.Ref, blob []byte) (*archive.Index, error) {
+	x, err := archive.DecodeIndex(blob)
+	if err != nil {
+		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
+	}
+	if len(x.Packs) != len(ref.Packs) {
+		return nil, fmt.Errorf("entry %s: the ref lists %d packs, its index %d: refusing an inconsistent entry", ref.Key, len(ref.Packs), len(x.Packs))
+	}
+	for i, p := range x.Packs {
+		if p.Digest != ref.Packs[i].Digest || p.Size != ref.Packs[i].Size {
+			return nil, fmt.Errorf("entry %s: pack %d differs between ref and index: refusing an inconsistent entry", ref.Key, i)
+		}
+	}
+	return x, nil
+}
+
+func fetchIndexBlob(ctx context.Context, st store.Store, ref *store.Ref) ([]byte, error) {
+	if ref.Index.Size > maxIndexBlob {
+		return nil, fmt.Errorf("entry %s: index of %d bytes is too large", ref.Key, ref.Index.Size)
+	}
+	rc, err := st.GetBlob(ctx, ref.Index.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
+	}
+	defer rc.Close()
+	blob, err := io.ReadAll(digest.NewVerifier(rc, ref.Index.Digest, ref.Index.Size))
+	if err != nil {
+		return nil, fmt.Errorf("entry %s: reading index: %w", ref.Key, err)
+	}
+	return blob, nil
+}
+
+// Restore restores the entry of opts.Key, or of the first restore key that
+// matches, into opts.Folders. A miss is not an error: the result says
+// Restored=false and why. Any failure after the entry was found leaves the
+// folders as they were and returns an error.
+func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*RestoreResult, error) {
+	start := time.Now()
+	opts.defaults()
+	res := &RestoreResult{Key: opts.Key}
+	if err := store.ValidateKey(opts.Key); err != nil {
+		return nil, err
+	}
+	for _, p := range opts.RestoreKeys {
+		if err := store.ValidatePrefix(p); err != nil {
+			return nil, fmt.Errorf("restore key: %w", err)
+		}
+	}
+	if len(opts.Folders) == 0 {
+		return nil, errors.New("no folder to restore into: pass --folder")
+	}
+	folders, err := absAll(opts.Folders)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := Resolve(ctx, st, opts.Key, opts.RestoreKeys)
+	if errors.Is(err, store.ErrNotFound) {
+		res.MissReason = err.Error()
+		res.Duration = time.Since(start)
+		return res, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.MatchedKey = ref.Key
+	blob, err := fetchIndexBlob(ctx, st, ref)
+	if err != nil {
+		return nil, err
+	}
+	x, err := indexFromBlob(ref, blob)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := archive.NewExtractor(x, folders)
+	if err != nil {
+		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
+	}
+	defer ex.Close()
+	if err := extract(ctx, st, ex, x, opts, res); err != nil {
+		ex.Abort()
+		removeState(folders)
+		return nil, fmt.Errorf("restoring entry %s: %w", ref.Key, err)
+	}
+	if err := ex.Commit(); err != nil {
+		ex.Abort()
+		removeState(folders)
+		return nil, fmt.Errorf("restoring entry %s: %w", ref.Key, err)
+	}
+	if err := writeState(folders, &state{Format: archive.FormatVersion, Key: ref.Key, Store: st.String(), Restored: time.Now().UTC(), Index: ref.Index.Digest, Blob: blob}); err != nil {
+		opts.Logf("warning: %v (the next save will read every file)", err)
+	}
+	for i := range x.Entries {
+		if x.Entries[i].Type == archive.TypeFile {
+			res.Files++
+			res.Bytes += x.Entries[i].Size
+		}
+	}
+	res.Packs = len(x.Packs)
+	res.Present = ex.Present()
+	res.Written = ex.Written()
+	res.Restored = true
+	res.Fetched = ref.Key == opts.Key
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *archive.Index, opts RestoreOptions, res *RestoreResult) error {
+	packs, err := ex.Prepare()
+	if err != nil {
+		return err
+	}
+	var downloaded atomic.Int64
+	var done atomic.Int32
+	var total int64
+	for _, p := range packs {
+		total += x.Packs[p].Size
+	}
+	stop := progress(opts.Logf, opts.Progress, func() string {
+		return fmt.Sprintf("restoring: downloaded %s of %s, %d/%d packs, wrote %s", human(downloaded.Load()), human(total), done.Load(), len(packs), human(ex.Written()))
+	})
+	defer stop()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Jobs)
+	for _, p := range packs {
+		g.Go(func() error {
+			info := x.Packs[p]
+			rc, err := st.GetBlob(gctx, info.Digest)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			v := digest.NewVerifier(&countingReader{r: store.ContextReader(gctx, rc), n: &downloaded}, info.Digest, info.Size)
+			tr, closePack, err := archive.NewPackReader(v)
+			if err != nil {
+				return err
+			}
+			err = ex.ExtractPack(p, tr)
+			closePack()
+			if err != nil {
+				return err
+			}
+			// Read to the end so the pack's digest is checked.
+			if _, err := io.Copy(io.Discard, v); err != nil {
+				return fmt.Errorf("pack %s: %w", info.Digest.Short(), err)
+			}
+			done.Add(1)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	res.PacksDownloaded = len(packs)
+	res.Downloaded = downloaded.Load()
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// progress prints line() every interval until stop is called.
+func progress(logf func(string, ...any), every time.Duration, line func() string) (stop func()) {
+	done := make(chan struct{})
+	t := time.NewTicker(every)
+	go func() {
+		for {
+			select {
+			case <-t.C:
+				logf("%s", line())
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { t.Stop(); close(done) }
+}
+
+// human formats a byte count.
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

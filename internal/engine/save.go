@@ -1,0 +1,462 @@
+// Package engine saves folders into a store and restores them: the data
+// flow of docs/ARCHITECTURE.md. It joins archive (the format) and store
+// (where blobs live).
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// SaveOptions say what to save and how.
+type SaveOptions struct {
+	// Key is the full cache key (no {{hash}} left).
+	Key string
+	// Folders are the directories to save, in order.
+	Folders []string
+	// BaseKeys are restore-key prefixes used to find the entry to build on
+	// when the folders hold no restore state.
+	BaseKeys []string
+	// Force saves even when Key already exists.
+	Force bool
+	// PackSize is the target uncompressed size of a pack. Default 32 MiB.
+	PackSize int64
+	// Jobs is the number of packs compressed at once. Default GOMAXPROCS.
+	Jobs int
+	// Uploads is the number of blobs uploaded at once. Default 4.
+	Uploads int
+	// Tool is recorded in the ref (the program's version).
+	Tool string
+	// Logf receives progress and diagnostics; nil is silent.
+	Logf func(format string, args ...any)
+	// Progress is how often progress lines are printed. Default 10 s.
+	Progress time.Duration
+}
+
+// SaveResult says what a save did.
+type SaveResult struct {
+	Key string `json:"key"`
+	// Skipped is set when nothing was saved, and SkipReason says why.
+	Skipped    bool   `json:"skipped"`
+	SkipReason string `json:"skip_reason,omitempty"`
+	// Base is where unchanged files were taken from: "state" (what restore
+	// left in the folders), a key, or "" (none: every file was read).
+	Base        string `json:"base,omitempty"`
+	Files       int    `json:"files"`
+	Bytes       int64  `json:"bytes"`
+	ReusedFiles int    `json:"reused_files"`
+	NewPacks    int    `json:"new_packs"`
+	ReusedPacks int    `json:"reused_packs"`
+	// Uploaded counts the blobs (packs and index) sent, and their bytes.
+	UploadedBlobs int           `json:"uploaded_blobs"`
+	UploadedBytes int64         `json:"uploaded_bytes"`
+	Skipped2      []string      `json:"skipped_paths,omitempty"`
+	Duration      time.Duration `json:"-"`
+}
+
+func (o *SaveOptions) defaults() {
+	if o.PackSize <= 0 {
+		o.PackSize = 32 << 20
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.GOMAXPROCS(0)
+	}
+	if o.Uploads <= 0 {
+		o.Uploads = 4
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.Progress <= 0 {
+		o.Progress = 10 * time.Second
+	}
+}
+
+// spoolMemory is how much of a compressed pack is kept in memory before it
+// spills to a temporary file.
+const spoolMemory = 16 << 20
+
+// Save saves the folders under opts.Key. It reads only files that changed
+// since the base entry, uploads only blobs the store lacks, and publishes the
+// ref last.
+func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, error) {
+	start := time.Now()
+	opts.defaults()
+	res := &SaveResult{Key: opts.Key}
+	if err := store.ValidateKey(opts.Key); err != nil {
+		return nil, err
+	}
+	if len(opts.Folders) == 0 {
+		return nil, errors.New("no folder to save: pass --folder")
+	}
+	folders, err := absAll(opts.Folders)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.Force {
+		_, err := st.GetRef(ctx, opts.Key)
+		if err == nil {
+			res.Skipped, res.SkipReason = true, fmt.Sprintf("key %s already exists in %s (use --force to overwrite)", opts.Key, st)
+			res.Duration = time.Since(start)
+			return res, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+	}
+
+	x, skipped, err := archive.Walk(folders)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range skipped {
+		res.Skipped2 = append(res.Skipped2, s.Path)
+		opts.Logf("skipping %s: %s", s.Path, s.Reason)
+	}
+	// Roots are informational: folder names, not paths, so that the same
+	// cache saved from another workspace path gives the same index.
+	for i, f := range folders {
+		x.Roots[i] = filepath.Base(f)
+	}
+
+	base, baseName := findBase(ctx, st, folders, opts)
+	res.Base = baseName
+	plan, err := planPacks(ctx, st, x, folders, base, opts, res)
+	if err != nil {
+		return nil, err
+	}
+	if err := buildAndUpload(ctx, st, x, plan, opts, res); err != nil {
+		return nil, err
+	}
+
+	blob, err := x.Encode()
+	if err != nil {
+		return nil, err
+	}
+	idx := store.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	sent, err := putIfMissing(ctx, st, idx, func() io.Reader { return bytes.NewReader(blob) })
+	if err != nil {
+		return nil, err
+	}
+	if sent {
+		res.UploadedBlobs++
+		res.UploadedBytes += idx.Size
+	}
+	ref := &store.Ref{
+		Format:   store.FormatVersion,
+		Key:      opts.Key,
+		Index:    idx,
+		Created:  time.Now().UTC(),
+		Tool:     opts.Tool,
+		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	for _, p := range x.Packs {
+		ref.Packs = append(ref.Packs, store.Descriptor{Digest: p.Digest, Size: p.Size})
+	}
+	if err := st.PutRef(ctx, ref); err != nil {
+		return nil, err
+	}
+	// The folders now hold exactly this entry: record it so the next save
+	// in this workspace reads nothing that did not change.
+	if err := writeState(folders, &state{Format: archive.FormatVersion, Key: opts.Key, Store: st.String(), Restored: ref.Created, Index: idx.Digest, Blob: blob}); err != nil {
+		opts.Logf("warning: %v", err)
+	}
+	for i := range x.Entries {
+		if x.Entries[i].Type == archive.TypeFile {
+			res.Files++
+			res.Bytes += x.Entries[i].Size
+		}
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func absAll(folders []string) ([]string, error) {
+	out := make([]string, len(folders))
+	for i, f := range folders {
+		a, err := filepath.Abs(f)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// findBase returns the index to reuse unchanged files from: the restore
+// state in the folders, else the newest entry of the base keys.
+func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOptions) (*archive.Index, string) {
+	if s, x := readState(folders); x != nil {
+		return x, "state of " + s.Key
+	}
+	for _, prefix := range opts.BaseKeys {
+		ref, err := store.Newest(ctx, st, prefix)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				opts.Logf("warning: finding a base entry for restore key %q: %v", prefix, err)
+			}
+			continue
+		}
+		x, err := fetchIndex(ctx, st, ref)
+		if err != nil {
+			opts.Logf("warning: reading base entry %s: %v", ref.Key, err)
+			continue
+		}
+		if len(x.Roots) != len(folders) {
+			continue
+		}
+		return x, ref.Key
+	}
+	return nil, ""
+}
+
+// packPlan lists the packs reused from the base and the files to pack anew.
+type packPlan struct {
+	fresh [][]archive.PackFile // new packs, in order
+}
+
+// planPacks reuses the digest and pack of every file whose path, size,
+// mtime and mode equal the base's, keeps base packs that are still mostly
+// live (and present in the store), and groups the other files into new packs.
+func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []string, base *archive.Index, opts SaveOptions, res *SaveResult) (*packPlan, error) {
+	type key struct {
+		root int
+		path string
+	}
+	reuse := make([]int, len(x.Entries)) // base entry index + 1, or 0
+	if base != nil {
+		byPath := make(map[key]int, len(base.Entries))
+		for i := range base.Entries {
+			if e := &base.Entries[i]; e.Type == archive.TypeFile && e.Pack >= 0 {
+				byPath[key{e.Root, e.Path}] = i
+			}
+		}
+		total := make([]int64, len(base.Packs))
+		for i := range base.Entries {
+			if e := &base.Entries[i]; e.Pack >= 0 {
+				total[e.Pack] += e.Size
+			}
+		}
+		live := make([]int64, len(base.Packs))
+		for i := range x.Entries {
+			e := &x.Entries[i]
+			if e.Type != archive.TypeFile || e.Size == 0 {
+				continue
+			}
+			j, ok := byPath[key{e.Root, e.Path}]
+			if !ok {
+				continue
+			}
+			b := &base.Entries[j]
+			if b.Size == e.Size && b.MTime == e.MTime && b.Mode == e.Mode {
+				reuse[i] = j + 1
+				live[b.Pack] += e.Size
+			}
+		}
+		// A pack less than half live is rewritten, so that restore never
+		// downloads much it throws away; the others must still be in the store.
+		keep := make([]bool, len(base.Packs))
+		var g errgroup.Group
+		g.SetLimit(8)
+		for p := range base.Packs {
+			if live[p] == 0 || live[p]*2 < total[p] {
+				continue
+			}
+			g.Go(func() error {
+				if _, err := st.StatBlob(ctx, base.Packs[p].Digest); err != nil {
+					if !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+					opts.Logf("base pack %s is gone from the store: its files are packed again", base.Packs[p].Digest.Short())
+					return nil
+				}
+				keep[p] = true
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		newPos := make([]int, len(base.Packs))
+		for p := range base.Packs {
+			newPos[p] = -1
+			if keep[p] {
+				newPos[p] = len(x.Packs)
+				x.Packs = append(x.Packs, base.Packs[p])
+				res.ReusedPacks++
+			}
+		}
+		for i := range x.Entries {
+			if reuse[i] == 0 {
+				continue
+			}
+			b := &base.Entries[reuse[i]-1]
+			if newPos[b.Pack] < 0 {
+				reuse[i] = 0
+				continue
+			}
+			e := &x.Entries[i]
+			e.Digest, e.Pack, e.Offset = b.Digest, newPos[b.Pack], b.Offset
+			res.ReusedFiles++
+		}
+	}
+	plan := &packPlan{}
+	var cur []archive.PackFile
+	var curSize int64
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if e.Type != archive.TypeFile || e.Size == 0 || reuse[i] != 0 {
+			continue
+		}
+		if len(cur) > 0 && curSize+e.Size > opts.PackSize {
+			plan.fresh = append(plan.fresh, cur)
+			cur, curSize = nil, 0
+		}
+		cur = append(cur, archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path))})
+		curSize += e.Size
+	}
+	if len(cur) > 0 {
+		plan.fresh = append(plan.fresh, cur)
+	}
+	return plan, nil
+}
+
+type builtPack struct {
+	pos  int
+	desc store.Descriptor
+	sp   *spool
+}
+
+// buildAndUpload compresses the new packs (opts.Jobs at once) and uploads
+// the ones the store lacks (opts.Uploads at once), streaming: at most a few
+// packs are held, in memory or spilled to temporary files.
+func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan *packPlan, opts SaveOptions, res *SaveResult) error {
+	if len(plan.fresh) == 0 {
+		return nil
+	}
+	first := len(x.Packs)
+	x.Packs = append(x.Packs, make([]archive.PackInfo, len(plan.fresh))...)
+	res.NewPacks = len(plan.fresh)
+	var total int64
+	for _, files := range plan.fresh {
+		for _, f := range files {
+			total += f.Entry.Size
+		}
+	}
+	var packed, sentBytes atomic.Int64
+	var sentBlobs atomic.Int32
+	stop := progress(opts.Logf, opts.Progress, func() string {
+		return fmt.Sprintf("saving: packed %s of %s, uploaded %d/%d packs (%s)", human(packed.Load()), human(total), sentBlobs.Load(), len(plan.fresh), human(sentBytes.Load()))
+	})
+	defer stop()
+
+	g, gctx := errgroup.WithContext(ctx)
+	jobs := make(chan int)
+	built := make(chan builtPack)
+	g.Go(func() error {
+		defer close(jobs)
+		for j := range plan.fresh {
+			select {
+			case jobs <- j:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var builders sync.WaitGroup
+	for range opts.Jobs {
+		builders.Add(1)
+		g.Go(func() error {
+			defer builders.Done()
+			for j := range jobs {
+				sp := newSpool(spoolMemory)
+				dg := digest.NewDigester()
+				if err := archive.WritePack(multiWriter{sp, dg}, first+j, plan.fresh[j]); err != nil {
+					sp.Close()
+					return err
+				}
+				for _, f := range plan.fresh[j] {
+					packed.Add(f.Entry.Size)
+				}
+				b := builtPack{pos: first + j, desc: store.Descriptor{Digest: dg.Digest(), Size: dg.Size()}, sp: sp}
+				select {
+				case built <- b:
+				case <-gctx.Done():
+					sp.Close()
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	go func() { builders.Wait(); close(built) }()
+	for range opts.Uploads {
+		g.Go(func() error {
+			for b := range built {
+				x.Packs[b.pos] = archive.PackInfo{Digest: b.desc.Digest, Size: b.desc.Size}
+				sent, err := putIfMissing(gctx, st, b.desc, b.sp.Reader)
+				b.sp.Close()
+				if err != nil {
+					return err
+				}
+				if sent {
+					sentBlobs.Add(1)
+					sentBytes.Add(b.desc.Size)
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	// Drain what builders left if an upload failed.
+	for b := range built {
+		b.sp.Close()
+	}
+	if err != nil {
+		return err
+	}
+	res.UploadedBlobs += int(sentBlobs.Load())
+	res.UploadedBytes += sentBytes.Load()
+	return nil
+}
+
+type multiWriter struct {
+	a *spool
+	b *digest.Digester
+}
+
+func (m multiWriter) Write(p []byte) (int, error) {
+	if n, err := m.a.Write(p); err != nil {
+		return n, err
+	}
+	return m.b.Write(p)
+}
+
+// putIfMissing uploads a blob unless the store has it already (one cheap
+// stat), and reports whether it sent it.
+func putIfMissing(ctx context.Context, st store.Store, d store.Descriptor, open func() io.Reader) (bool, error) {
+	if _, err := st.StatBlob(ctx, d.Digest); err == nil {
+		return false, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	if err := st.PutBlob(ctx, d.Digest, d.Size, open()); err != nil {
+		return false, err
+	}
+	return true, nil
+}

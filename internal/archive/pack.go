@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/tekton-cache/tekton-cache/internal/digest"
 )
 
 // Compression settings are part of the format: the same tree must give the
@@ -89,13 +87,20 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 			return fmt.Errorf("packing %s: %w", f.Source, err)
 		}
 		h.Reset()
-		n, err := io.CopyBuffer(io.MultiWriter(tw, h), io.LimitReader(src, e.Size+1), *bufp)
+		n, err := io.CopyBuffer(io.MultiWriter(tw, h), io.LimitReader(src, e.Size), *bufp)
+		if err == nil && n == e.Size {
+			// One byte more means the file grew since the walk.
+			var one [1]byte
+			if m, _ := src.Read(one[:]); m > 0 {
+				n++
+			}
+		}
 		src.Close()
 		if err != nil {
 			return fmt.Errorf("packing %s: %w", f.Source, err)
 		}
 		if n != e.Size {
-			return fmt.Errorf("packing %s: it changed while being saved (size %d, now %d): save again when the build is done", f.Source, e.Size, n)
+			return fmt.Errorf("packing %s: it changed while being saved (size was %d): save again when the build is done", f.Source, e.Size)
 		}
 		e.Digest = hex.EncodeToString(h.Sum(nil))
 		e.Pack = packIndex
@@ -122,20 +127,3 @@ func NewPackReader(r io.Reader) (*tar.Reader, func(), error) {
 		dec.Close()
 	}, nil
 }
-
-// ContentDigest returns the hex sha256 of a file on disk.
-func ContentDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// BlobDigest is a convenience for digest.FromBytes.
-func BlobDigest(b []byte) digest.Digest { return digest.FromBytes(b) }

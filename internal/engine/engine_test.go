@@ -215,3 +215,42 @@ func TestInvalidKeyIsRefused(t *testing.T) {
 		t.Fatalf("Restore with a bad restore key: %v", err)
 	}
 }
+
+// TestLargeFileIsNotTruncated saves a file larger than a pack and than the
+// in-memory spool, so it spills to a temporary file, and checks every byte.
+func TestLargeFileIsNotTruncated(t *testing.T) {
+	src := t.TempDir()
+	f, _ := os.Create(filepath.Join(src, "big"))
+	chunk := make([]byte, 1<<20)
+	for i := range 40 {
+		for j := range chunk {
+			chunk[j] = byte(i*7 + j*13 + j/251)
+		}
+		f.Write(chunk)
+	}
+	f.Close()
+	want := testtree.Snapshot(t, src)
+	st := memory.NewStore("t")
+	save(t, st, "big", src)
+	dst := t.TempDir()
+	restore(t, st, "big", nil, dst)
+	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
+}
+
+// TestFileChangingDuringSaveFails: a file that grew after the walk must not
+// be stored with a size the index does not state.
+func TestFileChangingDuringSaveFails(t *testing.T) {
+	src := t.TempDir()
+	p := filepath.Join(src, "growing")
+	os.WriteFile(p, []byte("short"), 0o644)
+	x, _, err := archive.Walk([]string{src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p, []byte("much longer now"), 0o644)
+	e := &x.Entries[0]
+	err = archive.WritePack(io.Discard, 0, []archive.PackFile{{Entry: e, Name: e.Path, Source: p}})
+	if err == nil || !strings.Contains(err.Error(), "changed while being saved") {
+		t.Fatalf("WritePack of a file that grew: %v", err)
+	}
+}

@@ -224,7 +224,7 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 		total += x.Packs[p].Size
 	}
 	stop := progress(opts.Logf, opts.Progress, func() string {
-		return fmt.Sprintf("restoring: downloaded %s of %s, %d/%d packs, wrote %s", human(downloaded.Load()), human(total), done.Load(), len(packs), human(ex.Written()))
+		return fmt.Sprintf("restoring: downloaded %s of %s, %d/%d packs, wrote %s", HumanBytes(downloaded.Load()), HumanBytes(total), done.Load(), len(packs), HumanBytes(ex.Written()))
 	})
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
@@ -291,8 +291,8 @@ func progress(logf func(string, ...any), every time.Duration, line func() string
 	return func() { t.Stop(); close(done) }
 }
 
-// human formats a byte count.
-func human(n int64) string {
+// HumanBytes formats a byte count for logs.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,6 +123,11 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	x, skipped, err := archive.Walk(folders)
 	if err != nil {
 		return nil, err
+	}
+	if len(x.Entries) == 0 {
+		res.Skipped, res.SkipReason = true, fmt.Sprintf("nothing to save: %s empty or missing", strings.Join(opts.Folders, ", "))
+		res.Duration = time.Since(start)
+		return res, nil
 	}
 	for _, s := range skipped {
 		res.Skipped2 = append(res.Skipped2, s.Path)
@@ -360,7 +366,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 	var packed, sentBytes atomic.Int64
 	var sentBlobs atomic.Int32
 	stop := progress(opts.Logf, opts.Progress, func() string {
-		return fmt.Sprintf("saving: packed %s of %s, uploaded %d/%d packs (%s)", human(packed.Load()), human(total), sentBlobs.Load(), len(plan.fresh), human(sentBytes.Load()))
+		return fmt.Sprintf("saving: packed %s of %s, uploaded %d/%d packs (%s)", HumanBytes(packed.Load()), HumanBytes(total), sentBlobs.Load(), len(plan.fresh), HumanBytes(sentBytes.Load()))
 	})
 	defer stop()
 

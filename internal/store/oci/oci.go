@@ -1,0 +1,449 @@
+package oci
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// Store keeps cache entries in one repository of an OCI registry.
+// It is safe for concurrent use: PutBlob may run in parallel.
+type Store struct {
+	url   string // oci://registry/repo, for messages
+	repo  name.Repository
+	auth  authn.Authenticator
+	creds string // where the credentials come from, for messages
+	rt    http.RoundTripper
+	ropts []remote.Option
+	logf  func(string, ...any)
+
+	puller *remote.Puller
+	// pusher remembers the blobs it uploaded; DeleteBlob replaces it so
+	// that a deleted blob is uploaded again.
+	pusher atomic.Pointer[remote.Pusher]
+}
+
+var (
+	_ store.Store   = (*Store)(nil)
+	_ store.Deleter = (*Store)(nil)
+)
+
+// Option tunes a Store made by New.
+type Option func(*settings)
+
+type settings struct {
+	rt http.RoundTripper
+	kc authn.Keychain
+}
+
+// WithTransport sends every request through rt instead of a clone of
+// remote.DefaultTransport (default: that clone, with TLS verification off
+// when store.Options.Insecure is set). Tests use it to count requests.
+func WithTransport(rt http.RoundTripper) Option { return func(c *settings) { c.rt = rt } }
+
+// WithKeychain resolves credentials with kc instead of the docker config
+// chain described in the package documentation (the default).
+func WithKeychain(kc authn.Keychain) Option { return func(c *settings) { c.kc = kc } }
+
+// Jobs bounds the blob downloads in flight at once per Store (go-containerregistry
+// limits them; callers bound their own parallelism well below this).
+const Jobs = 64
+
+// Open implements store.Opener for oci://registry[:port]/repo/path URLs.
+func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
+	return OpenURL(ctx, u, opts)
+}
+
+// OpenURL is Open with a *Store result and Options.
+func OpenURL(ctx context.Context, u *url.URL, opts store.Options, options ...Option) (*Store, error) {
+	raw := store.Redact(u.String())
+	switch {
+	case u.Scheme != "oci":
+		return nil, fmt.Errorf("store URL %q: not an oci:// URL", raw)
+	case u.User != nil:
+		return nil, fmt.Errorf("store URL %q: credentials in the URL are not supported: put them in DOCKER_CONFIG (config.json or .dockerconfigjson)", raw)
+	case u.Host == "":
+		return nil, fmt.Errorf("store URL %q has no registry: write it as oci://registry[:port]/repository", raw)
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("store URL %q: oci:// URLs take no query or fragment", raw)
+	case strings.Trim(u.Path, "/") == "":
+		return nil, fmt.Errorf("store URL %q has no repository: write it as oci://%s/repository", raw, u.Host)
+	case strings.ContainsAny(u.Path, ":@"):
+		return nil, fmt.Errorf("store URL %q names a tag or digest: give the repository only, the key is passed separately", raw)
+	}
+	return New(ctx, u.Host+"/"+strings.Trim(u.Path, "/"), opts, options...)
+}
+
+// New returns the store in repository ("registry[:port]/repo/path").
+// It does not contact the registry: the first request does.
+func New(ctx context.Context, repository string, opts store.Options, options ...Option) (*Store, error) {
+	var c settings
+	for _, o := range options {
+		o(&c)
+	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	var nopts []name.Option
+	if opts.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	repo, err := name.NewRepository(repository, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("oci://%s: %s", repository, flatten(err.Error()))
+	}
+	host, _, _ := strings.Cut(repository, "/")
+	if repo.RegistryStr() != host && host != "docker.io" {
+		return nil, fmt.Errorf("oci://%s: %q is not a registry host: write oci://registry.example/%s (a host has a '.' or ':', or is localhost)", repository, host, repository)
+	}
+	s := &Store{url: "oci://" + repository, repo: repo, logf: logf}
+
+	kc, creds := c.kc, "the keychain given"
+	if kc == nil {
+		if kc, creds, err = keychain(logf); err != nil {
+			return nil, fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	if s.auth, s.creds, err = resolveAuth(ctx, kc, repo, creds); err != nil {
+		return nil, err
+	}
+
+	s.rt = c.rt
+	if s.rt == nil {
+		t := remote.DefaultTransport.(*http.Transport).Clone()
+		if opts.Insecure {
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+		}
+		s.rt = t
+	}
+	s.ropts = []remote.Option{
+		remote.WithAuth(s.auth),
+		remote.WithTransport(s.rt),
+		remote.WithUserAgent("tekton-cache"),
+		remote.WithJobs(Jobs),
+	}
+	if s.puller, err = remote.NewPuller(s.ropts...); err != nil {
+		return nil, fmt.Errorf("%s: %w", s, err)
+	}
+	if err := s.resetPusher(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) resetPusher() error {
+	p, err := remote.NewPusher(s.ropts...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s, err)
+	}
+	s.pusher.Store(p)
+	return nil
+}
+
+// String implements store.Store.
+func (s *Store) String() string { return s.url }
+
+// Repository returns the repository the store is in.
+func (s *Store) Repository() name.Repository { return s.repo }
+
+// StatBlob implements store.Store with a HEAD of the blob.
+func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
+	if err := d.Validate(); err != nil {
+		return 0, err
+	}
+	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
+	if err != nil {
+		return 0, s.fail("stat blob "+d.Short(), err)
+	}
+	n, err := l.Size()
+	if err != nil {
+		return 0, s.fail("stat blob "+d.Short(), err)
+	}
+	return n, nil
+}
+
+// GetBlob implements store.Store with a GET of the blob; go-containerregistry
+// verifies the digest as it streams, and a mismatch fails the last Read.
+func (s *Store) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	op := "get blob " + d.Short()
+	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	return &blobReader{rc: rc, fail: func(err error) error { return s.fail("reading blob "+d.Short(), err) }}, nil
+}
+
+// blobReader names the store in the errors of Read.
+type blobReader struct {
+	rc   io.ReadCloser
+	fail func(error) error
+}
+
+func (b *blobReader) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		err = b.fail(err)
+	}
+	return n, err
+}
+
+func (b *blobReader) Close() error { return b.rc.Close() }
+
+// PutBlob implements store.Store. It HEADs the blob and returns at once when
+// the registry has it; otherwise it uploads the bytes in one PATCH, checking
+// them against d and size as they stream, and commits the upload with the
+// digest, which the registry checks too. An upload that fails or is
+// cancelled is never committed, so nothing becomes readable.
+// The Store remembers the blobs it put: a second PutBlob of one costs nothing.
+func (s *Store) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	h, err := v1.NewHash(d.String())
+	if err != nil {
+		return err
+	}
+	body := &uploadBody{r: digest.NewVerifier(store.ContextReader(ctx, r), d, size)}
+	err = s.pusher.Load().Upload(ctx, s.repo, &uploadLayer{hash: h, size: size, body: body})
+	body.Close() // waits for a read in flight: r is not used after PutBlob returns
+	if err != nil {
+		return s.fail("put blob "+d.Short(), err)
+	}
+	return nil
+}
+
+// uploadLayer is the v1.Layer that PutBlob hands to go-containerregistry:
+// the blob's bytes, readable once.
+type uploadLayer struct {
+	hash v1.Hash
+	size int64
+	body *uploadBody
+	used atomic.Bool
+}
+
+var _ v1.Layer = (*uploadLayer)(nil)
+
+// errNoRewind stops go-containerregistry from retrying an upload whose
+// bytes were already read: PutBlob streams them once.
+var errNoRewind = errors.New("the blob's reader cannot be read twice, so the upload is not retried")
+
+func (l *uploadLayer) Digest() (v1.Hash, error)          { return l.hash, nil }
+func (l *uploadLayer) DiffID() (v1.Hash, error)          { return v1.Hash{}, errors.New("no diff ID: a blob, not a layer") }
+func (l *uploadLayer) Uncompressed() (io.ReadCloser, error) { return nil, errors.New("a blob has no uncompressed form") }
+func (l *uploadLayer) Size() (int64, error)              { return l.size, nil }
+func (l *uploadLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType("application/octet-stream"), nil
+}
+
+func (l *uploadLayer) Compressed() (io.ReadCloser, error) {
+	if l.used.Swap(true) {
+		return nil, errNoRewind
+	}
+	return l.body, nil
+}
+
+// uploadBody lets PutBlob stop the HTTP transport reading the caller's
+// reader once PutBlob returns (the transport may still hold the body).
+type uploadBody struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errors.New("upload finished")
+	}
+	return b.r.Read(p)
+}
+
+func (b *uploadBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	return nil
+}
+
+// GetRef implements store.Store: it reads the manifest tagged key.
+func (s *Store) GetRef(ctx context.Context, key string) (*store.Ref, error) {
+	if err := store.ValidateKey(key); err != nil {
+		return nil, err
+	}
+	desc, err := s.puller.Get(ctx, s.repo.Tag(key))
+	if err != nil {
+		return nil, s.fail(fmt.Sprintf("get ref %q", key), err)
+	}
+	return decodeManifest(s.url+":"+key, key, string(desc.MediaType), desc.Manifest)
+}
+
+// rawManifest is a manifest to PUT as it is.
+type rawManifest []byte
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return ManifestMediaType, nil }
+
+// PutRef implements store.Store: it PUTs the entry's manifest under the tag
+// ref.Key, which the registry swaps in one step. The registry refuses a
+// manifest whose blobs it lacks, so callers put the blobs first.
+func (s *Store) PutRef(ctx context.Context, ref *store.Ref) error {
+	if err := ref.Validate(); err != nil {
+		return err
+	}
+	raw, err := encodeManifest(ref)
+	if err != nil {
+		return err
+	}
+	if err := s.pusher.Load().Put(ctx, s.repo.Tag(ref.Key), rawManifest(raw)); err != nil {
+		return s.fail(fmt.Sprintf("put ref %q", ref.Key), err)
+	}
+	return nil
+}
+
+// ListRefs implements store.Store: it lists the repository's tags (the
+// registry pages them) and keeps those that start with prefix. A missing
+// repository has no tags.
+func (s *Store) ListRefs(ctx context.Context, prefix string) ([]string, error) {
+	if err := store.ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	tags, err := s.puller.List(ctx, s.repo)
+	if err != nil {
+		err = s.fail(fmt.Sprintf("list tags %q", prefix), err)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var keys []string
+	for _, t := range tags {
+		if strings.HasPrefix(t, prefix) && store.ValidateKey(t) == nil {
+			keys = append(keys, t)
+		}
+	}
+	return keys, nil
+}
+
+// DeleteRef implements store.Deleter: it deletes the manifest the tag key
+// points at (each entry's manifest names its key, so no other key shares
+// it). The registry must allow deletes.
+func (s *Store) DeleteRef(ctx context.Context, key string) error {
+	if err := store.ValidateKey(key); err != nil {
+		return err
+	}
+	op := fmt.Sprintf("delete ref %q", key)
+	desc, err := s.puller.Head(ctx, s.repo.Tag(key))
+	if err != nil {
+		if err = s.fail(op, err); errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if err := s.pusher.Load().Delete(ctx, s.repo.Digest(desc.Digest.String())); err != nil {
+		if err = s.fail(op, err); errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// DeleteBlob implements store.Deleter with DELETE /v2/<repo>/blobs/<digest>.
+// The registry must allow deletes.
+func (s *Store) DeleteBlob(ctx context.Context, d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	op := "delete blob " + d.Short()
+	defer s.resetPusher() //nolint:errcheck // it worked with the same options in New
+	rt, err := transport.NewWithContext(ctx, s.repo.Registry, s.auth, s.rt, []string{s.repo.Scope(transport.DeleteScope)})
+	if err != nil {
+		return s.fail(op, err)
+	}
+	u := url.URL{Scheme: s.repo.Scheme(), Host: s.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", s.repo.RepositoryStr(), d)}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.String(), nil)
+	if err != nil {
+		return s.fail(op, err)
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return s.fail(op, err)
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusAccepted, http.StatusOK, http.StatusNoContent); err != nil {
+		if err = s.fail(op, err); errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// ForeignLayers returns the layers of the container image tagged key when it
+// is not a tekton-cache entry but a plain image, such as the single gzip tar
+// layer that openshift-pipelines/tekton-caches pushes, so that a restore can
+// extract them in order. An entry of ours, an image index or an artifact
+// gives an error.
+func (s *Store) ForeignLayers(ctx context.Context, key string) ([]v1.Layer, error) {
+	if err := store.ValidateKey(key); err != nil {
+		return nil, err
+	}
+	op := fmt.Sprintf("get image %q", key)
+	desc, err := s.puller.Get(ctx, s.repo.Tag(key))
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	where := s.url + ":" + key
+	_, err = decodeManifest(where, key, string(desc.MediaType), desc.Manifest)
+	switch {
+	case err == nil:
+		return nil, fmt.Errorf("%s is a tekton-cache entry, not a foreign image: read it with GetRef", where)
+	case !errors.Is(err, ErrForeignEntry):
+		return nil, err
+	case !desc.MediaType.IsImage():
+		return nil, err
+	}
+	var m manifest
+	if jerr := json.Unmarshal(desc.Manifest, &m); jerr != nil || m.ArtifactType != "" {
+		return nil, err
+	}
+	if what, refTool := describeForeign(string(desc.MediaType), &m); !refTool {
+		return nil, fmt.Errorf("%s is %s, not a plain container image", where, what)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	return layers, nil
+}

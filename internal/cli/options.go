@@ -48,7 +48,7 @@ type Options struct {
 const EnvPrefix = "CACHE_"
 
 func (o *Options) addKeyFlags(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&o.Patterns, "pattern", nil, "glob of the files the key is computed from, relative to --workingdir (repeatable; `**` matches any depth). Default: detected from the lock files in --workingdir")
+	fs.StringArrayVar(&o.Patterns, "pattern", nil, "glob of the files the key is computed from, relative to --workingdir (repeatable; ** matches any depth). Default: detected from the lock files in --workingdir")
 	fs.StringVar(&o.WorkDir, "workingdir", ".", "directory the patterns are relative to")
 	fs.StringArrayVar(&o.Folders, "folder", nil, "directory to cache (repeatable); its files never count in the key")
 	fs.StringVar(&o.Key, "key", "", "cache key, or a template where {{hash}} is replaced by the hash of the pattern files (default: the last element of --source/--target)")

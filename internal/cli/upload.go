@@ -31,7 +31,7 @@ func newUpload() *cobra.Command {
 	o.addKeyFlags(cmd.Flags())
 	o.addStoreFlags(cmd.Flags(), "target", "store URI whose last element is the key, as the reference tool's --target: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, file:///dir/{{hash}}")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "save even when the key already exists")
-	cmd.Flags().StringVar(&o.Fetched, "fetched", "", "the fetch step's `fetched` result: \"true\" skips the upload (the exact key was restored), unless --force")
+	cmd.Flags().StringVar(&o.Fetched, "fetched", "", "the fetch step's fetched result: \"true\" skips the upload (the exact key was restored), unless --force")
 	bindEnv(cmd, o)
 	return cmd
 }

@@ -154,6 +154,17 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 	return fd, nil
 }
 
+// parent returns a descriptor of the directory that holds e, and its path
+// ("" for the root).
+func (d *dirFDs) parent(e *Entry) (int, string, error) {
+	dir := path.Dir(e.Path)
+	if dir == "." {
+		dir = ""
+	}
+	fd, err := d.fd(e.Root, dir, false)
+	return fd, dir, err
+}
+
 func openDirAt(pfd int, name string) (int, error) {
 	for {
 		fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -263,11 +274,7 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		if hdr.Size != e.Size {
 			return unsafeErr(e, "size lies: the index says %d bytes, pack %d says %d", e.Size, p, hdr.Size)
 		}
-		dir := path.Dir(e.Path)
-		if dir == "." {
-			dir = ""
-		}
-		pfd, err := dirs.fd(e.Root, dir, false)
+		pfd, dir, err := dirs.parent(e)
 		if err != nil {
 			return err
 		}
@@ -341,11 +348,7 @@ func (ex *Extractor) Commit() error {
 		if e.Type == TypeDir || (e.Type == TypeFile && e.Size > 0) {
 			continue
 		}
-		dir := path.Dir(e.Path)
-		if dir == "." {
-			dir = ""
-		}
-		pfd, err := dirs.fd(e.Root, dir, false)
+		pfd, dir, err := dirs.parent(e)
 		if err != nil {
 			return err
 		}

@@ -36,28 +36,14 @@ func newFetch() *cobra.Command {
 
 func runFetch(ctx context.Context, o *Options) error {
 	out := outcome{"fetched": false, "restored": false, "key": "", "matched-key": "", "bytes": int64(0), "seconds": 0.0}
-	storeURL, key, hash, err := o.keyAndStore(true)
+	storeURL, key, restoreKeys, err := o.resolve()
 	if err != nil {
 		o.report(out) //nolint:errcheck // the key error is the one to show
 		return o.failSoft(fmt.Errorf("cache miss: %w", err))
 	}
 	out["key"] = key
-	if hash != nil {
-		o.infof("key %s from %d file(s) matching %s in %s", key, len(hash.Files), strings.Join(hash.Patterns, ", "), hash.WorkDir)
-	}
-	var h string
-	if hash != nil {
-		h = hash.Hash
-	}
-	restoreKeys, err := o.restoreKeys(h)
-	if err != nil {
-		return usageError{err}
-	}
-	if o.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
 	res, err := func() (*engine.RestoreResult, error) {
 		st, err := openStore(ctx, o, storeURL)
 		if err != nil {

@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,6 +193,30 @@ func uriHasKey(uri string, haveKey bool) bool {
 		return strings.LastIndex(rest, ":") > strings.LastIndex(rest, "/")
 	}
 	return false
+}
+
+// resolve works out the store URL, the key and the restore keys, and says
+// how the key was made.
+func (o *Options) resolve() (storeURL, key string, restoreKeys []string, err error) {
+	storeURL, key, hash, err := o.keyAndStore(true)
+	if err != nil {
+		return "", "", nil, err
+	}
+	var h string
+	if hash != nil {
+		h = hash.Hash
+		o.infof("key %s from %d file(s) matching %s in %s", key, len(hash.Files), strings.Join(hash.Patterns, ", "), hash.WorkDir)
+	}
+	restoreKeys, err = o.restoreKeys(h)
+	return storeURL, key, restoreKeys, err
+}
+
+// withTimeout bounds a command by --timeout.
+func (o *Options) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if o.Timeout > 0 {
+		return context.WithTimeout(ctx, o.Timeout)
+	}
+	return context.WithCancel(ctx)
 }
 
 func (o *Options) restoreKeys(hash string) ([]string, error) {

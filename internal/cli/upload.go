@@ -42,28 +42,14 @@ func runUpload(ctx context.Context, o *Options) error {
 		o.infof("upload skipped: the exact key was fetched, so the store already has this entry")
 		return o.report(out)
 	}
-	storeURL, key, hash, err := o.keyAndStore(true)
+	storeURL, key, baseKeys, err := o.resolve()
 	if err != nil {
 		o.report(out) //nolint:errcheck // the key error is the one to show
 		return o.failSoft(fmt.Errorf("upload skipped: %w", err))
 	}
 	out["key"] = key
-	if hash != nil {
-		o.infof("key %s from %d file(s) matching %s in %s", key, len(hash.Files), strings.Join(hash.Patterns, ", "), hash.WorkDir)
-	}
-	var h string
-	if hash != nil {
-		h = hash.Hash
-	}
-	baseKeys, err := o.restoreKeys(h)
-	if err != nil {
-		return usageError{err}
-	}
-	if o.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
 	res, err := func() (*engine.SaveResult, error) {
 		st, err := openStore(ctx, o, storeURL)
 		if err != nil {

@@ -1,0 +1,367 @@
+// Command bench measures save and restore against the floors of the same
+// machine: `tar | zstd -T0 -3` and `zstd -d | tar -x` on the same data, and
+// the reference tool's approach (one gzip tar through a temp file, pushed
+// whole). It reports wall time, CPU time, peak RSS and bytes written to the
+// store, as ratios to the floors. Run it with `make bench`.
+//
+// Corpora (kept between runs under -dir):
+//   - go: GOCACHE and GOMODCACHE produced by building this repository and
+//     compiling its tests into empty dirs (over 1 GB, tens of thousands of
+//     files);
+//   - large: few large files (16 x 256 MiB, half random, half text).
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var (
+	dir     = flag.String("dir", ".bench", "where corpora, stores and work dirs live")
+	bin     = flag.String("cache", "bin/cache", "the cache binary")
+	corpora = flag.String("corpora", "go,large", "corpora to run: go, large")
+	stores  = flag.String("stores", "file,oci", "stores to run: file, oci")
+	out     = flag.String("out", "", "also write the markdown report to this file")
+)
+
+type result struct {
+	wall, cpu time.Duration
+	rssKB     int64
+	stored    int64 // bytes added to the store
+	note      string
+}
+
+type row struct {
+	corpus, store, scenario string
+	r, floor                result
+	floorName               string
+}
+
+var rows []row
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	abs, err := filepath.Abs(*dir)
+	check(err)
+	*dir = abs
+	*bin, err = filepath.Abs(*bin)
+	check(err)
+	for _, c := range strings.Split(*corpora, ",") {
+		folders := corpus(c)
+		for _, s := range strings.Split(*stores, ",") {
+			runStore(c, folders, s)
+		}
+	}
+	report()
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// corpus returns the folders of corpus name, building them if missing.
+func corpus(name string) []string {
+	root := filepath.Join(*dir, "corpus", name)
+	switch name {
+	case "go":
+		gc, gm := filepath.Join(root, "gocache"), filepath.Join(root, "gomodcache")
+		if _, err := os.Stat(filepath.Join(root, ".done")); err != nil {
+			log.Printf("building the go corpus (GOCACHE and GOMODCACHE of this repository's build and tests) ...")
+			os.RemoveAll(root)
+			env := append(os.Environ(), "GOCACHE="+gc, "GOMODCACHE="+gm, "GOFLAGS=-modcacherw")
+			for _, args := range [][]string{{"build", "./..."}, {"test", "-count=1", "-run", "^$", "./..."}, {"vet", "./..."}} {
+				cmd := exec.Command("go", args...)
+				cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stderr, os.Stderr
+				check(cmd.Run())
+			}
+			check(os.WriteFile(filepath.Join(root, ".done"), nil, 0o644))
+		}
+		return []string{gc, gm}
+	case "large":
+		d := filepath.Join(root, "data")
+		if _, err := os.Stat(filepath.Join(root, ".done")); err != nil {
+			log.Printf("building the large corpus (16 x 256 MiB) ...")
+			os.RemoveAll(root)
+			check(os.MkdirAll(d, 0o755))
+			text := textChunk()
+			for i := range 16 {
+				f, err := os.Create(filepath.Join(d, fmt.Sprintf("blob-%02d.bin", i)))
+				check(err)
+				for j := 0; j < 128; j++ { // 128 x 2 MiB
+					if j%2 == 0 {
+						_, err = io.CopyN(f, rand.Reader, 1<<20)
+						check(err)
+						_, err = f.Write(text[:1<<20])
+					} else {
+						_, err = f.Write(text[:2<<20])
+					}
+					check(err)
+				}
+				check(f.Close())
+			}
+			check(os.WriteFile(filepath.Join(root, ".done"), nil, 0o644))
+		}
+		return []string{d}
+	}
+	log.Fatalf("unknown corpus %q", name)
+	return nil
+}
+
+// textChunk returns 2 MiB of real source text (compresses like code does).
+func textChunk() []byte {
+	var b bytes.Buffer
+	filepath.WalkDir(filepath.Join(runtime.GOROOT(), "src", "net"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") && b.Len() < 2<<20 {
+			data, _ := os.ReadFile(p)
+			b.Write(data)
+		}
+		return nil
+	})
+	for b.Len() < 2<<20 {
+		b.Write(b.Bytes())
+	}
+	return b.Bytes()[:2<<20]
+}
+
+// measure runs a shell command and returns its wall time, CPU time (its
+// own and its children's) and peak RSS.
+func measure(name, script string, env ...string) result {
+	cmd := exec.Command("bash", "-c", "set -euo pipefail; "+script)
+	cmd.Env = append(os.Environ(), env...)
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &errb
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		log.Fatalf("%s: %v\n%s", name, err, errb.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	log.Printf("  %-40s %6.2fs wall %6.2fs cpu %5d MiB rss", name, wall.Seconds(), cpu.Seconds(), ru.Maxrss/1024)
+	return result{wall: wall, cpu: cpu, rssKB: ru.Maxrss, note: lastLine(errb.String())}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func duBytes(p string) int64 {
+	var n int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func folderFlags(folders []string) string {
+	var b strings.Builder
+	for _, f := range folders {
+		b.WriteString(" --folder " + q(f))
+	}
+	return b.String()
+}
+
+// under maps the corpus folders into a work dir, keeping their names.
+func under(ws string, folders []string) []string {
+	out := make([]string, len(folders))
+	for i, f := range folders {
+		out[i] = filepath.Join(ws, filepath.Base(f))
+	}
+	return out
+}
+
+func runStore(corpusName string, folders []string, storeKind string) {
+	log.Printf("%s corpus, %s store", corpusName, storeKind)
+	work := filepath.Join(*dir, "run", corpusName+"-"+storeKind)
+	check(os.RemoveAll(work))
+	check(os.MkdirAll(work, 0o755))
+	defer os.RemoveAll(work)
+
+	var storeURL, storeDir, refURL string
+	switch storeKind {
+	case "file":
+		storeDir = filepath.Join(work, "store")
+		storeURL = "file://" + storeDir
+	case "oci":
+		storeDir = filepath.Join(work, "registry")
+		addr, stop := startRegistry(storeDir)
+		defer stop()
+		storeURL = "oci://" + addr + "/bench/cache"
+		refURL = addr + "/bench/reference"
+	default:
+		log.Fatalf("unknown store %q", storeKind)
+	}
+	parent := filepath.Dir(folders[0])
+	names := ""
+	for _, f := range folders {
+		names += " " + q(filepath.Base(f))
+	}
+	add := func(scenario string, r, floor result, floorName string) {
+		rows = append(rows, row{corpusName, storeKind, scenario, r, floor, floorName})
+	}
+
+	// Floors, measured on the same data in the same run.
+	tarZst := filepath.Join(work, "floor.tar.zst")
+	floorSave := measure("tar | zstd -T0 -3", fmt.Sprintf("tar -C %s -cf - %s | zstd -q -T0 -3 -o %s", q(parent), names, q(tarZst)))
+	floorSave.stored = duBytes(tarZst)
+	floorDst := filepath.Join(work, "floor-restore")
+	check(os.MkdirAll(floorDst, 0o755))
+	floorRestore := measure("zstd -d | tar -x", fmt.Sprintf("zstd -q -d -c %s | tar -C %s -xf -", q(tarZst), q(floorDst)))
+	os.RemoveAll(floorDst)
+
+	cache := func(name, args string) result {
+		before := duBytes(storeDir)
+		r := measure(name, q(*bin)+" "+args)
+		r.stored = duBytes(storeDir) - before
+		return r
+	}
+	// 1. cold save
+	cold := cache("cache save (cold)", fmt.Sprintf("save --store %s --key k1 %s", q(storeURL), folderFlags(folders)))
+	add("cold save", cold, floorSave, "tar|zstd")
+	// 2. cold restore into an empty dir
+	ws := filepath.Join(work, "ws")
+	wsFolders := under(ws, folders)
+	coldR := cache("cache restore (cold)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL), folderFlags(wsFolders)))
+	add("cold restore", coldR, floorRestore, "zstd|tar")
+	// 3. no-op save
+	noop := cache("cache save (no-op)", fmt.Sprintf("save --store %s --key k2 %s", q(storeURL), folderFlags(wsFolders)))
+	add("no-op save", noop, cold, "cold save")
+	// 4. incremental save: ~5% new files, a few touched.
+	newBytes := addFiles(wsFolders[len(wsFolders)-1], duBytes(parentOf(folders))/20)
+	touchSome(wsFolders[0], 10)
+	newZst := filepath.Join(work, "new.tar.zst")
+	measure("(size of the new files, zstd -3)", fmt.Sprintf("tar -C %s -cf - newdep | zstd -q -T0 -3 -o %s", q(wsFolders[len(wsFolders)-1]), q(newZst)))
+	inc := cache("cache save (incremental)", fmt.Sprintf("save --store %s --key k3 %s", q(storeURL), folderFlags(wsFolders)))
+	inc.note = fmt.Sprintf("new files %s (compressed %s); sent %s = %.2fx", mib(newBytes), mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
+	add("incremental save", inc, cold, "cold save")
+	// 5. warm restore: a dir holding the previous entry receives k3.
+	ws2 := filepath.Join(work, "ws2")
+	ws2Folders := under(ws2, folders)
+	cache("cache restore (previous entry)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL), folderFlags(ws2Folders)))
+	warm := cache("cache restore (warm, ~5% differs)", fmt.Sprintf("restore --store %s --key k3 %s", q(storeURL), folderFlags(ws2Folders)))
+	add("warm restore", warm, coldR, "cold restore")
+	// 6. the reference tool's approach: gzip tar through a temp file, pushed whole.
+	tgz := filepath.Join(work, "ref.tgz")
+	var refSave, refRestore result
+	refDst := filepath.Join(work, "ref-restore")
+	check(os.MkdirAll(refDst, 0o755))
+	switch storeKind {
+	case "file":
+		refSave = measure("reference: tar -czf tmp && cp", fmt.Sprintf("tar -C %s -czf %s %s && mkdir -p %s/ref && cp %s %s/ref/", q(parent), q(tgz), names, q(storeDir), q(tgz), q(storeDir)))
+		refRestore = measure("reference: cp && tar -xzf", fmt.Sprintf("cp %s/ref/ref.tgz %s/x.tgz && tar -C %s -xzf %s/x.tgz", q(storeDir), q(work), q(refDst), q(work)))
+	case "oci":
+		refSave = measure("reference: tar -czf tmp && crane append", fmt.Sprintf("tar -C %s -czf %s %s && crane append -f %s -t %s:k1", q(parent), q(tgz), names, q(tgz), refURL))
+		refRestore = measure("reference: crane export | tar -x", fmt.Sprintf("crane export %s:k1 - | tar -C %s -xf -", refURL, q(refDst)))
+	}
+	add("reference tool save", refSave, floorSave, "tar|zstd")
+	add("reference tool restore", refRestore, floorRestore, "zstd|tar")
+}
+
+func parentOf(folders []string) string { return filepath.Dir(folders[0]) }
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// addFiles writes about n bytes of new files (half source text, half random)
+// under dir/newdep, as a dependency added by a lock-file change.
+func addFiles(dir string, n int64) int64 {
+	d := filepath.Join(dir, "newdep")
+	check(os.MkdirAll(d, 0o755))
+	text := textChunk()
+	var written int64
+	for i := 0; written < n; i++ {
+		size := int64(4<<10 + (i*7919)%(256<<10))
+		buf := make([]byte, size)
+		copy(buf, text[(i*4099)%(1<<20):])
+		rand.Read(buf[:size/4])
+		check(os.WriteFile(filepath.Join(d, fmt.Sprintf("f%05d", i)), buf, 0o644))
+		written += size
+	}
+	return written
+}
+
+// touchSome appends a byte to k files under dir.
+func touchSome(dir string, k int) {
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || k == 0 {
+			return filepath.SkipAll
+		}
+		if d.Type().IsRegular() {
+			if f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0); err == nil {
+				f.Write([]byte{'\n'})
+				f.Close()
+				k--
+			}
+		}
+		return nil
+	})
+}
+
+func startRegistry(root string) (addr string, stop func()) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	addr = l.Addr().String()
+	l.Close()
+	cfg := filepath.Join(filepath.Dir(root), "registry.yml")
+	check(os.WriteFile(cfg, []byte("version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: "+root+"}, delete: {enabled: true}}\nhttp: {addr: "+addr+"}\n"), 0o644))
+	cmd := exec.Command("registry", "serve", cfg)
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	check(cmd.Start())
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 300 {
+			log.Fatalf("registry did not start on %s", addr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return addr, func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
+}
+
+func report() {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| corpus | store | scenario | wall | CPU | peak RSS | to store | vs floor | floor |\n")
+	fmt.Fprintf(&b, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f s | %.2f s | %d MiB | %s | **%.2fx** | %s %.2f s |\n",
+			r.corpus, r.store, r.scenario, r.r.wall.Seconds(), r.r.cpu.Seconds(), r.r.rssKB/1024, mib(r.r.stored),
+			r.r.wall.Seconds()/r.floor.wall.Seconds(), r.floorName, r.floor.wall.Seconds())
+	}
+	for _, r := range rows {
+		if r.scenario == "incremental save" {
+			fmt.Fprintf(&b, "\n%s/%s incremental save: %s\n", r.corpus, r.store, r.r.note)
+		}
+	}
+	fmt.Print(b.String())
+	if *out != "" {
+		check(os.WriteFile(*out, []byte(b.String()), 0o644))
+	}
+}

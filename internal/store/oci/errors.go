@@ -105,11 +105,19 @@ func (s *Store) registryCause(te *transport.Error) (string, []error) {
 		return fmt.Sprintf("denied: the credentials for %s (%s) do not allow this on %s", host, s.creds, s.repo.RepositoryStr()), nil
 	case has(transport.ManifestBlobUnknownErrorCode):
 		return "the registry lacks a blob the entry names: put the blobs before the ref", nil
+	case has(transport.ManifestInvalidErrorCode, transport.UnsupportedErrorCode) && te.Request != nil && te.Request.Method == http.MethodPut:
+		return fmt.Sprintf("the registry refused the entry's manifest (%s): it may not accept OCI artifacts of type %s with config type %s; see docs/OCI.md", truncate(flatten(diagnostics(te)), 200), ArtifactType, IndexMediaType), nil
 	case has(transport.DigestInvalidErrorCode):
 		return "the registry rejected the bytes: they do not match the digest", nil
 	case te.StatusCode == http.StatusTooManyRequests || has(transport.TooManyRequestsErrorCode):
 		return "rate limited by the registry (429 Too Many Requests): try again later", nil
 	}
+	return "registry answered " + truncate(flatten(diagnostics(te)), 300), nil
+}
+
+// diagnostics lists the error codes and messages of a registry answer, or
+// its HTTP status when it has none.
+func diagnostics(te *transport.Error) string {
 	var parts []string
 	for _, d := range te.Errors {
 		p := string(d.Code)
@@ -119,9 +127,9 @@ func (s *Store) registryCause(te *transport.Error) (string, []error) {
 		parts = append(parts, p)
 	}
 	if len(parts) == 0 {
-		parts = append(parts, fmt.Sprintf("HTTP %d %s", te.StatusCode, http.StatusText(te.StatusCode)))
+		return fmt.Sprintf("HTTP %d %s", te.StatusCode, http.StatusText(te.StatusCode))
 	}
-	return "registry answered " + truncate(flatten(strings.Join(parts, "; ")), 300), nil
+	return strings.Join(parts, "; ")
 }
 
 // flatten puts a message on one line.

@@ -36,6 +36,8 @@ type Store struct {
 	logf  func(string, ...any)
 
 	puller *remote.Puller
+	// foreign holds the keys already reported as foreign by GetRef.
+	foreign sync.Map
 	// pusher remembers the blobs it uploaded; DeleteBlob replaces it so
 	// that a deleted blob is uploaded again.
 	pusher atomic.Pointer[remote.Pusher]
@@ -253,14 +255,29 @@ var _ v1.Layer = (*uploadLayer)(nil)
 // bytes were already read: PutBlob streams them once.
 var errNoRewind = errors.New("the blob's reader cannot be read twice, so the upload is not retried")
 
-func (l *uploadLayer) Digest() (v1.Hash, error)          { return l.hash, nil }
-func (l *uploadLayer) DiffID() (v1.Hash, error)          { return v1.Hash{}, errors.New("no diff ID: a blob, not a layer") }
-func (l *uploadLayer) Uncompressed() (io.ReadCloser, error) { return nil, errors.New("a blob has no uncompressed form") }
-func (l *uploadLayer) Size() (int64, error)              { return l.size, nil }
+// Digest implements v1.Layer.
+func (l *uploadLayer) Digest() (v1.Hash, error) { return l.hash, nil }
+
+// DiffID implements v1.Layer; uploads do not use it.
+func (l *uploadLayer) DiffID() (v1.Hash, error) {
+	return v1.Hash{}, errors.New("no diff ID: a blob, not a layer")
+}
+
+// Uncompressed implements v1.Layer; uploads do not use it.
+func (l *uploadLayer) Uncompressed() (io.ReadCloser, error) {
+	return nil, errors.New("a blob has no uncompressed form")
+}
+
+// Size implements v1.Layer.
+func (l *uploadLayer) Size() (int64, error) { return l.size, nil }
+
+// MediaType implements v1.Layer. Blobs are uploaded by digest alone: the
+// media type only matters in a manifest.
 func (l *uploadLayer) MediaType() (types.MediaType, error) {
 	return types.MediaType("application/octet-stream"), nil
 }
 
+// Compressed implements v1.Layer: the bytes, once.
 func (l *uploadLayer) Compressed() (io.ReadCloser, error) {
 	if l.used.Swap(true) {
 		return nil, errNoRewind
@@ -301,13 +318,23 @@ func (s *Store) GetRef(ctx context.Context, key string) (*store.Ref, error) {
 	if err != nil {
 		return nil, s.fail(fmt.Sprintf("get ref %q", key), err)
 	}
-	return decodeManifest(s.url+":"+key, key, string(desc.MediaType), desc.Manifest)
+	ref, err := decodeManifest(s.url+":"+key, key, string(desc.MediaType), desc.Manifest)
+	if errors.Is(err, ErrForeignEntry) {
+		// Callers may only see "not found": say why once.
+		if _, seen := s.foreign.LoadOrStore(key, true); !seen {
+			s.logf("%v", err)
+		}
+	}
+	return ref, err
 }
 
 // rawManifest is a manifest to PUT as it is.
 type rawManifest []byte
 
-func (m rawManifest) RawManifest() ([]byte, error)        { return m, nil }
+// RawManifest implements remote.Taggable.
+func (m rawManifest) RawManifest() ([]byte, error) { return m, nil }
+
+// MediaType gives the Content-Type of the PUT.
 func (m rawManifest) MediaType() (types.MediaType, error) { return ManifestMediaType, nil }
 
 // PutRef implements store.Store: it PUTs the entry's manifest under the tag

@@ -25,7 +25,7 @@ import (
 // The registries are started once per test binary run, on first use, and
 // stopped by TestMain: starting one per test would cost more than the tests.
 
-const installRegistry = "go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2 (or hack/install-oci-tools.sh)"
+const installRegistry = "go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
 
 // Credentials of the registry that requires basic auth.
 const (
@@ -59,10 +59,12 @@ type processTB struct {
 
 type startFailure string
 
-func (processTB) Helper()                           {}
-func (processTB) Cleanup(f func())                  { servers.cleanups = append(servers.cleanups, f) }
-func (processTB) Fatalf(format string, args ...any) { panic(startFailure(fmt.Sprintf(format, args...))) }
-func (processTB) Fatal(args ...any)                 { panic(startFailure(fmt.Sprint(args...))) }
+func (processTB) Helper()          {}
+func (processTB) Cleanup(f func()) { servers.cleanups = append(servers.cleanups, f) }
+func (processTB) Fatalf(format string, args ...any) {
+	panic(startFailure(fmt.Sprintf(format, args...)))
+}
+func (processTB) Fatal(args ...any) { panic(startFailure(fmt.Sprint(args...))) }
 
 // registry returns the host:port of a distribution registry started for the
 // test binary (with basic auth when auth is set), skipping t when the

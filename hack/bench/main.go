@@ -254,7 +254,7 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	add("no-op save", noop, cold, "cold save")
 	// 4. incremental save: ~5% new files, a few touched.
 	newBytes := addFiles(wsFolders[len(wsFolders)-1], duBytes(parentOf(folders))/20)
-	touchSome(wsFolders[0], 10)
+	touchSome(wsFolders[0])
 	newZst := filepath.Join(work, "new.tar.zst")
 	measure("(size of the new files, zstd -3)", fmt.Sprintf("tar -C %s -cf - newdep | zstd -q -T0 -3 -o %s", q(wsFolders[len(wsFolders)-1]), q(newZst)))
 	inc := cache("cache save (incremental)", fmt.Sprintf("save --store %s --key k3 %s", q(storeURL), folderFlags(wsFolders)))
@@ -305,8 +305,17 @@ func addFiles(dir string, n int64) int64 {
 	return written
 }
 
-// touchSome appends a byte to k files under dir.
-func touchSome(dir string, k int) {
+// touchSome appends a byte to a few files under dir: one in 500, at least
+// one, as a build that rewrites some outputs does.
+func touchSome(dir string) {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	k := max(1, n/500)
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || k == 0 {
 			return filepath.SkipAll

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -252,5 +253,27 @@ func TestFileChangingDuringSaveFails(t *testing.T) {
 	err = archive.WritePack(io.Discard, 0, []archive.PackFile{{Entry: e, Name: e.Path, Source: p}})
 	if err == nil || !strings.Contains(err.Error(), "changed while being saved") {
 		t.Fatalf("WritePack of a file that grew: %v", err)
+	}
+}
+
+// foreignStore answers GetRef of one key as a store does when another
+// tool wrote it.
+type foreignStore struct {
+	store.Store
+	key string
+}
+
+func (f *foreignStore) GetRef(ctx context.Context, key string) (*store.Ref, error) {
+	if key == f.key {
+		return nil, fmt.Errorf("tag %s is a plain container image (1 layer, gzip): %w: %w", key, store.ErrForeign, store.ErrNotFound)
+	}
+	return f.Store.GetRef(ctx, key)
+}
+
+func TestMissReasonSaysWhatAnotherToolWrote(t *testing.T) {
+	st := &foreignStore{Store: memory.NewStore("t"), key: "go-abc"}
+	r := restore(t, st, "go-abc", nil, t.TempDir())
+	if r.Restored || !strings.Contains(r.MissReason, "plain container image") {
+		t.Fatalf("miss reason %q does not say what the key holds", r.MissReason)
 	}
 }

@@ -78,6 +78,11 @@ func Resolve(ctx context.Context, st store.Store, key string, restoreKeys []stri
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
+	// Say what is there when another tool wrote the key.
+	foreign := ""
+	if errors.Is(err, store.ErrForeign) {
+		foreign = " (" + err.Error() + ")"
+	}
 	for _, prefix := range restoreKeys {
 		ref, err := store.Newest(ctx, st, prefix)
 		if err == nil {
@@ -88,9 +93,9 @@ func Resolve(ctx context.Context, st store.Store, key string, restoreKeys []stri
 		}
 	}
 	if len(restoreKeys) == 0 {
-		return nil, fmt.Errorf("no entry for key %s in %s: %w", key, st, store.ErrNotFound)
+		return nil, fmt.Errorf("no entry for key %s in %s%s: %w", key, st, foreign, store.ErrNotFound)
 	}
-	return nil, fmt.Errorf("no entry for key %s nor any key starting with %q in %s: %w", key, restoreKeys, st, store.ErrNotFound)
+	return nil, fmt.Errorf("no entry for key %s%s nor any key starting with %q in %s: %w", key, foreign, restoreKeys, st, store.ErrNotFound)
 }
 
 // maxIndexBlob bounds the compressed index read from a store.

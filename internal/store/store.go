@@ -26,6 +26,12 @@ import (
 // Check it with errors.Is.
 var ErrNotFound = errors.New("not found")
 
+// ErrForeign is wrapped (together with ErrNotFound) by the error of GetRef
+// when the key names something another tool wrote (an OCI image pushed by
+// the reference tool, say): there is no entry of ours under it, and the
+// message says what is there instead.
+var ErrForeign = errors.New("not a tekton-cache entry")
+
 // Store is a place that holds cache entries.
 //
 // Implementations are safe for concurrent use. Every error names the store

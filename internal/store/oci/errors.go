@@ -19,7 +19,7 @@ import (
 // something that is not a tekton-cache entry, such as the single gzip tar
 // layer image that openshift-pipelines/tekton-caches pushes. Such an error
 // wraps store.ErrNotFound as well.
-var ErrForeignEntry = errors.New("not a tekton-cache entry")
+var ErrForeignEntry = store.ErrForeign
 
 // opError is a one-line error whose message was written for people while
 // errors.Is and errors.As still see the causes (store.ErrNotFound, the

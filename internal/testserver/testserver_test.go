@@ -23,3 +23,18 @@ func TestStartStop(t *testing.T) {
 		t.Fatal("server still answers after Stop")
 	}
 }
+
+func TestRegistry(t *testing.T) {
+	addr := Registry(t, "", "")
+	resp, err := http.Get("http://" + addr + "/v2/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v2/: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	addr = Registry(t, "u", "p4ssword")
+	resp, err = http.Get("http://" + addr + "/v2/")
+	if err != nil || resp.StatusCode != 401 {
+		t.Fatalf("GET /v2/ without credentials: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tekton-cache/tekton-cache/internal/engine"
-	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
 func newFetch() *cobra.Command {
@@ -55,7 +54,7 @@ func runFetch(ctx context.Context, o *Options) error {
 		if rerr := o.report(out); rerr != nil {
 			o.warnf("%v", rerr)
 		}
-		return o.failSoft(fmt.Errorf("cache miss: restoring from %s failed: %s", store.Redact(storeURL), oneLine(err.Error())))
+		return o.failSoft(fmt.Errorf("cache miss: restore failed: %s", withStore(err, storeURL)))
 	}
 	out["fetched"], out["restored"], out["matched-key"] = res.Fetched, res.Restored, res.MatchedKey
 	out["bytes"], out["seconds"] = res.Bytes, res.Duration.Seconds()

@@ -80,6 +80,16 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
+// withStore is err on one line, naming the store unless it already does.
+func withStore(err error, storeURL string) string {
+	msg := oneLine(err.Error())
+	name := store.Redact(storeURL)
+	if strings.Contains(msg, strings.SplitN(name, "?", 2)[0]) {
+		return msg
+	}
+	return name + ": " + msg
+}
+
 func openStore(ctx context.Context, o *Options, url string) (store.Store, error) {
 	return all.Mux().Open(ctx, url, store.Options{Insecure: o.Insecure, Logf: func(f string, a ...any) { o.infof(f, a...) }})
 }

@@ -61,7 +61,7 @@ func runUpload(ctx context.Context, o *Options) error {
 		if rerr := o.report(out); rerr != nil {
 			o.warnf("%v", rerr)
 		}
-		return o.failSoft(fmt.Errorf("upload failed: saving to %s: %s", store.Redact(storeURL), oneLine(err.Error())))
+		return o.failSoft(fmt.Errorf("upload failed: %s", withStore(err, storeURL)))
 	}
 	out["seconds"] = res.Duration.Seconds()
 	if res.Skipped {

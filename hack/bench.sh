@@ -6,3 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(go env GOPATH)/bin:$PATH"
 go run ./hack/bench -out .bench/results.md "$@"
+# In-process benchmarks with their floors (archive/tar + zstd on the same tree).
+go test -run "^$" -bench . -benchtime 3x ./internal/engine/

@@ -279,6 +279,7 @@ func runStore(corpusName string, folders []string, storeKind string) {
 		refSave = measure("reference: tar -czf tmp && crane append", fmt.Sprintf("tar -C %s -czf %s %s && crane append -f %s -t %s:k1", q(parent), q(tgz), names, q(tgz), refURL))
 		refRestore = measure("reference: crane export | tar -x", fmt.Sprintf("crane export %s:k1 - | tar -C %s -xf -", refURL, q(refDst)))
 	}
+	refSave.stored = duBytes(tgz)
 	add("reference tool save", refSave, floorSave, "tar|zstd")
 	add("reference tool restore", refRestore, floorRestore, "zstd|tar")
 }
@@ -362,7 +363,7 @@ func report() {
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2f s | %.2f s | %d MiB | %s | **%.2fx** | %s %.2f s |\n",
 			r.corpus, r.store, r.scenario, r.r.wall.Seconds(), r.r.cpu.Seconds(), r.r.rssKB/1024, mib(r.r.stored),
-			r.r.wall.Seconds()/r.floor.wall.Seconds(), r.floorName, r.floor.wall.Seconds())
+			r.r.wall.Seconds()/r.floor.wall.Seconds(), strings.ReplaceAll(r.floorName, "|", `\|`), r.floor.wall.Seconds())
 	}
 	for _, r := range rows {
 		if r.scenario == "incremental save" {

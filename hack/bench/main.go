@@ -85,12 +85,17 @@ func corpus(name string) []string {
 		if _, err := os.Stat(filepath.Join(root, ".done")); err != nil {
 			log.Printf("building the go corpus (GOCACHE and GOMODCACHE of this repository's build and tests) ...")
 			os.RemoveAll(root)
+			// Build the committed tree (not work in progress) into empty caches.
+			src := filepath.Join(root, "src")
+			check(os.MkdirAll(src, 0o755))
+			check(exec.Command("bash", "-c", "git archive HEAD | tar -x -C "+q(src)).Run())
 			env := append(os.Environ(), "GOCACHE="+gc, "GOMODCACHE="+gm, "GOFLAGS=-modcacherw")
 			for _, args := range [][]string{{"build", "./..."}, {"test", "-count=1", "-run", "^$", "./..."}, {"vet", "./..."}} {
 				cmd := exec.Command("go", args...)
-				cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stderr, os.Stderr
+				cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = src, env, os.Stderr, os.Stderr
 				check(cmd.Run())
 			}
+			check(os.RemoveAll(src))
 			check(os.WriteFile(filepath.Join(root, ".done"), nil, 0o644))
 		}
 		return []string{gc, gm}

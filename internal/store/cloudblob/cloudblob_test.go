@@ -1,0 +1,248 @@
+package cloudblob_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/memblob"
+
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
+	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
+)
+
+func newBucket(t *testing.T, partSize int) (*cloudblob.Bucket, *blob.Bucket) {
+	bb := memblob.OpenBucket(nil)
+	t.Cleanup(func() { bb.Close() })
+	return cloudblob.New(cloudblob.Config{Bucket: bb, Name: "mem://test/prefix", Prefix: "prefix/", PartSize: partSize, Concurrency: 3}), bb
+}
+
+// TestConformance runs the store suite over gocloud's in-memory driver, with
+// a tiny part size so that large blobs take the ranged, parallel read path.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		b, _ := newBucket(t, 256<<10)
+		return store.NewObjectStore(b)
+	}, storetest.Options{LargeSize: 5<<20 + 12345})
+}
+
+func TestRangedRead(t *testing.T) {
+	const part = 1000
+	for _, size := range []int{0, 1, part, 2 * part, 2*part + 1, 3 * part, 10*part + 7} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			b, _ := newBucket(t, part)
+			data := make([]byte, size)
+			rand.Read(data)
+			if err := b.Put(t.Context(), "obj", int64(size), bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			rc, err := b.Get(t.Context(), "obj")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			// iotest.TestReader checks odd read sizes and EOF behaviour.
+			if err := iotest.TestReader(rc, data); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRangedReadCloseEarly(t *testing.T) {
+	b, _ := newBucket(t, 1000)
+	data := make([]byte, 50_000)
+	rand.Read(data)
+	if err := b.Put(t.Context(), "obj", int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Get(t.Context(), "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3500)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, data[:3500]) {
+		t.Fatal("wrong bytes")
+	}
+	rc.Close() // must stop the fetches without deadlock (the test would hang)
+	if _, err := rc.Read(buf); err == nil {
+		t.Fatal("read after close succeeded")
+	}
+}
+
+func TestRangedReadObjectGone(t *testing.T) {
+	b, bb := newBucket(t, 1000)
+	data := make([]byte, 20_000)
+	rand.Read(data)
+	if err := b.Put(t.Context(), "obj", int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Get(t.Context(), "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	bb.Delete(t.Context(), "prefix/obj")
+	if _, err := io.ReadAll(rc); err == nil {
+		t.Fatal("reading an object deleted under the reader succeeded")
+	}
+}
+
+func TestFailedPutLeavesNothing(t *testing.T) {
+	b, bb := newBucket(t, 1000)
+	boom := errors.New("disk on fire")
+	src := io.MultiReader(bytes.NewReader(make([]byte, 5000)), iotest.ErrReader(boom))
+	err := b.Put(t.Context(), "obj", 10000, src)
+	if !errors.Is(err, boom) {
+		t.Fatalf("Put = %v, want the source's error", err)
+	}
+	if ok, _ := bb.Exists(t.Context(), "prefix/obj"); ok {
+		t.Fatal("a failed Put left an object")
+	}
+}
+
+func TestCancelledPutLeavesNothing(t *testing.T) {
+	b, bb := newBucket(t, 1000)
+	ctx, cancel := context.WithCancel(t.Context())
+	src := io.MultiReader(bytes.NewReader(make([]byte, 5000)), readerFunc(func([]byte) (int, error) {
+		cancel()
+		return 0, nil
+	}), bytes.NewReader(make([]byte, 5000)))
+	if err := b.Put(ctx, "obj", 10000, src); err == nil {
+		t.Fatal("cancelled Put succeeded")
+	}
+	if ok, _ := bb.Exists(t.Context(), "prefix/obj"); ok {
+		t.Fatal("a cancelled Put left an object")
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+func TestListAndDeleteUnderPrefix(t *testing.T) {
+	b, bb := newBucket(t, 1000)
+	ctx := t.Context()
+	bb.WriteAll(ctx, "outside/v1/refs/x", []byte("x"), nil)
+	for _, n := range []string{"v1/refs/a", "v1/refs/b", "v1/blobs/sha256/c"} {
+		if err := b.Put(ctx, n, 1, strings.NewReader("1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := b.List(ctx, "v1/refs/")
+	if err != nil || strings.Join(got, ",") != "v1/refs/a,v1/refs/b" {
+		t.Fatalf("List = %v, %v", got, err)
+	}
+	if err := b.Delete(ctx, "v1/refs/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "v1/refs/a"); err != nil {
+		t.Fatalf("deleting a missing object: %v", err)
+	}
+	if _, err := b.Stat(ctx, "v1/refs/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Stat after Delete = %v", err)
+	}
+	for _, n := range []string{"", "/abs", "a/../b", "../x", "a//b"} {
+		if err := b.Put(ctx, n, 1, strings.NewReader("1")); err == nil {
+			t.Errorf("Put(%q) succeeded", n)
+		}
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, err = http.Get("http://" + addr + "/bucket/key?sig=SECRETSIG")
+	if err == nil {
+		t.Fatal("GET of a closed port succeeded")
+	}
+	got := cloudblob.MapError(fmt.Errorf("operation error S3: GetObject,\n%w", err), nil, nil).Error()
+	if want := "cannot reach http://" + addr + ": connection refused"; got != want {
+		t.Fatalf("MapError = %q, want %q", got, want)
+	}
+}
+
+func TestMapError(t *testing.T) {
+	ctxErr := cloudblob.MapError(fmt.Errorf("op: %w", context.Canceled), nil, nil)
+	if !errors.Is(ctxErr, context.Canceled) || ctxErr.Error() != "context canceled" {
+		t.Errorf("cancelled: %v", ctxErr)
+	}
+	secret := "s3cr3t/Key+value=="
+	raw := errors.New("api error SignatureDoesNotMatch:\n  key " + secret + "\n  url https://x.blob.core.windows.net/c/b?sv=1&sig=abc%2Bdef&se=2")
+	got := cloudblob.MapError(raw, nil, []string{secret}).Error()
+	if strings.Contains(got, "\n") || strings.Contains(got, secret) || strings.Contains(got, "abc%2Bdef") {
+		t.Fatalf("MapError = %q: has a newline or a secret", got)
+	}
+	classified := cloudblob.MapError(raw, func(error) (string, bool) { return "access denied", true }, nil)
+	if classified.Error() != "access denied" || !errors.Is(classified, raw) {
+		t.Fatalf("classified = %v", classified)
+	}
+	if again := cloudblob.MapError(classified, nil, nil); again != classified {
+		t.Fatal("an error already mapped was mapped again")
+	}
+	long := cloudblob.OneLine(strings.Repeat("é", 1000))
+	if len(long) > 610 || !strings.HasSuffix(long, "...") {
+		t.Fatalf("OneLine did not cut a long message: %d bytes", len(long))
+	}
+}
+
+func TestScrub(t *testing.T) {
+	for _, in := range []string{
+		"DefaultEndpointsProtocol=http;AccountName=a;AccountKey=Zm9vYmFy;BlobEndpoint=http://h",
+		"GET https://h/c/b?sv=2020&sig=Zm9v%2Bbar&se=1",
+		"X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA/2026",
+		"Authorization: Bearer ya29.abc-def",
+		"Authorization: SharedKey devstoreaccount1:c2lnbmF0dXJl",
+	} {
+		out := cloudblob.Scrub(in)
+		for _, s := range []string{"Zm9vYmFy", "Zm9v%2Bbar", "deadbeef", "ya29.abc-def", "c2lnbmF0dXJl", "AKIA/2026"} {
+			if strings.Contains(out, s) {
+				t.Errorf("Scrub(%q) = %q: still has %q", in, out, s)
+			}
+		}
+	}
+	t.Setenv("TC_TEST_CONN", "AccountName=a;AccountKey=k3yk3y==;")
+	sec := cloudblob.EnvSecrets("TC_TEST_CONN", "TC_TEST_UNSET")
+	if len(sec) != 2 || sec[1] != "k3yk3y==" {
+		t.Fatalf("EnvSecrets = %q", sec)
+	}
+}
+
+func TestPrefixAndName(t *testing.T) {
+	for in, want := range map[string]string{"": "", "/": "", "/a": "a/", "/a/b/": "a/b/", "a": "a/"} {
+		if got, err := cloudblob.Prefix(in); err != nil || got != want {
+			t.Errorf("Prefix(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"/a//b", "/a/../b", "/./a"} {
+		if _, err := cloudblob.Prefix(in); err == nil {
+			t.Errorf("Prefix(%q) succeeded", in)
+		}
+	}
+	u, _ := url.Parse("s3://user:pw@bucket/some/prefix/?endpoint=http://x&secret=y")
+	if got := cloudblob.Name(u); got != "s3://bucket/some/prefix" {
+		t.Errorf("Name = %q", got)
+	}
+	u, _ = url.Parse("gs://bucket")
+	if got := cloudblob.Name(u); got != "gs://bucket" {
+		t.Errorf("Name = %q", got)
+	}
+}

@@ -1,0 +1,255 @@
+// Package s3store is the s3:// store: Amazon S3 and S3-compatible servers
+// (MinIO, Ceph, versitygw, R2 ...), through gocloud.dev's s3blob driver.
+//
+// # URLs
+//
+//	s3://BUCKET/PREFIX?region=eu-west-1
+//	s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1
+//
+// The path is the prefix under which the store's objects live
+// (PREFIX/v1/blobs/sha256/<hex>, PREFIX/v1/refs/<key>). The query is handed
+// to gocloud's s3blob URL opener unchanged, so every parameter it knows
+// works: region, endpoint, use_path_style (or s3ForcePathStyle),
+// disable_https, profile, anonymous, role, awssdk, hostname_immutable,
+// dualstack, fips, accelerate, ssetype, kmskeyid, rate_limiter_capacity,
+// request_checksum_calculation, response_checksum_validation. Two defaults
+// are added for S3-compatible servers: with an endpoint and no region from
+// the URL, environment or profile, region is us-east-1; with an endpoint on
+// an IP address or localhost, use_path_style is true. Unless set,
+// response_checksum_validation is when_required: readers verify every blob's
+// sha256 themselves.
+//
+// Credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_PROFILE with
+// AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE, web identity
+// (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, as EKS IRSA sets), container
+// and EC2 instance roles.
+//
+// Uploads of 8 MiB or more are multipart, 4 parts of 8 MiB at a time; a
+// failed or cancelled upload is aborted (AbortMultipartUpload, with a fresh
+// 30 s context so that a cancelled caller does not leave parts behind).
+package s3store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"gocloud.dev/blob/s3blob"
+
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
+)
+
+// Scheme is the URL scheme of this store.
+const Scheme = "s3"
+
+// DefaultRegion is the region used with a custom endpoint when none is set:
+// S3-compatible servers accept it, and SigV4 needs one.
+const DefaultRegion = "us-east-1"
+
+// abortTimeout bounds the AbortMultipartUpload sent after a failed upload.
+const abortTimeout = 30 * time.Second
+
+// Open implements store.Opener for s3:// URLs.
+func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
+	b, err := New(ctx, u, opts)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewObjectStore(b), nil
+}
+
+// New opens the bucket an s3:// URL names.
+func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
+	name := cloudblob.Name(u)
+	if u.Scheme != Scheme || u.Host == "" {
+		return nil, fmt.Errorf("%s: no bucket: write s3://BUCKET/PREFIX", name)
+	}
+	prefix, err := cloudblob.Prefix(u.Path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	secrets := cloudblob.EnvSecrets("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+	q := u.Query()
+	endpoint := q.Get("endpoint")
+	if endpoint == "" {
+		endpoint = firstEnv("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+	}
+	if endpoint != "" && q.Get("use_path_style") == "" && q.Get("s3ForcePathStyle") == "" && isLocalOrIP(endpoint) {
+		q.Set("use_path_style", "true") // a bucket cannot be a subdomain of an IP address
+	}
+	if q.Get("response_checksum_validation") == "" {
+		// Readers verify every blob's sha256; the SDK's CRC check adds
+		// nothing but a warning per multipart object.
+		q.Set("response_checksum_validation", "when_required")
+	}
+	// gocloud's opener parses the query; its client is then rebuilt with
+	// the defaults above, a retry policy that gives up on refused
+	// connections, and, with opts.Insecure, unverified TLS.
+	opener := &s3blob.URLOpener{}
+	bkt, err := opener.OpenBucketURL(ctx, &url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
+	if err != nil {
+		return nil, openError(name, err, secrets)
+	}
+	var parsed *s3.Client
+	ok := bkt.As(&parsed)
+	bkt.Close()
+	if !ok {
+		return nil, fmt.Errorf("%s: opening: s3blob did not expose its *s3.Client", name)
+	}
+	o := parsed.Options()
+	if o.Region == "" {
+		if endpoint == "" {
+			return nil, fmt.Errorf("%s: no AWS region: add region=REGION to the URL or set AWS_REGION", name)
+		}
+		o.Region = DefaultRegion
+	}
+	if r, ok := o.Retryer.(aws.RetryerV2); ok {
+		o.Retryer = refusedIsFinal{r}
+	}
+	if opts.Insecure {
+		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+		})
+	}
+	client := s3.New(o)
+	// opener.Options now holds what the query set (ssetype, kmskeyid,
+	// request_checksum_calculation).
+	if bkt, err = s3blob.OpenBucket(ctx, client, u.Host, &opener.Options); err != nil {
+		return nil, openError(name, err, secrets)
+	}
+	return cloudblob.New(cloudblob.Config{
+		Bucket:      bkt,
+		Name:        name,
+		Prefix:      prefix,
+		Classify:    classify(u.Host),
+		Secrets:     secrets,
+		BeforeWrite: beforeWrite(client),
+	}), nil
+}
+
+// beforeWrite gives every upload its own transfer manager: parts of
+// cloudblob.DefaultPartSize, DefaultConcurrency at a time, multipart from one
+// part up (so memory stays near (Concurrency+2) x PartSize), and a fresh
+// context for AbortMultipartUpload, which s3blob's default lacks: without it
+// a cancelled upload could not abort and would leave its parts stored.
+func beforeWrite(client *s3.Client) func(size int64) func(func(any) bool) error {
+	return func(size int64) func(func(any) bool) error {
+		return func(as func(any) bool) error {
+			var tm *transfermanager.Client
+			if as(&tm) {
+				*tm = *transfermanager.New(client, func(o *transfermanager.Options) {
+					o.PartSizeBytes = cloudblob.DefaultPartSize
+					o.MultipartUploadThreshold = cloudblob.DefaultPartSize
+					o.Concurrency = cloudblob.DefaultConcurrency
+					o.RequestChecksumCalculation = client.Options().RequestChecksumCalculation
+					o.FailTimeout = abortTimeout
+				})
+			}
+			var in *transfermanager.UploadObjectInput
+			if size >= 0 && as(&in) {
+				// Lets the transfer manager grow parts for objects over
+				// 10,000 parts (80 GB).
+				in.ContentLength = aws.Int64(size)
+			}
+			return nil
+		}
+	}
+}
+
+const credHint = "check AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE) and the bucket policy"
+
+// classify is the one place where S3 errors get a cause a user can act on.
+func classify(bucket string) cloudblob.Classifier {
+	return func(err error) (string, bool) {
+		code, status := "", 0
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			code = ae.ErrorCode()
+		}
+		var re *awshttp.ResponseError
+		if errors.As(err, &re) {
+			status = re.HTTPStatusCode()
+		}
+		switch code {
+		case "NoSuchBucket":
+			return fmt.Sprintf("bucket %q does not exist", bucket), true
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "ExpiredToken",
+			"InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity",
+			"InvalidClientTokenId", "UnrecognizedClientException":
+			return fmt.Sprintf("access denied (%s): %s", code, credHint), true
+		case "RequestTimeTooSkewed":
+			return "request refused (RequestTimeTooSkewed): the machine's clock is off", true
+		case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
+			return fmt.Sprintf("wrong region (%s): set region= in the URL (or AWS_REGION) to the bucket's region", code), true
+		}
+		switch status {
+		case 401, 403:
+			return fmt.Sprintf("access denied (HTTP %d): %s", status, credHint), true
+		case 301:
+			return "wrong region (HTTP 301): set region= in the URL (or AWS_REGION) to the bucket's region", true
+		}
+		msg := err.Error()
+		for _, s := range []string{"failed to retrieve credentials", "failed to refresh cached credentials", "no EC2 IMDS role found", "get identity", "static credentials are empty"} {
+			if strings.Contains(msg, s) {
+				return "no usable AWS credentials (" + s + "): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE with AWS_SHARED_CREDENTIALS_FILE, or a web identity; or add anonymous=true to the URL for a public bucket", true
+			}
+		}
+		return "", false
+	}
+}
+
+// openError explains why gocloud could not open the bucket.
+func openError(name string, err error, secrets []string) error {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "open bucket "); ok {
+		if _, after, found := strings.Cut(rest, ": "); found {
+			msg = after
+		}
+	}
+	return fmt.Errorf("%s: opening: %w", name, cloudblob.NewError(cloudblob.Scrub(msg, secrets...), err))
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// refusedIsFinal is the SDK's retryer, except that a refused connection
+// fails at once: nothing listens there (a server that is down, a wrong
+// endpoint), and retrying only delays the error.
+type refusedIsFinal struct{ aws.RetryerV2 }
+
+func (r refusedIsFinal) IsErrorRetryable(err error) bool {
+	if cause, ok := cloudblob.Unreachable(err); ok && strings.HasSuffix(cause, "connection refused") {
+		return false
+	}
+	return r.RetryerV2.IsErrorRetryable(err)
+}
+
+// isLocalOrIP reports whether endpoint's host is an IP address or localhost.
+func isLocalOrIP(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	h := u.Hostname()
+	return h == "localhost" || net.ParseIP(h) != nil
+}

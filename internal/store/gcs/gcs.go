@@ -1,0 +1,228 @@
+// Package gcsstore is the gs:// store: Google Cloud Storage, through
+// gocloud.dev's gcsblob driver.
+//
+// # URLs
+//
+//	gs://BUCKET/PREFIX
+//	gs://BUCKET/PREFIX?anonymous=true
+//
+// The path is the prefix under which the store's objects live
+// (PREFIX/v1/blobs/sha256/<hex>, PREFIX/v1/refs/<key>). The query is handed
+// to gocloud's gcsblob URL opener, which knows access_id and
+// private_key_path (for signed URLs only), universe_domain, grpc and zonal;
+// this package applies anonymous=true (and access_id=-) and universe_domain
+// to the client it builds, and adds one parameter of its own:
+//
+//   - endpoint: the JSON API endpoint, e.g. a Private Service Connect
+//     endpoint https://storage-myendpoint.p.googleapis.com/storage/v1/.
+//     Only https://*.googleapis.com and loopback hosts are accepted: the
+//     access token goes wherever the endpoint points.
+//
+// grpc=true and zonal=true are refused: this package builds the HTTP client
+// itself so that it can tune retries.
+//
+// Credentials are Google's Application Default Credentials:
+// GOOGLE_APPLICATION_CREDENTIALS naming a service account key or a workload
+// identity federation (external_account) file, gcloud's application default
+// credentials, or the metadata server (GKE workload identity, GCE). With
+// STORAGE_EMULATOR_HOST=host:port (an emulator such as fake-gcs-server;
+// "http://host:port" is accepted too) no credentials are used.
+//
+// Uploads are resumable uploads in 16 MiB chunks, sent one after the other
+// (GCS has no parallel parts); an upload whose source fails or whose
+// context is cancelled is never finalized, so no object appears.
+package gcsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"cloud.google.com/go/auth"
+	"cloud.google.com/go/storage"
+	"gocloud.dev/blob/gcsblob"
+	"golang.org/x/oauth2"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
+)
+
+// Scheme is the URL scheme of this store.
+const Scheme = "gs"
+
+// uploadChunkSize is the resumable upload chunk: GCS sends chunks in
+// sequence, so fewer, larger ones are faster (this is the SDK's default).
+const uploadChunkSize = 16 << 20
+
+// maxAttempts bounds the SDK's retries of one request (its default is to
+// retry until the context ends).
+const maxAttempts = 5
+
+// Open implements store.Opener for gs:// URLs.
+func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
+	b, err := New(ctx, u, opts)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewObjectStore(b), nil
+}
+
+// New opens the bucket a gs:// URL names.
+func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, error) {
+	name := cloudblob.Name(u)
+	if u.Scheme != Scheme || u.Host == "" {
+		return nil, fmt.Errorf("%s: no bucket: write gs://BUCKET/PREFIX", name)
+	}
+	prefix, err := cloudblob.Prefix(u.Path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	q := u.Query()
+	var copts []option.ClientOption
+	anonymous := false
+	if v := q.Get("anonymous"); v != "" {
+		if anonymous, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%s: invalid value %q for anonymous: use true or false", name, v)
+		}
+		q.Del("anonymous")
+	}
+	if q.Get("access_id") == "-" {
+		anonymous = true
+		q.Del("access_id")
+	}
+	if anonymous {
+		copts = append(copts, option.WithoutAuthentication())
+	}
+	if ep := q.Get("endpoint"); ep != "" {
+		if err := checkEndpoint(ep); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		copts = append(copts, option.WithEndpoint(ep))
+		q.Del("endpoint")
+	}
+	if ud := q.Get("universe_domain"); ud != "" {
+		copts = append(copts, option.WithUniverseDomain(ud))
+	}
+	classify := classify(u.Host)
+	client, err := storage.NewClient(ctx, copts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.MapError(err, classify, nil))
+	}
+	client.SetRetry(storage.WithMaxAttempts(maxAttempts), storage.WithErrorFunc(shouldRetry))
+	bkt, err := (&gcsblob.URLOpener{Options: gcsblob.Options{Client: client}}).OpenBucketURL(ctx,
+		&url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
+	if err != nil {
+		client.Close()
+		msg := err.Error()
+		if rest, ok := strings.CutPrefix(msg, "open bucket "); ok {
+			if _, after, found := strings.Cut(rest, ": "); found {
+				msg = after
+			}
+		}
+		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.NewError(msg, err))
+	}
+	return cloudblob.New(cloudblob.Config{
+		Bucket:         bkt,
+		Name:           name,
+		Prefix:         prefix,
+		Classify:       classify,
+		MissingBucket:  fmt.Sprintf("bucket %q does not exist", u.Host),
+		UploadPartSize: uploadChunkSize,
+		OnClose:        client.Close,
+	}), nil
+}
+
+// checkEndpoint allows an endpoint that can be trusted with the access
+// token: https on a googleapis.com host (Private Service Connect, restricted
+// VIPs), or an emulator on loopback. A URL parameter must not be able to
+// send the token elsewhere.
+func checkEndpoint(ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("invalid endpoint %q: write https://HOST/storage/v1/", ep)
+	}
+	h := u.Hostname()
+	if h == "localhost" || net.ParseIP(h).IsLoopback() {
+		return nil
+	}
+	if u.Scheme == "https" && strings.HasSuffix(h, ".googleapis.com") {
+		return nil
+	}
+	return fmt.Errorf("endpoint %q refused: the access token goes where the endpoint points, so it must be https://*.googleapis.com (e.g. Private Service Connect) or a loopback emulator", u.Scheme+"://"+u.Host)
+}
+
+// shouldRetry is the SDK's policy, except that a refused connection fails
+// at once: Google's front ends do not refuse connections, so nothing
+// listens there (an emulator that is down, a wrong endpoint).
+func shouldRetry(err error) bool {
+	if cause, ok := cloudblob.Unreachable(err); ok && strings.HasSuffix(cause, "connection refused") {
+		return false
+	}
+	return storage.ShouldRetry(err)
+}
+
+const credHint = "check GOOGLE_APPLICATION_CREDENTIALS (a service account key or workload identity federation file) or the workload identity of the pod, and the bucket's IAM"
+
+var authCode = regexp.MustCompile(`auth: "([^"]+)"`)
+
+// classify is the one place where GCS errors get a cause a user can act on.
+func classify(bucket string) cloudblob.Classifier {
+	missing := fmt.Sprintf("bucket %q does not exist", bucket)
+	return func(err error) (string, bool) {
+		if errors.Is(err, storage.ErrBucketNotExist) {
+			return missing, true
+		}
+		var ge *googleapi.Error
+		if errors.As(err, &ge) {
+			reason := ""
+			if len(ge.Errors) > 0 {
+				reason = ge.Errors[0].Reason
+			}
+			switch {
+			case ge.Code == 404 && strings.Contains(strings.ToLower(ge.Message), "bucket"):
+				return missing, true
+			case ge.Code == 401 || ge.Code == 403:
+				why := fmt.Sprintf("HTTP %d", ge.Code)
+				if reason != "" {
+					why += " " + reason
+				}
+				return fmt.Sprintf("access denied (%s): %s", why, credHint), true
+			}
+		}
+		var ae *auth.Error
+		if errors.As(err, &ae) {
+			why := "token request failed"
+			var body struct {
+				Error string `json:"error"`
+			}
+			if m := authCode.FindStringSubmatch(ae.Error()); m != nil {
+				why = m[1]
+			} else if json.Unmarshal(ae.Body, &body) == nil && body.Error != "" {
+				why = body.Error
+			} else if ae.Response != nil {
+				why = fmt.Sprintf("HTTP %d", ae.Response.StatusCode)
+			}
+			return fmt.Sprintf("cannot get a Google access token (%s): %s", why, credHint), true
+		}
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) {
+			why := re.ErrorCode
+			if why == "" && re.Response != nil {
+				why = fmt.Sprintf("HTTP %d", re.Response.StatusCode)
+			}
+			return fmt.Sprintf("cannot get a Google access token (%s): %s", why, credHint), true
+		}
+		if msg := err.Error(); strings.Contains(msg, "could not find default credentials") {
+			return "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service account key or workload identity federation file, run with a workload identity, or add anonymous=true to the URL for a public bucket", true
+		}
+		return "", false
+	}
+}

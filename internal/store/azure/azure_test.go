@@ -1,0 +1,245 @@
+package azstore_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	azstore "github.com/tekton-cache/tekton-cache/internal/store/azure"
+	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
+	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
+	"github.com/tekton-cache/tekton-cache/internal/testserver"
+)
+
+const (
+	containerName = "tekton-cache-test"
+	account       = "devstoreaccount1"
+	// accountKey is Azurite's well-known development key.
+	accountKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+// azuriteBinary finds azurite-blob where hack/install-cloud-tools.sh puts
+// it, or on PATH.
+func azuriteBinary(t *testing.T) string {
+	rel := filepath.Join("azurite", "node_modules", ".bin", "azurite-blob")
+	var dirs []string
+	if d := os.Getenv("CACHE_TOOLS_DIR"); d != "" {
+		dirs = append(dirs, d)
+	}
+	if root, err := repoRoot(); err == nil {
+		dirs = append(dirs, filepath.Join(root, ".tools"))
+	}
+	for _, d := range dirs {
+		if p := filepath.Join(d, rel); isFile(p) {
+			return p
+		}
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		storetest.SkipUnless(t, false, "node is not installed: Azurite needs Node.js 20")
+	}
+	return testserver.Binary(t, "azurite-blob", "hack/install-cloud-tools.sh (npm install --prefix .tools/azurite azurite@3.35.0)")
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isFile(filepath.Join(dir, "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir()
+}
+
+// startAzurite starts Azurite's blob service and returns its endpoint,
+// http://127.0.0.1:PORT/devstoreaccount1.
+func startAzurite(t *testing.T) string {
+	if testing.Short() {
+		t.Skip("starts a server: not with -short")
+	}
+	bin := azuriteBinary(t)
+	port := testserver.FreePort(t)
+	p := testserver.Start(t, bin, []string{"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(port),
+		"--location", t.TempDir(), "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"}, nil)
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d/%s", port, account)
+	p.WaitHTTP(t, endpoint+"?comp=list", 0)
+	return endpoint
+}
+
+func connString(endpoint, key string) string {
+	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", account, key, endpoint)
+}
+
+// TestAzurite runs everything against Azurite.
+func TestAzurite(t *testing.T) {
+	endpoint := startAzurite(t)
+	isolateAzure(t)
+	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint, accountKey))
+	createContainer(t, containerName)
+	t.Run("Conformance", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "azblob://"+containerName+"/"+newPrefix()) },
+			storetest.Options{LargeSize: 20 << 20})
+	})
+	t.Run("AccountAndKey", func(t *testing.T) {
+		t.Setenv("AZURE_STORAGE_CONNECTION_STRING", "")
+		os.Unsetenv("AZURE_STORAGE_CONNECTION_STRING")
+		t.Setenv("AZURE_STORAGE_ACCOUNT", account)
+		t.Setenv("AZURE_STORAGE_KEY", accountKey)
+		u, _ := url.Parse(endpoint)
+		st := open(t, "azblob://"+containerName+"/"+newPrefix()+"?protocol=http&domain="+u.Host)
+		d := storetest.PutBlob(t, st, []byte("hello"))
+		if n, err := st.StatBlob(t.Context(), d.Digest); err != nil || n != 5 {
+			t.Fatalf("StatBlob = %d, %v", n, err)
+		}
+	})
+	t.Run("FailedLargePutLeavesNothing", testFailedLargePut)
+	t.Run("MissingContainer", testMissingContainer)
+	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, endpoint) })
+	t.Run("UnreachableEndpoint", testUnreachable)
+	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "azblob://"+containerName+"/"+newPrefix())) })
+}
+
+var prefixes atomic.Int64
+
+func newPrefix() string { return fmt.Sprintf("run%d/p%d", time.Now().UnixNano(), prefixes.Add(1)) }
+
+func open(t *testing.T, raw string) *store.ObjectStore {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := azstore.Open(t.Context(), u, store.Options{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", raw, err)
+	}
+	t.Cleanup(func() { st.(*store.ObjectStore).Bucket().(*cloudblob.Bucket).Close() })
+	return st.(*store.ObjectStore)
+}
+
+// isolateAzure keeps the developer's Azure settings out of the tests.
+func isolateAzure(t *testing.T) {
+	for _, k := range []string{"AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
+		"AZURE_STORAGEBLOB_CONNECTIONSTRING", "AZURE_STORAGE_DOMAIN", "AZURE_STORAGE_PROTOCOL", "AZURE_STORAGE_IS_CDN",
+		"AZURE_STORAGE_IS_LOCAL_EMULATOR", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+}
+
+func createContainer(t *testing.T, name string) {
+	st := open(t, "azblob://"+name)
+	var c *container.Client
+	if !st.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
+		t.Fatal("no *container.Client behind the bucket")
+	}
+	if _, err := c.Create(t.Context(), nil); err != nil {
+		t.Fatalf("creating container %s: %v", name, err)
+	}
+}
+
+// testFailedLargePut fails an upload after blocks were staged: the block
+// list must never be committed.
+func testFailedLargePut(t *testing.T) {
+	st := open(t, "azblob://"+containerName+"/"+newPrefix())
+	data, d := storetest.RandomBlob(t, 40<<20)
+	bad := bytes.Clone(data)
+	bad[len(bad)-1] ^= 1
+	if err := st.PutBlob(t.Context(), d, int64(len(bad)), bytes.NewReader(bad)); err == nil {
+		t.Fatal("PutBlob of corrupt bytes succeeded")
+	}
+	if _, err := st.StatBlob(t.Context(), d); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("StatBlob after a failed put = %v, want not found", err)
+	}
+}
+
+func testMissingContainer(t *testing.T) {
+	st := open(t, "azblob://no-such-container-here/p")
+	name := "azblob://no-such-container-here/p"
+	checkAllOps(t, st, name, []string{`container "no-such-container-here" does not exist`}, accountKey)
+}
+
+func testWrongCredentials(t *testing.T, endpoint string) {
+	wrong := base64.StdEncoding.EncodeToString([]byte("wrong-account-key-value-0c4d2e9b"))
+	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint, wrong))
+	prefix := newPrefix()
+	st := open(t, "azblob://"+containerName+"/"+prefix)
+	checkAllOps(t, st, "azblob://"+containerName+"/"+prefix, []string{"access denied", "AZURE_STORAGE_CONNECTION_STRING"}, wrong, accountKey)
+}
+
+func testUnreachable(t *testing.T) {
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", testserver.FreePort(t))
+	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint+"/"+account, accountKey))
+	st := open(t, "azblob://"+containerName+"/p")
+	checkAllOps(t, st, "azblob://"+containerName+"/p", []string{"cannot reach " + endpoint + ": connection refused"}, accountKey)
+}
+
+// checkError asserts that err is one line, names the store, says each of
+// wants, is not a plain miss, and holds no secret.
+func checkError(t *testing.T, op string, err error, storeName string, wants []string, secrets ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s succeeded, want an error", op)
+	}
+	msg := err.Error()
+	t.Logf("%s: %s", op, msg)
+	if strings.ContainsAny(msg, "\r\n") {
+		t.Errorf("%s: error is not one line: %q", op, msg)
+	}
+	if !strings.Contains(msg, storeName) {
+		t.Errorf("%s: error does not name the store %s: %q", op, storeName, msg)
+	}
+	for _, w := range wants {
+		if !strings.Contains(msg, w) {
+			t.Errorf("%s: error does not say %q: %q", op, w, msg)
+		}
+	}
+	for _, s := range secrets {
+		if strings.Contains(msg, s) {
+			t.Errorf("%s: error holds a secret: %q", op, msg)
+		}
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		t.Errorf("%s: error wraps store.ErrNotFound: a broken store would look like a cache miss", op)
+	}
+}
+
+// checkAllOps runs each store operation and checks its error.
+func checkAllOps(t *testing.T, st store.Store, storeName string, wants []string, secrets ...string) {
+	t.Helper()
+	data := make([]byte, 1000)
+	rand.Read(data)
+	_, err := st.GetRef(t.Context(), "some-key")
+	checkError(t, "GetRef", err, storeName, wants, secrets...)
+	err = st.PutBlob(t.Context(), digest.FromBytes(data), int64(len(data)), bytes.NewReader(data))
+	checkError(t, "PutBlob", err, storeName, wants, secrets...)
+	_, err = st.ListRefs(t.Context(), "some")
+	checkError(t, "ListRefs", err, storeName, wants, secrets...)
+	_, err = st.StatBlob(t.Context(), digest.FromBytes(data))
+	checkError(t, "StatBlob", err, storeName, wants, secrets...)
+}

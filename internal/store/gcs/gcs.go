@@ -127,7 +127,7 @@ func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, e
 				msg = after
 			}
 		}
-		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.NewError(msg, err))
+		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.NewError(cloudblob.Scrub(msg), err))
 	}
 	return cloudblob.New(cloudblob.Config{
 		Bucket:         bkt,

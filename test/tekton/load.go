@@ -130,3 +130,38 @@ func stripComments(doc []byte) []byte {
 	}
 	return b.Bytes()
 }
+
+// MarkdownObjects decodes the ```yaml blocks of a Markdown file that hold
+// whole objects (their first line that is not a comment starts with
+// apiVersion:); fragments (a list of steps ...) are skipped. A missing file
+// has none.
+func MarkdownObjects(path string) ([]Object, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Object
+	lines := strings.Split(string(data), "\n")
+	for i := 0; i < len(lines); i++ {
+		if strings.TrimSpace(lines[i]) != "```yaml" {
+			continue
+		}
+		start := i + 1
+		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
+		}
+		block := strings.Join(lines[start:i], "\n")
+		first := strings.TrimSpace(string(stripComments([]byte(block))))
+		if !strings.HasPrefix(first, "apiVersion:") {
+			continue
+		}
+		objs, err := Decode(fmt.Sprintf("%s:%d", path, start), strings.NewReader(block))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}

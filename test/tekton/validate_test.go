@@ -31,7 +31,8 @@ func repoRoot(t testing.TB) string {
 	return root
 }
 
-// shipped loads every YAML document under tekton/ and examples/.
+// shipped loads every YAML document under tekton/ and examples/, and the
+// complete objects in the docs' yaml blocks.
 func shipped(t testing.TB) []Object {
 	t.Helper()
 	root := repoRoot(t)
@@ -48,6 +49,13 @@ func shipped(t testing.TB) []Object {
 		}
 		if len(got) == 0 {
 			t.Errorf("%s: no Tekton object in it", f)
+		}
+		objs = append(objs, got...)
+	}
+	for _, doc := range []string{"README.md", "docs/TEKTON.md", "tekton/README-cache-fetch.md", "tekton/README-cache-upload.md"} {
+		got, err := MarkdownObjects(filepath.Join(root, doc))
+		if err != nil {
+			t.Errorf("%v", err)
 		}
 		objs = append(objs, got...)
 	}

@@ -3,8 +3,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/tekton-cache/tekton-cache/internal/cli"
@@ -12,7 +14,21 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// CACHE_CPUPROFILE=file writes a CPU profile, for `go tool pprof`.
+	if p := os.Getenv("CACHE_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "warning: CACHE_CPUPROFILE: %v\n", err)
+		} else {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	code := cli.Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	pprof.StopCPUProfile()
 	os.Exit(code)
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,6 +38,7 @@ type Extractor struct {
 
 	needed  []bool // per entry: content must be written
 	present int
+	umask   uint32
 
 	mu      sync.Mutex
 	created []createdDir // directories made by Prepare, parents first
@@ -62,7 +64,7 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	if len(dests) != len(x.Roots) {
 		return nil, fmt.Errorf("the entry holds %d folder(s) (%v) but %d were given to restore into", len(x.Roots), x.Roots, len(dests))
 	}
-	ex := &Extractor{x: x, dests: dests, needed: make([]bool, len(x.Entries))}
+	ex := &Extractor{x: x, dests: dests, needed: make([]bool, len(x.Entries)), umask: umask()}
 	for _, d := range dests {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			ex.Close()
@@ -232,6 +234,14 @@ func (ex *Extractor) Written() int64 {
 	return ex.written
 }
 
+// umask returns the process umask (set once at start by the runtime's
+// caller; reading it means setting it, so it is read once).
+var umask = sync.OnceValue(func() uint32 {
+	old := unix.Umask(0)
+	unix.Umask(old)
+	return uint32(old)
+})
+
 func tempName() string {
 	var b [8]byte
 	rand.Read(b[:]) //nolint:errcheck // crypto/rand does not fail
@@ -279,11 +289,13 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 			return err
 		}
 		tmp := tempName()
-		fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		// Created with its final mode: a chmod is needed only when the
+		// umask took bits away.
+		fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
-		f := os.NewFile(uintptr(fd), tmp)
+		f := rawFile(fd)
 		ex.mu.Lock()
 		ex.pending = append(ex.pending, pendingFile{root: e.Root, dir: dir, tmp: tmp, name: path.Base(e.Path)})
 		ex.mu.Unlock()
@@ -297,8 +309,8 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 				err = fmt.Errorf("%w: %s: content sha256 %s, index says %s", ErrCorrupt, e.Path, got[:12], e.Digest[:12])
 			}
 		}
-		if err == nil {
-			err = f.Chmod(os.FileMode(e.Mode))
+		if err == nil && e.Mode&ex.umask != 0 {
+			err = unix.Fchmod(fd, e.Mode)
 		}
 		if err == nil {
 			ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
@@ -331,18 +343,32 @@ var ErrCorrupt = errors.New("corrupt entry")
 // Commit renames the written files into place, then writes symlinks and
 // empty files, then sets directory modes and mtimes, deepest first.
 func (ex *Extractor) Commit() error {
-	dirs := ex.newDirFDs()
-	defer dirs.close()
-	for _, pf := range ex.pending {
-		pfd, err := dirs.fd(pf.root, pf.dir, false)
-		if err != nil {
-			return err
-		}
-		if err := ex.renameInto(pfd, pf.root, pf.dir, pf.tmp, pf.name); err != nil {
-			return err
-		}
+	// Renames of tens of thousands of files: two at a time, each half in
+	// path order so that directory descriptors are reused.
+	var g errgroup.Group
+	half := len(ex.pending) / 2
+	for _, part := range [][]pendingFile{ex.pending[:half], ex.pending[half:]} {
+		g.Go(func() error {
+			dirs := ex.newDirFDs()
+			defer dirs.close()
+			for _, pf := range part {
+				pfd, err := dirs.fd(pf.root, pf.dir, false)
+				if err != nil {
+					return err
+				}
+				if err := ex.renameInto(pfd, pf.root, pf.dir, pf.tmp, pf.name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	ex.pending = nil
+	dirs := ex.newDirFDs()
+	defer dirs.close()
 	for i := range ex.x.Entries {
 		e := &ex.x.Entries[i]
 		if e.Type == TypeDir || (e.Type == TypeFile && e.Size > 0) {

@@ -48,7 +48,7 @@ func runFetch(ctx context.Context, o *Options) error {
 		if err != nil {
 			return nil, err
 		}
-		return engine.Restore(ctx, st, engine.RestoreOptions{Key: key, RestoreKeys: restoreKeys, Folders: o.Folders, Logf: o.infof})
+		return engine.Restore(ctx, st, engine.RestoreOptions{Key: key, RestoreKeys: restoreKeys, Folders: o.Folders, Jobs: o.Jobs, Logf: o.infof})
 	}()
 	if err != nil {
 		if rerr := o.report(out); rerr != nil {

@@ -41,6 +41,7 @@ type Options struct {
 	Output          string
 	ResultsDir      string
 	Timeout         time.Duration
+	Jobs            int
 
 	stdout, stderr io.Writer
 }
@@ -66,6 +67,7 @@ func (o *Options) addStoreFlags(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the outcome on stdout")
 	fs.StringVar(&o.ResultsDir, "results-dir", "", "directory to write one file per result into (fetched, restored, key, matched-key, bytes, seconds): Tekton step results")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up (as a miss, or a failed upload) after this long")
+	fs.IntVar(&o.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs")
 }
 
 // envName is the environment variable of a flag.

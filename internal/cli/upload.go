@@ -55,7 +55,7 @@ func runUpload(ctx context.Context, o *Options) error {
 		if err != nil {
 			return nil, err
 		}
-		return engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: o.Folders, BaseKeys: baseKeys, Force: o.Force, Tool: "tekton-cache " + version(), Logf: o.infof})
+		return engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: o.Folders, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs, Tool: "tekton-cache " + version(), Logf: o.infof})
 	}()
 	if err != nil {
 		if rerr := o.report(out); rerr != nil {

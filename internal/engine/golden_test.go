@@ -51,8 +51,8 @@ func TestGoldenDigests(t *testing.T) {
 		t.Fatal(err)
 	}
 	const (
-		wantIndex = "sha256:698dc7323b93878bfa56e1db50ad7d4905b1b83a6650e8672396f4ab265db347"
-		wantPack  = "sha256:1909d72e6dcebc215fb56eb2051427e0a43586a9dfbdb89c0d16f3088e5875ca"
+		wantIndex = "sha256:f95daf0ebb69da4cef9a18121c18e6bbbff6c5cbdd7b249a927585f6758048e7"
+		wantPack  = "sha256:d20db2a39f5abb68eb4c93835faf542c59e622fb18a4c845e81301837b593e6c"
 	)
 	if len(ref.Packs) != 1 {
 		t.Fatalf("%d packs, want 1", len(ref.Packs))

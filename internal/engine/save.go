@@ -38,7 +38,7 @@ type SaveOptions struct {
 	PackSize int64
 	// Jobs is the number of packs compressed at once. Default GOMAXPROCS.
 	Jobs int
-	// Uploads is the number of blobs uploaded at once. Default 4.
+	// Uploads is the number of blobs uploaded at once. Default 3.
 	Uploads int
 	// Tool is recorded in the ref (the program's version).
 	Tool string
@@ -77,7 +77,7 @@ func (o *SaveOptions) defaults() {
 		o.Jobs = runtime.GOMAXPROCS(0)
 	}
 	if o.Uploads <= 0 {
-		o.Uploads = 4
+		o.Uploads = 3
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -89,7 +89,7 @@ func (o *SaveOptions) defaults() {
 
 // spoolMemory is how much of a compressed pack is kept in memory before it
 // spills to a temporary file.
-const spoolMemory = 16 << 20
+const spoolMemory = 8 << 20
 
 // Save saves the folders under opts.Key. It reads only files that changed
 // since the base entry, uploads only blobs the store lacks, and publishes the

@@ -34,6 +34,7 @@ func Make(t testing.TB, dir string) {
 		{"a.txt", 0o644, []byte("hello\n")},
 		{"empty", 0o644, nil},
 		{"secret", 0o600, []byte("private\n")},
+		{"group-writable", 0o664, []byte("the umask must not strip this\n")},
 		{"bin/tool", 0o755, []byte("#!/bin/sh\necho tool\n")},
 		{"deep/er/and/deeper/file.go", 0o644, bytes.Repeat([]byte("package x\n"), 1000)},
 		{"deep/er/big.bin", 0o644, big},

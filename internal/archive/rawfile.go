@@ -1,0 +1,58 @@
+package archive
+
+import (
+	"io"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawFile reads or writes a file descriptor with plain system calls. For
+// the tens of thousands of small files of a cache, os.File costs three more
+// system calls a file (fcntl, and an epoll registration that regular files
+// refuse); this is a third of the system time of a save.
+type rawFile int
+
+func openRead(path string) (rawFile, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return rawFile(fd), err
+	}
+}
+
+// Read implements io.Reader.
+func (f rawFile) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(f), p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(p) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// Write implements io.Writer.
+func (f rawFile) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := unix.Write(int(f), p[written:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return written, err
+		}
+		written += n
+	}
+	return written, nil
+}
+
+func (f rawFile) Close() error { return unix.Close(int(f)) }

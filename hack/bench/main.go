@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,7 @@ var (
 	corpora = flag.String("corpora", "go,large", "corpora to run: go, large")
 	stores  = flag.String("stores", "file,oci", "stores to run: file, oci")
 	out     = flag.String("out", "", "also write the markdown report to this file")
+	reps    = flag.Int("reps", 3, "runs of each cold scenario and floor; the median is reported")
 )
 
 type result struct {
@@ -164,6 +166,16 @@ func measure(name, script string, env ...string) result {
 	return result{wall: wall, cpu: cpu, rssKB: ru.Maxrss, note: lastLine(errb.String())}
 }
 
+// median runs f -reps times and returns the run with the median wall time.
+func median(f func(i int) result) result {
+	var rs []result
+	for i := range *reps {
+		rs = append(rs, f(i))
+	}
+	sort.Slice(rs, func(a, b int) bool { return rs[a].wall < rs[b].wall })
+	return rs[len(rs)/2]
+}
+
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
@@ -206,7 +218,13 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	work := filepath.Join(*dir, "run", corpusName+"-"+storeKind)
 	check(os.RemoveAll(work))
 	check(os.MkdirAll(work, 0o755))
-	defer os.RemoveAll(work)
+	defer func() {
+		os.RemoveAll(work)
+		// ext4 scans past inodes freed in the last ~30 s when it allocates
+		// new ones, which slows the next run's file creation (seen in perf:
+		// recently_deleted). Let it forget before the next measurement.
+		time.Sleep(35 * time.Second)
+	}()
 
 	var storeURL, storeDir, refURL string
 	switch storeKind {
@@ -231,14 +249,19 @@ func runStore(corpusName string, folders []string, storeKind string) {
 		rows = append(rows, row{corpusName, storeKind, scenario, r, floor, floorName})
 	}
 
-	// Floors, measured on the same data in the same run.
+	// Floors, measured on the same data in the same run, alternating with
+	// the cold runs they are compared with; each takes the median of -reps.
 	tarZst := filepath.Join(work, "floor.tar.zst")
-	floorSave := measure("tar | zstd -T0 -3", fmt.Sprintf("tar -C %s -cf - %s | zstd -q -T0 -3 -o %s", q(parent), names, q(tarZst)))
-	floorSave.stored = duBytes(tarZst)
-	floorDst := filepath.Join(work, "floor-restore")
-	check(os.MkdirAll(floorDst, 0o755))
-	floorRestore := measure("zstd -d | tar -x", fmt.Sprintf("zstd -q -d -c %s | tar -C %s -xf -", q(tarZst), q(floorDst)))
-	os.RemoveAll(floorDst)
+	floorSave := median(func(i int) result {
+		r := measure("tar | zstd -T0 -3", fmt.Sprintf("tar -C %s -cf - %s | zstd -q -f -T0 -3 -o %s", q(parent), names, q(tarZst)))
+		r.stored = duBytes(tarZst)
+		return r
+	})
+	floorRestore := median(func(i int) result {
+		dst := filepath.Join(work, fmt.Sprintf("floor-restore-%d", i))
+		check(os.MkdirAll(dst, 0o755))
+		return measure("zstd -d | tar -x", fmt.Sprintf("zstd -q -d -c %s | tar -C %s -xf -", q(tarZst), q(dst)))
+	})
 
 	cache := func(name, args string) result {
 		before := duBytes(storeDir)
@@ -246,13 +269,29 @@ func runStore(corpusName string, folders []string, storeKind string) {
 		r.stored = duBytes(storeDir) - before
 		return r
 	}
-	// 1. cold save
-	cold := cache("cache save (cold)", fmt.Sprintf("save --store %s --key k1 %s", q(storeURL), folderFlags(folders)))
+	// 1. cold save, into a new store (OCI: a new repository) each time;
+	// the first one is used from then on.
+	cold := median(func(i int) result {
+		u := storeURL
+		if i > 0 {
+			u = fmt.Sprintf("%s%d", strings.Replace(storeURL, "/store", "/store-", 1), i)
+			if storeKind == "oci" {
+				u = fmt.Sprintf("%s%d", storeURL, i)
+			}
+		}
+		return cache("cache save (cold)", fmt.Sprintf("save --store %s --key k1 %s", q(u), folderFlags(folders)))
+	})
 	add("cold save", cold, floorSave, "tar|zstd")
-	// 2. cold restore into an empty dir
+	// 2. cold restore into an empty dir; the first one is used from then on.
 	ws := filepath.Join(work, "ws")
 	wsFolders := under(ws, folders)
-	coldR := cache("cache restore (cold)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL), folderFlags(wsFolders)))
+	coldR := median(func(i int) result {
+		f := wsFolders
+		if i > 0 {
+			f = under(fmt.Sprintf("%s-%d", ws, i), folders)
+		}
+		return cache("cache restore (cold)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL), folderFlags(f)))
+	})
 	add("cold restore", coldR, floorRestore, "zstd|tar")
 	// 3. no-op save
 	noop := cache("cache save (no-op)", fmt.Sprintf("save --store %s --key k2 %s", q(storeURL), folderFlags(wsFolders)))

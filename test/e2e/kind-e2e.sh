@@ -158,9 +158,8 @@ run_pipeline "$WORK/pipelinerun-go.yaml" true
 
 # The PVC variant has no pipeline results: the runs succeeding and the logs
 # of the second one saying "cache hit" is the check.
-awk '/^---$/ {p=1; next} p' examples/pvc/pipeline-go-pvc.yaml > "$WORK/pipelinerun-go-pvc.yaml"
-run_pipeline "$WORK/pipelinerun-go-pvc.yaml" ""
-run_pipeline "$WORK/pipelinerun-go-pvc.yaml" ""
+run_pipeline examples/pvc/pipelinerun-go-pvc.yaml ""
+run_pipeline examples/pvc/pipelinerun-go-pvc.yaml ""
 last=$(kubectl -n "$NAMESPACE" get pipelinerun --sort-by=.metadata.creationTimestamp -o name | tail -1)
 kubectl -n "$NAMESPACE" logs -l "tekton.dev/pipelineRun=${last#*/}" -c step-cache-fetch | grep -q "cache hit" ||
   die "$last: the PVC variant's second run did not hit its cache"

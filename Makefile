@@ -11,7 +11,7 @@ ifdef CI
 export CACHE_TEST_DISALLOW_SKIP := 1
 endif
 
-.PHONY: help build test test-short demo bench lint fuzz tools clean
+.PHONY: help build test test-tekton test-short demo bench lint fuzz tools image release clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -22,8 +22,12 @@ build: ## Build bin/cache
 tools: ## Install the servers the tests start (registry, MinIO, fake-gcs-server, Azurite) when missing
 	@for s in hack/install-*-tools.sh; do [ -f "$$s" ] && bash "$$s"; done; true
 
-test: tools ## Run every test (with -race) against real servers on 127.0.0.1
+test: tools ## Run every test (with -race) against real servers on 127.0.0.1, then the Tekton module's
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd test/tekton && $(GO) test -race -count=1 -timeout 30m ./...
+
+test-tekton: tools ## Tekton YAML validation, the local TaskRun harness and the image test (module test/tekton)
+	cd test/tekton && $(GO) test -race -count=1 -timeout 30m ./...
 
 test-short: ## Unit tests only, no servers
 	$(GO) test -race -short ./...
@@ -37,11 +41,21 @@ bench: build ## Benchmarks: save/restore vs tar|zstd on real caches (see docs/BE
 lint: ## gofmt, go vet (and golangci-lint when installed)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	cd test/tekton && $(GO) vet ./... && $(GO) mod tidy -diff
 	@if command -v golangci-lint >/dev/null; then golangci-lint run; fi
 
 fuzz: ## Run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndex$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzExtract$$' -fuzztime 30s ./internal/archive/
+
+image: ## Build the image with ko and push it to $KO_DOCKER_REPO
+	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO, e.g. registry.example.com/tekton-cache"; exit 1; }
+	VERSION=$(VERSION) ko build --base-import-paths ./cmd/cache
+
+release: ## Render dist/release.yaml: the StepActions with the image pushed and pinned by digest
+	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO"; exit 1; }
+	@mkdir -p dist
+	kustomize build tekton | VERSION=$(VERSION) ko resolve --base-import-paths -f - > dist/release.yaml
 
 clean: ## Remove build outputs and demo data
 	rm -rf bin demo .bench

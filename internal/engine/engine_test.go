@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
@@ -276,4 +278,33 @@ func TestMissReasonSaysWhatAnotherToolWrote(t *testing.T) {
 	if r.Restored || !strings.Contains(r.MissReason, "plain container image") {
 		t.Fatalf("miss reason %q does not say what the key holds", r.MissReason)
 	}
+}
+
+// TestDirectoryStoreWritesPacksInPlace: a file:// store takes packs
+// straight from the compressor (no spool); nothing is left staged.
+func TestDirectoryStoreWritesPacksInPlace(t *testing.T) {
+	dir := t.TempDir()
+	st, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	testtree.Make(t, src)
+	want := testtree.Snapshot(t, src)
+	s := save(t, st, "k", src)
+	if s.NewPacks < 2 || s.UploadedBlobs != s.NewPacks+1 {
+		t.Fatalf("save: %+v", s)
+	}
+	// The same content under another key: packs exist, nothing new is kept.
+	s = save(t, st, "k2", src)
+	if s.UploadedBlobs != 0 {
+		t.Fatalf("second save of the same tree sent %d blobs", s.UploadedBlobs)
+	}
+	staging, _ := os.ReadDir(filepath.Join(dir, "v1", "staging"))
+	if len(staging) != 0 {
+		t.Fatalf("%d staged files left behind", len(staging))
+	}
+	dst := t.TempDir()
+	restore(t, st, "k", nil, dst)
+	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
 }

@@ -342,9 +342,52 @@ func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []
 }
 
 type builtPack struct {
-	pos  int
-	desc store.Descriptor
-	sp   *spool
+	pos    int
+	desc   store.Descriptor
+	sp     *spool           // the pack's bytes, for PutBlob
+	staged store.StagedBlob // or the pack already written into the store
+}
+
+func (b builtPack) discard() {
+	if b.sp != nil {
+		b.sp.Close()
+	}
+	if b.staged != nil {
+		b.staged.Abort()
+	}
+}
+
+// newPackSink returns where a pack is written: straight into the store when
+// it can stage blobs of unknown digest (a directory), else a spool.
+func newPackSink(ctx context.Context, st store.Store) (io.Writer, builtPack, error) {
+	if bs, ok := st.(store.BlobStager); ok {
+		staged, err := bs.StageBlob(ctx)
+		if err == nil {
+			return staged, builtPack{staged: staged}, nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return nil, builtPack{}, err
+		}
+	}
+	sp := newSpool(spoolMemory)
+	return sp, builtPack{sp: sp}, nil
+}
+
+// upload sends a built pack unless the store has it, and reports whether
+// it sent it.
+func upload(ctx context.Context, st store.Store, b builtPack) (bool, error) {
+	if b.staged == nil {
+		defer b.sp.Close()
+		return putIfMissing(ctx, st, b.desc, b.sp.Reader)
+	}
+	if _, err := st.StatBlob(ctx, b.desc.Digest); err == nil {
+		b.staged.Abort()
+		return false, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		b.staged.Abort()
+		return false, err
+	}
+	return true, b.staged.Commit(ctx, b.desc.Digest, b.desc.Size)
 }
 
 // buildAndUpload compresses the new packs (opts.Jobs at once) and uploads
@@ -390,20 +433,23 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 		g.Go(func() error {
 			defer builders.Done()
 			for j := range jobs {
-				sp := newSpool(spoolMemory)
+				sink, b, err := newPackSink(gctx, st)
+				if err != nil {
+					return err
+				}
 				dg := digest.NewDigester()
-				if err := archive.WritePack(multiWriter{sp, dg}, first+j, plan.fresh[j]); err != nil {
-					sp.Close()
+				if err := archive.WritePack(io.MultiWriter(sink, dg), first+j, plan.fresh[j]); err != nil {
+					b.discard()
 					return err
 				}
 				for _, f := range plan.fresh[j] {
 					packed.Add(f.Entry.Size)
 				}
-				b := builtPack{pos: first + j, desc: store.Descriptor{Digest: dg.Digest(), Size: dg.Size()}, sp: sp}
+				b.pos, b.desc = first+j, store.Descriptor{Digest: dg.Digest(), Size: dg.Size()}
 				select {
 				case built <- b:
 				case <-gctx.Done():
-					sp.Close()
+					b.discard()
 					return gctx.Err()
 				}
 			}
@@ -415,8 +461,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 		g.Go(func() error {
 			for b := range built {
 				x.Packs[b.pos] = archive.PackInfo{Digest: b.desc.Digest, Size: b.desc.Size}
-				sent, err := putIfMissing(gctx, st, b.desc, b.sp.Reader)
-				b.sp.Close()
+				sent, err := upload(gctx, st, b)
 				if err != nil {
 					return err
 				}
@@ -431,7 +476,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 	err := g.Wait()
 	// Drain what builders left if an upload failed.
 	for b := range built {
-		b.sp.Close()
+		b.discard()
 	}
 	if err != nil {
 		return err
@@ -439,18 +484,6 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 	res.UploadedBlobs += int(sentBlobs.Load())
 	res.UploadedBytes += sentBytes.Load()
 	return nil
-}
-
-type multiWriter struct {
-	a *spool
-	b *digest.Digester
-}
-
-func (m multiWriter) Write(p []byte) (int, error) {
-	if n, err := m.a.Write(p); err != nil {
-		return n, err
-	}
-	return m.b.Write(p)
 }
 
 // putIfMissing uploads a blob unless the store has it already (one cheap

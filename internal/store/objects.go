@@ -38,6 +38,39 @@ type Bucket interface {
 	String() string
 }
 
+// Stager is implemented by buckets that can take an object before its name
+// is known, without holding it in memory: a directory writes a temporary
+// file and renames it at Commit.
+type Stager interface {
+	Stage(ctx context.Context) (Staged, error)
+}
+
+// Staged is an object being written by a Stager.
+type Staged interface {
+	io.Writer
+	// Commit makes what was written the object name, all-or-nothing.
+	Commit(ctx context.Context, name string) error
+	// Abort drops what was written.
+	Abort()
+}
+
+// BlobStager is implemented by stores that take a blob whose digest is known
+// only once it is written (packs are hashed while they are compressed).
+// StageBlob fails with errors.ErrUnsupported when the store cannot.
+type BlobStager interface {
+	StageBlob(ctx context.Context) (StagedBlob, error)
+}
+
+// StagedBlob is a blob being written.
+type StagedBlob interface {
+	io.Writer
+	// Commit names the bytes written as blob d, checking their count against
+	// size; the caller computed d from the same bytes.
+	Commit(ctx context.Context, d digest.Digest, size int64) error
+	// Abort drops the bytes written.
+	Abort()
+}
+
 const (
 	blobsDir = "v1/blobs/sha256/"
 	refsDir  = "v1/refs/"
@@ -50,8 +83,9 @@ const maxRefSize = 16 << 20
 type ObjectStore struct{ b Bucket }
 
 var (
-	_ Store   = (*ObjectStore)(nil)
-	_ Deleter = (*ObjectStore)(nil)
+	_ Store      = (*ObjectStore)(nil)
+	_ Deleter    = (*ObjectStore)(nil)
+	_ BlobStager = (*ObjectStore)(nil)
 )
 
 // NewObjectStore returns the Store laid out in b.
@@ -104,6 +138,48 @@ func (s *ObjectStore) PutBlob(ctx context.Context, d digest.Digest, size int64, 
 	}
 	return nil
 }
+
+// StageBlob implements BlobStager when the bucket is a Stager.
+func (s *ObjectStore) StageBlob(ctx context.Context) (StagedBlob, error) {
+	st, ok := s.b.(Stager)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	staged, err := st.Stage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: staging a blob: %w", s.b, err)
+	}
+	return &stagedBlob{s: s, staged: staged}, nil
+}
+
+type stagedBlob struct {
+	s      *ObjectStore
+	staged Staged
+	n      int64
+}
+
+func (b *stagedBlob) Write(p []byte) (int, error) {
+	n, err := b.staged.Write(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *stagedBlob) Commit(ctx context.Context, d digest.Digest, size int64) error {
+	if err := d.Validate(); err != nil {
+		b.staged.Abort()
+		return err
+	}
+	if b.n != size {
+		b.staged.Abort()
+		return fmt.Errorf("%s: put blob %s: %w: wrote %d bytes, want %d", b.s.b, d.Short(), digest.ErrMismatch, b.n, size)
+	}
+	if err := b.staged.Commit(ctx, BlobName(d)); err != nil {
+		return fmt.Errorf("%s: put blob %s: %w", b.s.b, d.Short(), err)
+	}
+	return nil
+}
+
+func (b *stagedBlob) Abort() { b.staged.Abort() }
 
 // GetRef implements Store.
 func (s *ObjectStore) GetRef(ctx context.Context, key string) (*Ref, error) {

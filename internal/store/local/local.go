@@ -22,7 +22,10 @@ import (
 // Bucket is a directory holding objects as files.
 type Bucket struct{ root string }
 
-var _ store.Bucket = (*Bucket)(nil)
+var (
+	_ store.Bucket = (*Bucket)(nil)
+	_ store.Stager = (*Bucket)(nil)
+)
 
 // New returns the bucket rooted at dir, creating dir if needed.
 func New(dir string) (*Bucket, error) {
@@ -135,11 +138,73 @@ func (b *Bucket) Put(ctx context.Context, name string, _ int64, r io.Reader) (er
 	if err = os.Rename(f.Name(), p); err != nil {
 		return err
 	}
-	if d, derr := os.Open(dir); derr == nil {
+	syncDir(dir)
+	return nil
+}
+
+// Stage implements store.Stager: a temporary file in the bucket's staging
+// directory, renamed into place by Commit.
+func (b *Bucket) Stage(_ context.Context) (store.Staged, error) {
+	dir := filepath.Join(b.root, "v1", "staging")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	return &staged{b: b, f: f}, nil
+}
+
+type staged struct {
+	b *Bucket
+	f *os.File
+}
+
+func (s *staged) Write(p []byte) (int, error) { return s.f.Write(p) }
+
+func (s *staged) Abort() {
+	s.f.Close()
+	os.Remove(s.f.Name())
+}
+
+// Commit syncs the file and renames it to name, like Put.
+func (s *staged) Commit(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		s.Abort()
+		return err
+	}
+	p, err := s.b.path(name)
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(p), 0o755)
+	}
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err == nil {
+		err = s.f.Chmod(0o644)
+	}
+	if err != nil {
+		s.Abort()
+		return err
+	}
+	if err := s.f.Close(); err != nil {
+		os.Remove(s.f.Name())
+		return err
+	}
+	if err := os.Rename(s.f.Name(), p); err != nil {
+		os.Remove(s.f.Name())
+		return err
+	}
+	syncDir(filepath.Dir(p))
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
 		d.Sync() //nolint:errcheck // best effort: the rename is done
 		d.Close()
 	}
-	return nil
 }
 
 // List implements store.Bucket. It lists the directory that holds prefix.

@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,4 +43,44 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("Open(%q) succeeded, want an error", raw)
 		}
 	}
+}
+
+func TestStagedBlobs(t *testing.T) {
+	dir := t.TempDir()
+	s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := s.(store.BlobStager)
+	data, d := storetest.RandomBlob(t, 1000)
+	ctx := context.Background()
+
+	sb, err := bs.StageBlob(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Write(data)
+	sb.Abort()
+	if _, err := s.StatBlob(ctx, d); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("aborted blob is visible: %v", err)
+	}
+
+	sb, _ = bs.StageBlob(ctx)
+	sb.Write(data)
+	if err := sb.Commit(ctx, d, int64(len(data))+1); err == nil {
+		t.Fatal("Commit with a size that lies succeeded")
+	}
+	if _, err := s.StatBlob(ctx, d); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("blob with a wrong size is visible: %v", err)
+	}
+
+	sb, _ = bs.StageBlob(ctx)
+	sb.Write(data)
+	if err := sb.Commit(ctx, d, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.StatBlob(ctx, d); err != nil || n != int64(len(data)) {
+		t.Fatalf("committed blob: %d, %v", n, err)
+	}
+	noTempFiles(t, dir)
 }

@@ -272,6 +272,10 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	// 1. cold save, into a new store (OCI: a new repository) each time;
 	// the first one is used from then on.
 	cold := median(func(i int) result {
+		// A save leaves its state in the folders; a cold save has none.
+		for _, f := range folders {
+			os.Remove(filepath.Join(f, ".tekton-cache-state"))
+		}
 		u := storeURL
 		if i > 0 {
 			u = fmt.Sprintf("%s%d", strings.Replace(storeURL, "/store", "/store-", 1), i)

@@ -13,6 +13,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"crypto/rand"
 	"flag"
 	"fmt"
@@ -43,8 +44,9 @@ var (
 type result struct {
 	wall, cpu time.Duration
 	rssKB     int64
-	stored    int64 // bytes added to the store
+	stored    int64 // bytes sent to (save) or fetched from (restore) the store
 	note      string
+	stdout    string
 }
 
 type row struct {
@@ -152,8 +154,8 @@ func textChunk() []byte {
 func measure(name, script string, env ...string) result {
 	cmd := exec.Command("bash", "-c", "set -euo pipefail; "+script)
 	cmd.Env = append(os.Environ(), env...)
-	var errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &errb
+	var outb, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &outb, &errb
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
@@ -163,7 +165,7 @@ func measure(name, script string, env ...string) result {
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	log.Printf("  %-40s %6.2fs wall %6.2fs cpu %5d MiB rss", name, wall.Seconds(), cpu.Seconds(), ru.Maxrss/1024)
-	return result{wall: wall, cpu: cpu, rssKB: ru.Maxrss, note: lastLine(errb.String())}
+	return result{wall: wall, cpu: cpu, rssKB: ru.Maxrss, note: lastLine(errb.String()), stdout: outb.String()}
 }
 
 // median runs f -reps times and returns the run with the median wall time.
@@ -263,10 +265,16 @@ func runStore(corpusName string, folders []string, storeKind string) {
 		return measure("zstd -d | tar -x", fmt.Sprintf("zstd -q -d -c %s | tar -C %s -xf -", q(tarZst), q(dst)))
 	})
 
+	// cache runs the cache binary; what it sent comes from its JSON outcome.
 	cache := func(name, args string) result {
-		before := duBytes(storeDir)
-		r := measure(name, q(*bin)+" "+args)
-		r.stored = duBytes(storeDir) - before
+		r := measure(name, q(*bin)+" "+args+" --output json")
+		var out struct {
+			Sent       int64 `json:"uploaded-bytes"`
+			Downloaded int64 `json:"downloaded"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &out); err == nil {
+			r.stored = out.Sent + out.Downloaded
+		}
 		return r
 	}
 	// 1. cold save, into a new store (OCI: a new repository) each time;
@@ -406,7 +414,7 @@ func startRegistry(root string) (addr string, stop func()) {
 
 func report() {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| corpus | store | scenario | wall | CPU | peak RSS | to store | vs floor | floor |\n")
+	fmt.Fprintf(&b, "| corpus | store | scenario | wall | CPU | peak RSS | sent or fetched | vs floor | floor |\n")
 	fmt.Fprintf(&b, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2f s | %.2f s | %d MiB | %s | **%.2fx** | %s %.2f s |\n",

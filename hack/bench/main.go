@@ -310,11 +310,15 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	add("no-op save", noop, cold, "cold save")
 	// 4. incremental save: ~5% new files, a few touched.
 	newBytes := addFiles(wsFolders[len(wsFolders)-1], duBytes(parentOf(folders))/20)
-	touchSome(wsFolders[0])
+	touched := touchSome(wsFolders[0])
 	newZst := filepath.Join(work, "new.tar.zst")
-	measure("(size of the new files, zstd -3)", fmt.Sprintf("tar -C %s -cf - newdep | zstd -q -T0 -3 -o %s", q(wsFolders[len(wsFolders)-1]), q(newZst)))
+	changed := q(filepath.Join(wsFolders[len(wsFolders)-1], "newdep"))
+	for _, p := range touched {
+		changed += " " + q(p)
+	}
+	measure("(size of the new and touched files, zstd -3)", fmt.Sprintf("tar -cPf - %s | zstd -q -T0 -3 -o %s", changed, q(newZst)))
 	inc := cache("cache save (incremental)", fmt.Sprintf("save --store %s --key k3 %s", q(storeURL), folderFlags(wsFolders)))
-	inc.note = fmt.Sprintf("new files %s (compressed %s); sent %s = %.2fx", mib(newBytes), mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
+	inc.note = fmt.Sprintf("new files %s and %d touched ones (compressed %s); sent %s = %.2fx", mib(newBytes), len(touched), mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
 	add("incremental save", inc, cold, "cold save")
 	// 5. warm restore: a dir holding the previous entry receives k3.
 	ws2 := filepath.Join(work, "ws2")
@@ -364,7 +368,7 @@ func addFiles(dir string, n int64) int64 {
 
 // touchSome appends a byte to a few files under dir: one in 500, at least
 // one, as a build that rewrites some outputs does.
-func touchSome(dir string) {
+func touchSome(dir string) (touched []string) {
 	n := 0
 	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -381,11 +385,13 @@ func touchSome(dir string) {
 			if f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0); err == nil {
 				f.Write([]byte{'\n'})
 				f.Close()
+				touched = append(touched, p)
 				k--
 			}
 		}
 		return nil
 	})
+	return touched
 }
 
 func startRegistry(root string) (addr string, stop func()) {

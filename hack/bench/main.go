@@ -13,8 +13,8 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"crypto/rand"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"

@@ -1,0 +1,135 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/stream"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+var _ store.BlobStager = (*Store)(nil)
+
+// StageBlob implements store.BlobStager: the blob goes to the registry
+// while it is written, as a chunked upload whose digest is given at the end
+// (the registry checks it then). A pack is never held in memory or in a
+// temporary file on its way to the registry.
+func (s *Store) StageBlob(ctx context.Context) (store.StagedBlob, error) {
+	pr, pw := io.Pipe()
+	l := &streamLayer{body: pr}
+	b := &stagedBlob{s: s, pw: pw, l: l, done: make(chan error, 1)}
+	go func() {
+		err := s.pusher.Load().Upload(ctx, s.repo, l)
+		// Unblock a writer whose upload ended early (refused, cancelled).
+		pr.CloseWithError(fmt.Errorf("upload ended: %w", errOr(err, io.ErrClosedPipe)))
+		b.done <- err
+	}()
+	return b, nil
+}
+
+func errOr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
+}
+
+var errAborted = errors.New("upload aborted")
+
+type stagedBlob struct {
+	s    *Store
+	pw   *io.PipeWriter
+	l    *streamLayer
+	n    int64
+	done chan error
+}
+
+func (b *stagedBlob) Write(p []byte) (int, error) {
+	n, err := b.pw.Write(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// Commit implements store.StagedBlob.
+func (b *stagedBlob) Commit(_ context.Context, d digest.Digest, size int64) error {
+	h, err := v1.NewHash(d.String())
+	if err == nil && b.n != size {
+		err = fmt.Errorf("%w: wrote %d bytes, want %d", digest.ErrMismatch, b.n, size)
+	}
+	if err != nil {
+		b.Abort()
+		return err
+	}
+	b.l.size.Store(size)
+	b.l.hash.Store(&h)
+	b.pw.Close()
+	if err := <-b.done; err != nil {
+		return b.s.fail("put blob "+d.Short(), err)
+	}
+	return nil
+}
+
+// Abort implements store.StagedBlob: the upload fails and the registry
+// drops what it received.
+func (b *stagedBlob) Abort() {
+	b.pw.CloseWithError(errAborted)
+	<-b.done
+}
+
+// streamLayer is a v1.Layer whose digest is known only once its bytes were
+// read: go-containerregistry then uploads it in chunks and commits it with
+// the digest the writer gave.
+type streamLayer struct {
+	body io.ReadCloser
+	hash atomic.Pointer[v1.Hash]
+	size atomic.Int64
+	used atomic.Bool
+}
+
+var _ v1.Layer = (*streamLayer)(nil)
+
+// Digest implements v1.Layer.
+func (l *streamLayer) Digest() (v1.Hash, error) {
+	if h := l.hash.Load(); h != nil {
+		return *h, nil
+	}
+	return v1.Hash{}, stream.ErrNotComputed
+}
+
+// Size implements v1.Layer.
+func (l *streamLayer) Size() (int64, error) {
+	if l.hash.Load() == nil {
+		return 0, stream.ErrNotComputed
+	}
+	return l.size.Load(), nil
+}
+
+// DiffID implements v1.Layer; uploads do not use it.
+func (l *streamLayer) DiffID() (v1.Hash, error) {
+	return v1.Hash{}, errors.New("no diff ID: a blob, not a layer")
+}
+
+// Uncompressed implements v1.Layer; uploads do not use it.
+func (l *streamLayer) Uncompressed() (io.ReadCloser, error) {
+	return nil, errors.New("a blob has no uncompressed form")
+}
+
+// MediaType implements v1.Layer.
+func (l *streamLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType("application/octet-stream"), nil
+}
+
+// Compressed implements v1.Layer: the bytes, once.
+func (l *streamLayer) Compressed() (io.ReadCloser, error) {
+	if l.used.Swap(true) {
+		return nil, errNoRewind
+	}
+	return l.body, nil
+}

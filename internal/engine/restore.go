@@ -101,15 +101,6 @@ func Resolve(ctx context.Context, st store.Store, key string, restoreKeys []stri
 // maxIndexBlob bounds the compressed index read from a store.
 const maxIndexBlob = 256 << 20
 
-// fetchIndex reads, verifies and decodes the index of ref.
-func fetchIndex(ctx context.Context, st store.Store, ref *store.Ref) (*archive.Index, error) {
-	blob, err := fetchIndexBlob(ctx, st, ref)
-	if err != nil {
-		return nil, err
-	}
-	return indexFromBlob(ref, blob)
-}
-
 // indexFromBlob decodes the index blob of ref and checks it against the ref.
 func indexFromBlob(ref *store.Ref, blob []byte) (*archive.Index, error) {
 	x, err := archive.DecodeIndex(blob)

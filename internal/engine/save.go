@@ -11,6 +11,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,7 +121,12 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		}
 	}
 
+	// Finding the base (reading the restore state, or an index from the
+	// store) overlaps the walk.
+	baseCh := make(chan base, 1)
+	go func() { baseCh <- findBase(ctx, st, folders, opts) }()
 	x, skipped, err := archive.Walk(folders)
+	b := <-baseCh
 	if err != nil {
 		return nil, err
 	}
@@ -139,9 +145,8 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		x.Roots[i] = filepath.Base(f)
 	}
 
-	base, baseName := findBase(ctx, st, folders, opts)
-	res.Base = baseName
-	plan, err := planPacks(ctx, st, x, folders, base, opts, res)
+	res.Base = b.name
+	plan, err := planPacks(ctx, st, x, folders, b.x, opts, res)
 	if err != nil {
 		return nil, err
 	}
@@ -149,9 +154,12 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return nil, err
 	}
 
-	blob, err := x.Encode()
-	if err != nil {
-		return nil, err
+	// Nothing changed: the base's index bytes are this entry's index.
+	blob := b.blob
+	if b.x == nil || len(plan.fresh) > 0 || !sameIndex(x, b.x) {
+		if blob, err = x.Encode(); err != nil {
+			return nil, err
+		}
 	}
 	idx := store.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}
 	sent, err := putIfMissing(ctx, st, idx, func() io.Reader { return bytes.NewReader(blob) })
@@ -203,11 +211,24 @@ func absAll(folders []string) ([]string, error) {
 	return out, nil
 }
 
+// base is the entry a save reuses unchanged files from.
+type base struct {
+	x    *archive.Index
+	blob []byte // x, encoded
+	name string
+}
+
+// sameIndex reports whether two indexes are equal, entry by entry.
+func sameIndex(a, b *archive.Index) bool {
+	return a.Format == b.Format && slices.Equal(a.Roots, b.Roots) &&
+		slices.Equal(a.Packs, b.Packs) && slices.Equal(a.Entries, b.Entries)
+}
+
 // findBase returns the index to reuse unchanged files from: the restore
 // state in the folders, else the newest entry of the base keys.
-func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOptions) (*archive.Index, string) {
+func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOptions) base {
 	if s, x := readState(folders); x != nil {
-		return x, "state of " + s.Key
+		return base{x, s.Blob, "state of " + s.Key}
 	}
 	for _, prefix := range opts.BaseKeys {
 		ref, err := store.Newest(ctx, st, prefix)
@@ -217,7 +238,11 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 			}
 			continue
 		}
-		x, err := fetchIndex(ctx, st, ref)
+		blob, err := fetchIndexBlob(ctx, st, ref)
+		var x *archive.Index
+		if err == nil {
+			x, err = indexFromBlob(ref, blob)
+		}
 		if err != nil {
 			opts.Logf("warning: reading base entry %s: %v", ref.Key, err)
 			continue
@@ -225,9 +250,9 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 		if len(x.Roots) != len(folders) {
 			continue
 		}
-		return x, ref.Key
+		return base{x, blob, ref.Key}
 	}
-	return nil, ""
+	return base{}
 }
 
 // packPlan lists the packs reused from the base and the files to pack anew.

@@ -440,7 +440,9 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 
 	g, gctx := errgroup.WithContext(ctx)
 	jobs := make(chan int)
-	built := make(chan builtPack)
+	// A few built packs may wait for an uploader (a spooled pack holds at most
+	// spoolMemory), so that packing does not stall behind a slow upload or fsync.
+	built := make(chan builtPack, opts.Uploads)
 	g.Go(func() error {
 		defer close(jobs)
 		for j := range plan.fresh {

@@ -144,9 +144,9 @@ func testMissingBucket(t *testing.T) {
 	want := []string{`bucket "no-such-bucket-here" does not exist`}
 	data := []byte("some bytes")
 	err := st.PutBlob(t.Context(), digest.FromBytes(data), int64(len(data)), bytes.NewReader(data))
-	checkError(t, "PutBlob", err, name, want)
+	storetest.CheckError(t, "PutBlob", err, name, want)
 	_, err = st.ListRefs(t.Context(), "some")
-	checkError(t, "ListRefs", err, name, want)
+	storetest.CheckError(t, "ListRefs", err, name, want)
 }
 
 // testWrongCredentials uses a service account key whose token request is
@@ -214,47 +214,17 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-// checkError asserts that err is one line, names the store, says each of
-// wants, is not a plain miss, and holds no secret.
-func checkError(t *testing.T, op string, err error, storeName string, wants []string, secrets ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s succeeded, want an error", op)
-	}
-	msg := err.Error()
-	t.Logf("%s: %s", op, msg)
-	if strings.ContainsAny(msg, "\r\n") {
-		t.Errorf("%s: error is not one line: %q", op, msg)
-	}
-	if !strings.Contains(msg, storeName) {
-		t.Errorf("%s: error does not name the store %s: %q", op, storeName, msg)
-	}
-	for _, w := range wants {
-		if !strings.Contains(msg, w) {
-			t.Errorf("%s: error does not say %q: %q", op, w, msg)
-		}
-	}
-	for _, s := range secrets {
-		if strings.Contains(msg, s) {
-			t.Errorf("%s: error holds a secret: %q", op, msg)
-		}
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		t.Errorf("%s: error wraps store.ErrNotFound: a broken store would look like a cache miss", op)
-	}
-}
-
 // checkAllOps runs each store operation and checks its error.
 func checkAllOps(t *testing.T, st store.Store, storeName string, wants []string, secrets ...string) {
 	t.Helper()
 	data := make([]byte, 1000)
 	rand.Read(data)
 	_, err := st.GetRef(t.Context(), "some-key")
-	checkError(t, "GetRef", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "GetRef", err, storeName, wants, secrets...)
 	err = st.PutBlob(t.Context(), digest.FromBytes(data), int64(len(data)), bytes.NewReader(data))
-	checkError(t, "PutBlob", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "PutBlob", err, storeName, wants, secrets...)
 	_, err = st.ListRefs(t.Context(), "some")
-	checkError(t, "ListRefs", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "ListRefs", err, storeName, wants, secrets...)
 	_, err = st.StatBlob(t.Context(), digest.FromBytes(data))
-	checkError(t, "StatBlob", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "StatBlob", err, storeName, wants, secrets...)
 }

@@ -215,36 +215,6 @@ func testFailedMultipart(t *testing.T, srv server) {
 	}
 }
 
-// checkError asserts that err is one line, names the store, says each of
-// wants, is not a plain miss, and holds no secret.
-func checkError(t *testing.T, op string, err error, storeName string, wants []string, secrets ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s succeeded, want an error", op)
-	}
-	msg := err.Error()
-	t.Logf("%s: %s", op, msg)
-	if strings.ContainsAny(msg, "\r\n") {
-		t.Errorf("%s: error is not one line: %q", op, msg)
-	}
-	if !strings.Contains(msg, storeName) {
-		t.Errorf("%s: error does not name the store %s: %q", op, storeName, msg)
-	}
-	for _, w := range wants {
-		if !strings.Contains(msg, w) {
-			t.Errorf("%s: error does not say %q: %q", op, w, msg)
-		}
-	}
-	for _, s := range secrets {
-		if strings.Contains(msg, s) {
-			t.Errorf("%s: error holds a secret: %q", op, msg)
-		}
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		t.Errorf("%s: error wraps store.ErrNotFound: a broken store would look like a cache miss", op)
-	}
-}
-
 // checkAllOps runs each store operation and checks its error.
 func checkAllOps(t *testing.T, st store.Store, storeName string, wants []string, secrets ...string) {
 	t.Helper()
@@ -252,11 +222,11 @@ func checkAllOps(t *testing.T, st store.Store, storeName string, wants []string,
 	rand.Read(data)
 	d := digest.FromBytes(data)
 	_, err := st.GetRef(t.Context(), "some-key")
-	checkError(t, "GetRef", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "GetRef", err, storeName, wants, secrets...)
 	err = st.PutBlob(t.Context(), d, int64(len(data)), bytes.NewReader(data))
-	checkError(t, "PutBlob", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "PutBlob", err, storeName, wants, secrets...)
 	_, err = st.ListRefs(t.Context(), "some")
-	checkError(t, "ListRefs", err, storeName, wants, secrets...)
+	storetest.CheckError(t, "ListRefs", err, storeName, wants, secrets...)
 }
 
 func testWrongCredentials(t *testing.T, srv server) {
@@ -267,7 +237,7 @@ func testWrongCredentials(t *testing.T, srv server) {
 	name := "s3://" + bucket + "/" + prefix
 	checkAllOps(t, st, name, []string{"access denied", "AWS_SECRET_ACCESS_KEY"}, wrong, srv.secret)
 	_, err := st.StatBlob(t.Context(), digest.FromBytes(nil))
-	checkError(t, "StatBlob", err, name, []string{"access denied"}, wrong, srv.secret)
+	storetest.CheckError(t, "StatBlob", err, name, []string{"access denied"}, wrong, srv.secret)
 }
 
 func testMissingBucket(t *testing.T, srv server) {

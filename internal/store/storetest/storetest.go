@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -444,4 +445,34 @@ func testConcurrentPuts(t *testing.T, s store.Store) {
 		}
 	}
 	t.Fatalf("after concurrent PutRef the ref is none of those put: %+v", got)
+}
+
+// CheckError asserts that err is one line, names the store, says each of
+// wants, is not a plain miss, and holds no secret.
+func CheckError(t testing.TB, op string, err error, storeName string, wants []string, secrets ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s succeeded, want an error", op)
+	}
+	msg := err.Error()
+	t.Logf("%s: %s", op, msg)
+	if strings.ContainsAny(msg, "\r\n") {
+		t.Errorf("%s: error is not one line: %q", op, msg)
+	}
+	if !strings.Contains(msg, storeName) {
+		t.Errorf("%s: error does not name the store %s: %q", op, storeName, msg)
+	}
+	for _, w := range wants {
+		if !strings.Contains(msg, w) {
+			t.Errorf("%s: error does not say %q: %q", op, w, msg)
+		}
+	}
+	for _, s := range secrets {
+		if strings.Contains(msg, s) {
+			t.Errorf("%s: error holds a secret: %q", op, msg)
+		}
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		t.Errorf("%s: error wraps store.ErrNotFound: a broken store would look like a cache miss", op)
+	}
 }

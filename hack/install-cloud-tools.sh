@@ -18,20 +18,8 @@ AZURITE_VERSION=3.35.0
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 tools="${CACHE_TOOLS_DIR:-$repo/.tools}"
 
-gobin="$(go env GOBIN)"
-if [ -z "$gobin" ]; then
-  gobin="$(go env GOPATH | cut -d: -f1)/bin"
-fi
-
-have() { command -v "$1" >/dev/null 2>&1 || test -x "$gobin/$1"; }
-
-install_tool() { # install_tool NAME MODULE@VERSION
-  if have "$1"; then
-    return 0
-  fi
-  echo "installing $1 ($2) into $gobin" >&2
-  GOBIN="$gobin" go install "$2"
-}
+# shellcheck source=hack/lib-install.sh
+. "$(dirname "$0")/lib-install.sh"
 
 install_tool fake-gcs-server "github.com/fsouza/fake-gcs-server@${FAKE_GCS_VERSION}"
 if [ "${CLOUD_TOOLS_VERSITYGW:-1}" != 0 ]; then

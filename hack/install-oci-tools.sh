@@ -10,20 +10,8 @@ set -euo pipefail
 REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 
-gobin="$(go env GOBIN)"
-if [ -z "$gobin" ]; then
-  gobin="$(go env GOPATH | cut -d: -f1)/bin"
-fi
-
-have() { command -v "$1" >/dev/null 2>&1 || test -x "$gobin/$1"; }
-
-install_tool() { # install_tool NAME MODULE@VERSION
-  if have "$1"; then
-    return 0
-  fi
-  echo "installing $1 ($2) into $gobin" >&2
-  GOBIN="$gobin" go install "$2"
-}
+# shellcheck source=hack/lib-install.sh
+. "$(dirname "$0")/lib-install.sh"
 
 install_tool registry "github.com/distribution/distribution/v3/cmd/registry@${REGISTRY_VERSION}"
 if [ "${OCI_TOOLS_CRANE:-1}" != 0 ]; then

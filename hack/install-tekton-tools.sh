@@ -11,20 +11,8 @@ set -euo pipefail
 KO_VERSION=v0.19.1
 KUSTOMIZE_VERSION=v5.8.0
 
-gobin="$(go env GOBIN)"
-if [ -z "$gobin" ]; then
-  gobin="$(go env GOPATH | cut -d: -f1)/bin"
-fi
-
-have() { command -v "$1" >/dev/null 2>&1 || test -x "$gobin/$1"; }
-
-install_tool() { # install_tool NAME MODULE@VERSION
-  if have "$1"; then
-    return 0
-  fi
-  echo "installing $1 ($2) into $gobin" >&2
-  GOBIN="$gobin" go install "$2"
-}
+# shellcheck source=hack/lib-install.sh
+. "$(dirname "$0")/lib-install.sh"
 
 install_tool ko "github.com/google/ko@${KO_VERSION}"
 install_tool kustomize "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"

@@ -64,10 +64,11 @@ type SaveResult struct {
 	NewPacks    int    `json:"new_packs"`
 	ReusedPacks int    `json:"reused_packs"`
 	// Uploaded counts the blobs (packs and index) sent, and their bytes.
-	UploadedBlobs int           `json:"uploaded_blobs"`
-	UploadedBytes int64         `json:"uploaded_bytes"`
-	Skipped2      []string      `json:"skipped_paths,omitempty"`
-	Duration      time.Duration `json:"-"`
+	UploadedBlobs int   `json:"uploaded_blobs"`
+	UploadedBytes int64 `json:"uploaded_bytes"`
+	// SkippedPaths are what the walk left out (sockets, links out of the folder).
+	SkippedPaths []string      `json:"skipped_paths,omitempty"`
+	Duration     time.Duration `json:"-"`
 }
 
 func (o *SaveOptions) defaults() {
@@ -136,7 +137,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return res, nil
 	}
 	for _, s := range skipped {
-		res.Skipped2 = append(res.Skipped2, s.Path)
+		res.SkippedPaths = append(res.SkippedPaths, s.Path)
 		opts.Logf("skipping %s: %s", s.Path, s.Reason)
 	}
 	// Roots are informational: folder names, not paths, so that the same

@@ -54,6 +54,13 @@ type Staged interface {
 	Abort()
 }
 
+// Syncer is implemented by buckets whose Stager commits are durable only
+// after Sync: the store calls it before it publishes a ref, so a ref never
+// outlives the blobs it names.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
 // BlobStager is implemented by stores that take a blob whose digest is known
 // only once it is written (packs are hashed while they are compressed).
 // StageBlob fails with errors.ErrUnsupported when the store cannot.
@@ -221,6 +228,11 @@ func DecodeRef(key string, data []byte) (*Ref, error) {
 func (s *ObjectStore) PutRef(ctx context.Context, ref *Ref) error {
 	if err := ref.Validate(); err != nil {
 		return err
+	}
+	if sy, ok := s.b.(Syncer); ok {
+		if err := sy.Sync(ctx); err != nil {
+			return fmt.Errorf("%s: put ref %q: syncing its blobs: %w", s.b, ref.Key, err)
+		}
 	}
 	data, err := json.Marshal(ref)
 	if err != nil {

@@ -15,16 +15,25 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
 // Bucket is a directory holding objects as files.
-type Bucket struct{ root string }
+type Bucket struct {
+	root string
+
+	mu       sync.Mutex
+	unsynced []string // committed staged files not yet synced
+}
 
 var (
 	_ store.Bucket = (*Bucket)(nil)
 	_ store.Stager = (*Bucket)(nil)
+	_ store.Syncer = (*Bucket)(nil)
 )
 
 // New returns the bucket rooted at dir, creating dir if needed.
@@ -168,7 +177,10 @@ func (s *staged) Abort() {
 	os.Remove(s.f.Name())
 }
 
-// Commit syncs the file and renames it to name, like Put.
+// Commit renames the file to name. It starts writing the file back to disk
+// but does not wait: Sync, which the store calls before it publishes a ref,
+// waits for every committed file at once, so that packing never stalls on
+// a disk flush.
 func (s *staged) Commit(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		s.Abort()
@@ -179,9 +191,8 @@ func (s *staged) Commit(ctx context.Context, name string) error {
 		err = os.MkdirAll(filepath.Dir(p), 0o755)
 	}
 	if err == nil {
-		err = s.f.Sync()
-	}
-	if err == nil {
+		// Best effort: not every filesystem supports it, and Sync is the guarantee.
+		unix.SyncFileRange(int(s.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE) //nolint:errcheck
 		err = s.f.Chmod(0o644)
 	}
 	if err != nil {
@@ -196,7 +207,35 @@ func (s *staged) Commit(ctx context.Context, name string) error {
 		os.Remove(s.f.Name())
 		return err
 	}
-	syncDir(filepath.Dir(p))
+	s.b.mu.Lock()
+	s.b.unsynced = append(s.b.unsynced, p)
+	s.b.mu.Unlock()
+	return nil
+}
+
+// Sync implements store.Syncer: it waits until every file committed since
+// the last Sync, and its directory, is on disk.
+func (b *Bucket) Sync(_ context.Context) error {
+	b.mu.Lock()
+	paths := b.unsynced
+	b.unsynced = nil
+	b.mu.Unlock()
+	dirs := map[string]bool{}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", p, err)
+		}
+		dirs[filepath.Dir(p)] = true
+	}
+	for d := range dirs {
+		syncDir(d)
+	}
 	return nil
 }
 

@@ -40,6 +40,8 @@ type Extractor struct {
 	present int
 	umask   uint32
 
+	createdRoots []string // destination folders that did not exist
+
 	mu      sync.Mutex
 	created []createdDir // directories made by Prepare, parents first
 	pending []pendingFile
@@ -66,6 +68,9 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	}
 	ex := &Extractor{x: x, dests: dests, needed: make([]bool, len(x.Entries)), umask: umask()}
 	for _, d := range dests {
+		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+			ex.createdRoots = append(ex.createdRoots, d)
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			ex.Close()
 			return nil, fmt.Errorf("creating folder %s: %w", d, err)
@@ -493,4 +498,8 @@ func (ex *Extractor) Abort() {
 		ex.roots[c.root].Remove(c.rel) //nolint:errcheck // only empty ones go
 	}
 	ex.created = nil
+	for _, d := range ex.createdRoots {
+		os.Remove(d) //nolint:errcheck // only an empty one goes
+	}
+	ex.createdRoots = nil
 }

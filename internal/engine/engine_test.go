@@ -207,6 +207,15 @@ func TestCorruptPackIsNotAHitAndLeavesFolderAsItWas(t *testing.T) {
 		t.Logf("error: %v", err)
 	}
 	testtree.Equal(t, before, testtree.Snapshot(t, dst))
+
+	// A folder that did not exist does not exist after a failed restore.
+	missing := filepath.Join(t.TempDir(), "never-created")
+	if _, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{missing}}); err == nil {
+		t.Fatal("restore of a corrupt entry succeeded")
+	}
+	if _, err := os.Lstat(missing); !os.IsNotExist(err) {
+		t.Fatalf("a failed restore left %s behind: %v", missing, err)
+	}
 }
 
 func TestInvalidKeyIsRefused(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	v1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+
+	"github.com/tekton-cache/tekton-cache/internal/testserver"
 )
 
 // TestLanguagePipelines runs the Node, Python, Maven and Go test+lint
@@ -18,7 +20,7 @@ func TestLanguagePipelines(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a registry")
 	}
-	reg := startRegistry(t)
+	reg := testserver.Registry(t, "", "")
 	h := newHarness(t)
 	fill := absTestdata(t, "fake-fill.sh")
 	for _, tc := range []struct {

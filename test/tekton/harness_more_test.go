@@ -13,25 +13,11 @@ import (
 	"testing"
 
 	v1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tekton-cache/tekton-cache/internal/testserver"
 )
 
-func loadTask(t testing.TB, path string) *v1.Task {
-	t.Helper()
-	objs, err := LoadFile(filepath.Join(repoRoot(t), path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if task, ok := o.Obj.(*v1.Task); ok {
-			return task
-		}
-	}
-	t.Fatalf("%s has no Task", path)
-	return nil
-}
+func loadTask(t testing.TB, path string) *v1.Task { return loadObject[*v1.Task](t, path) }
 
 func decodeTask(t testing.TB, yaml string) *v1.Task {
 	t.Helper()
@@ -268,7 +254,7 @@ func TestDockerConfig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a registry")
 	}
-	reg := startAuthRegistry(t, "ciuser", "cipass")
+	reg := testserver.Registry(t, "ciuser", "cipass")
 	h := newHarness(t)
 	task := decodeTask(t, authTask)
 	auth := base64.StdEncoding.EncodeToString([]byte("ciuser:cipass"))
@@ -313,40 +299,6 @@ func TestDockerConfig(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startAuthRegistry starts a registry that requires basic auth.
-func startAuthRegistry(t testing.TB, user, pass string) string {
-	t.Helper()
-	bin := testserver.Binary(t, "registry", "go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
-	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.DefaultCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(`version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: /unused}
-http: {addr: 127.0.0.1:0}
-auth:
-  htpasswd: {realm: test, path: `+htpasswd+`}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t))
-	p := testserver.Start(t, bin, []string{"serve", cfg}, []string{
-		"OTEL_TRACES_EXPORTER=none",
-		"REGISTRY_HTTP_ADDR=" + addr,
-		"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=" + filepath.Join(dir, "data"),
-	})
-	p.WaitHTTP(t, "http://"+addr+"/v2/", 401)
-	return addr
 }
 
 // TestStepActionEnvMatchesFlags checks that every CACHE_* variable a

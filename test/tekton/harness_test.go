@@ -56,32 +56,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// startRegistry starts distribution's registry on a free loopback port with
-// its storage in a temp dir, and returns host:port.
-func startRegistry(t testing.TB) string {
-	t.Helper()
-	bin := testserver.Binary(t, "registry", "go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(`version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: /unused}
-  delete: {enabled: true}
-http: {addr: 127.0.0.1:0}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t))
-	p := testserver.Start(t, bin, []string{"serve", cfg}, []string{
-		"OTEL_TRACES_EXPORTER=none",
-		"REGISTRY_HTTP_ADDR=" + addr,
-		"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=" + filepath.Join(dir, "data"),
-	})
-	p.WaitHTTP(t, "http://"+addr+"/v2/", 200)
-	return addr
-}
-
 // harness returns a Harness holding our StepActions and the git-clone stub,
 // with the `cache` binary built from this repository.
 func newHarness(t testing.TB) *Harness {
@@ -120,20 +94,24 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func loadPipeline(t testing.TB, path string) *v1.Pipeline {
+// loadObject returns the first object of type T in a file of the repository.
+func loadObject[T any](t testing.TB, path string) T {
 	t.Helper()
 	objs, err := LoadFile(filepath.Join(repoRoot(t), path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range objs {
-		if p, ok := o.Obj.(*v1.Pipeline); ok {
-			return p
+		if obj, ok := o.Obj.(T); ok {
+			return obj
 		}
 	}
-	t.Fatalf("%s has no Pipeline", path)
-	return nil
+	var zero T
+	t.Fatalf("%s has no %T", path, zero)
+	return zero
 }
+
+func loadPipeline(t testing.TB, path string) *v1.Pipeline { return loadObject[*v1.Pipeline](t, path) }
 
 func copyDir(t testing.TB, from, to string) {
 	t.Helper()
@@ -154,7 +132,7 @@ func TestGoPipeline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a registry and runs the Go pipeline three times")
 	}
-	reg := startRegistry(t)
+	reg := testserver.Registry(t, "", "")
 	h := newHarness(t)
 	pipeline := loadPipeline(t, "examples/go/pipeline-go.yaml")
 	upstream := t.TempDir()

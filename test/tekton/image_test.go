@@ -71,7 +71,7 @@ func TestImage(t *testing.T) {
 	ko := testserver.Binary(t, "ko", "hack/install-tekton-tools.sh")
 	kustomize := testserver.Binary(t, "kustomize", "hack/install-tekton-tools.sh")
 	root := repoRoot(t)
-	reg := startRegistry(t)
+	reg := testserver.Registry(t, "", "")
 	repo := reg + "/tekton-cache"
 	env := append(os.Environ(),
 		"KO_DOCKER_REPO="+repo,

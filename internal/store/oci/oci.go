@@ -232,57 +232,15 @@ func (s *Store) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.R
 		return err
 	}
 	body := &uploadBody{r: digest.NewVerifier(store.ContextReader(ctx, r), d, size)}
-	err = s.pusher.Load().Upload(ctx, s.repo, &uploadLayer{hash: h, size: size, body: body})
+	l := &streamLayer{body: body}
+	l.size.Store(size)
+	l.hash.Store(&h)
+	err = s.pusher.Load().Upload(ctx, s.repo, l)
 	body.Close() // waits for a read in flight: r is not used after PutBlob returns
 	if err != nil {
 		return s.fail("put blob "+d.Short(), err)
 	}
 	return nil
-}
-
-// uploadLayer is the v1.Layer that PutBlob hands to go-containerregistry:
-// the blob's bytes, readable once.
-type uploadLayer struct {
-	hash v1.Hash
-	size int64
-	body *uploadBody
-	used atomic.Bool
-}
-
-var _ v1.Layer = (*uploadLayer)(nil)
-
-// errNoRewind stops go-containerregistry from retrying an upload whose
-// bytes were already read: PutBlob streams them once.
-var errNoRewind = errors.New("the blob's reader cannot be read twice, so the upload is not retried")
-
-// Digest implements v1.Layer.
-func (l *uploadLayer) Digest() (v1.Hash, error) { return l.hash, nil }
-
-// DiffID implements v1.Layer; uploads do not use it.
-func (l *uploadLayer) DiffID() (v1.Hash, error) {
-	return v1.Hash{}, errors.New("no diff ID: a blob, not a layer")
-}
-
-// Uncompressed implements v1.Layer; uploads do not use it.
-func (l *uploadLayer) Uncompressed() (io.ReadCloser, error) {
-	return nil, errors.New("a blob has no uncompressed form")
-}
-
-// Size implements v1.Layer.
-func (l *uploadLayer) Size() (int64, error) { return l.size, nil }
-
-// MediaType implements v1.Layer. Blobs are uploaded by digest alone: the
-// media type only matters in a manifest.
-func (l *uploadLayer) MediaType() (types.MediaType, error) {
-	return types.MediaType("application/octet-stream"), nil
-}
-
-// Compressed implements v1.Layer: the bytes, once.
-func (l *uploadLayer) Compressed() (io.ReadCloser, error) {
-	if l.used.Swap(true) {
-		return nil, errNoRewind
-	}
-	return l.body, nil
 }
 
 // uploadBody lets PutBlob stop the HTTP transport reading the caller's

@@ -43,6 +43,10 @@ func errOr(err, def error) error {
 
 var errAborted = errors.New("upload aborted")
 
+// errNoRewind stops go-containerregistry from retrying an upload whose
+// bytes were already read: they stream once.
+var errNoRewind = errors.New("the blob's reader cannot be read twice, so the upload is not retried")
+
 type stagedBlob struct {
 	s    *Store
 	pw   *io.PipeWriter
@@ -83,9 +87,10 @@ func (b *stagedBlob) Abort() {
 	<-b.done
 }
 
-// streamLayer is a v1.Layer whose digest is known only once its bytes were
-// read: go-containerregistry then uploads it in chunks and commits it with
-// the digest the writer gave.
+// streamLayer is the v1.Layer handed to go-containerregistry: a blob's
+// bytes, readable once. PutBlob sets its digest up front (a HEAD first, then
+// one upload); StageBlob sets it only once the bytes were written, so it is
+// uploaded in chunks and committed with the digest the writer gave.
 type streamLayer struct {
 	body io.ReadCloser
 	hash atomic.Pointer[v1.Hash]

@@ -10,9 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
@@ -101,7 +99,7 @@ func TestAzurite(t *testing.T) {
 	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint, accountKey))
 	createContainer(t, containerName)
 	t.Run("Conformance", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "azblob://"+containerName+"/"+newPrefix()) },
+		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "azblob://"+containerName+"/"+storetest.NewPrefix()) },
 			storetest.Options{LargeSize: 20 << 20})
 	})
 	t.Run("AccountAndKey", func(t *testing.T) {
@@ -110,7 +108,7 @@ func TestAzurite(t *testing.T) {
 		t.Setenv("AZURE_STORAGE_ACCOUNT", account)
 		t.Setenv("AZURE_STORAGE_KEY", accountKey)
 		u, _ := url.Parse(endpoint)
-		st := open(t, "azblob://"+containerName+"/"+newPrefix()+"?protocol=http&domain="+u.Host)
+		st := open(t, "azblob://"+containerName+"/"+storetest.NewPrefix()+"?protocol=http&domain="+u.Host)
 		d := storetest.PutBlob(t, st, []byte("hello"))
 		if n, err := st.StatBlob(t.Context(), d.Digest); err != nil || n != 5 {
 			t.Fatalf("StatBlob = %d, %v", n, err)
@@ -120,25 +118,11 @@ func TestAzurite(t *testing.T) {
 	t.Run("MissingContainer", testMissingContainer)
 	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, endpoint) })
 	t.Run("UnreachableEndpoint", testUnreachable)
-	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "azblob://"+containerName+"/"+newPrefix())) })
+	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "azblob://"+containerName+"/"+storetest.NewPrefix())) })
 }
 
-var prefixes atomic.Int64
-
-func newPrefix() string { return fmt.Sprintf("run%d/p%d", time.Now().UnixNano(), prefixes.Add(1)) }
-
 func open(t *testing.T, raw string) *store.ObjectStore {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := azstore.Open(t.Context(), u, store.Options{})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", raw, err)
-	}
-	t.Cleanup(func() { st.(*store.ObjectStore).Bucket().(*cloudblob.Bucket).Close() })
-	return st.(*store.ObjectStore)
+	return storetest.OpenObjectStore(t, azstore.Open, raw)
 }
 
 // isolateAzure keeps the developer's Azure settings out of the tests.
@@ -165,7 +149,7 @@ func createContainer(t *testing.T, name string) {
 // testFailedLargePut fails an upload after blocks were staged: the block
 // list must never be committed.
 func testFailedLargePut(t *testing.T) {
-	st := open(t, "azblob://"+containerName+"/"+newPrefix())
+	st := open(t, "azblob://"+containerName+"/"+storetest.NewPrefix())
 	data, d := storetest.RandomBlob(t, 40<<20)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 1
@@ -186,7 +170,7 @@ func testMissingContainer(t *testing.T) {
 func testWrongCredentials(t *testing.T, endpoint string) {
 	wrong := base64.StdEncoding.EncodeToString([]byte("wrong-account-key-value-0c4d2e9b"))
 	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint, wrong))
-	prefix := newPrefix()
+	prefix := storetest.NewPrefix()
 	st := open(t, "azblob://"+containerName+"/"+prefix)
 	checkAllOps(t, st, "azblob://"+containerName+"/"+prefix, []string{"access denied", "AZURE_STORAGE_CONNECTION_STRING"}, wrong, accountKey)
 }

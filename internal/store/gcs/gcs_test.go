@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"cloud.google.com/go/storage"
 
@@ -52,12 +51,12 @@ func TestFakeGCS(t *testing.T) {
 	t.Setenv("STORAGE_EMULATOR_HOST", host)
 	createBucket(t, bucket)
 	t.Run("Conformance", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "gs://"+bucket+"/"+newPrefix()) },
+		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "gs://"+bucket+"/"+storetest.NewPrefix()) },
 			storetest.Options{LargeSize: 20 << 20})
 	})
 	t.Run("EmulatorHostWithScheme", func(t *testing.T) {
 		t.Setenv("STORAGE_EMULATOR_HOST", "http://"+host)
-		st := open(t, "gs://"+bucket+"/"+newPrefix())
+		st := open(t, "gs://"+bucket+"/"+storetest.NewPrefix())
 		d := storetest.PutBlob(t, st, []byte("hello"))
 		if n, err := st.StatBlob(t.Context(), d.Digest); err != nil || n != 5 {
 			t.Fatalf("StatBlob = %d, %v", n, err)
@@ -81,25 +80,11 @@ func TestFakeGCS(t *testing.T) {
 			}
 		}
 	})
-	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "gs://"+bucket+"/"+newPrefix())) })
+	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "gs://"+bucket+"/"+storetest.NewPrefix())) })
 }
 
-var prefixes atomic.Int64
-
-func newPrefix() string { return fmt.Sprintf("run%d/p%d", time.Now().UnixNano(), prefixes.Add(1)) }
-
 func open(t *testing.T, raw string) *store.ObjectStore {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := gcsstore.Open(t.Context(), u, store.Options{})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", raw, err)
-	}
-	t.Cleanup(func() { st.(*store.ObjectStore).Bucket().(*cloudblob.Bucket).Close() })
-	return st.(*store.ObjectStore)
+	return storetest.OpenObjectStore(t, gcsstore.Open, raw)
 }
 
 // isolateGoogle keeps the developer's gcloud credentials and any metadata
@@ -126,7 +111,7 @@ func createBucket(t *testing.T, name string) {
 // testFailedLargePut fails an upload after its first chunk was sent: the
 // resumable upload must not be finalized.
 func testFailedLargePut(t *testing.T) {
-	st := open(t, "gs://"+bucket+"/"+newPrefix())
+	st := open(t, "gs://"+bucket+"/"+storetest.NewPrefix())
 	data, d := storetest.RandomBlob(t, 40<<20)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 1
@@ -190,7 +175,7 @@ func testWrongCredentials(t *testing.T, gcsHost string) {
 	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", path)
 	keyLine := strings.Split(keyPEM, "\n")[1]
 
-	prefix := newPrefix()
+	prefix := storetest.NewPrefix()
 	name := "gs://" + bucket + "/" + prefix
 	st := open(t, name+"?endpoint=http://"+gcsHost+"/storage/v1/")
 	checkAllOps(t, st, name, []string{"cannot get a Google access token (invalid_grant)", "GOOGLE_APPLICATION_CREDENTIALS"}, keyLine)

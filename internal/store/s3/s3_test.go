@@ -10,9 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -71,7 +69,7 @@ func testServer(t *testing.T, srv server) {
 	isolateAWS(t, srv.user, srv.secret)
 	createBucket(t, srv, bucket)
 	t.Run("Conformance", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) store.Store { return open(t, srv.storeURL(bucket, newPrefix())) },
+		storetest.Run(t, func(t *testing.T) store.Store { return open(t, srv.storeURL(bucket, storetest.NewPrefix())) },
 			storetest.Options{LargeSize: 20 << 20})
 	})
 	t.Run("EndpointAloneIsEnough", func(t *testing.T) { testEndpointDefaults(t, srv) })
@@ -79,30 +77,15 @@ func testServer(t *testing.T, srv server) {
 	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, srv) })
 	t.Run("MissingBucket", func(t *testing.T) { testMissingBucket(t, srv) })
 	t.Run("UnreachableEndpoint", func(t *testing.T) { testUnreachable(t) })
-	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, srv.storeURL(bucket, newPrefix()))) })
+	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, srv.storeURL(bucket, storetest.NewPrefix()))) })
 }
-
-var prefixes atomic.Int64
-
-// newPrefix returns a prefix no other subtest uses.
-func newPrefix() string { return fmt.Sprintf("run%d/p%d", time.Now().UnixNano(), prefixes.Add(1)) }
 
 func (s server) storeURL(bucket, prefix string) string {
 	return fmt.Sprintf("s3://%s/%s?endpoint=%s&use_path_style=true&disable_https=true&region=us-east-1", bucket, prefix, s.endpoint)
 }
 
 func open(t *testing.T, raw string) *store.ObjectStore {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := s3store.Open(t.Context(), u, store.Options{})
-	if err != nil {
-		t.Fatalf("Open(%s): %v", raw, err)
-	}
-	t.Cleanup(func() { st.(*store.ObjectStore).Bucket().(*cloudblob.Bucket).Close() })
-	return st.(*store.ObjectStore)
+	return storetest.OpenObjectStore(t, s3store.Open, raw)
 }
 
 // isolateAWS keeps the developer's ~/.aws, instance metadata and AWS_*
@@ -146,13 +129,13 @@ func createBucket(t *testing.T, srv server, name string) {
 // testEndpointDefaults opens a URL with only an endpoint: region and path
 // style are defaulted for S3-compatible servers.
 func testEndpointDefaults(t *testing.T, srv server) {
-	st := open(t, fmt.Sprintf("s3://%s/%s?endpoint=%s", bucket, newPrefix(), srv.endpoint))
+	st := open(t, fmt.Sprintf("s3://%s/%s?endpoint=%s", bucket, storetest.NewPrefix(), srv.endpoint))
 	desc := storetest.PutBlob(t, st, []byte("hello"))
 	if n, err := st.StatBlob(t.Context(), desc.Digest); err != nil || n != 5 {
 		t.Fatalf("StatBlob = %d, %v", n, err)
 	}
 	t.Setenv("AWS_ENDPOINT_URL_S3", srv.endpoint)
-	st = open(t, fmt.Sprintf("s3://%s/%s", bucket, newPrefix()))
+	st = open(t, fmt.Sprintf("s3://%s/%s", bucket, storetest.NewPrefix()))
 	storetest.PutBlob(t, st, []byte("hello"))
 
 	u, _ := url.Parse("s3://" + bucket + "/p")
@@ -187,7 +170,7 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 // testFailedMultipart cancels, then corrupts, uploads that already sent
 // parts: neither may leave the object nor an incomplete multipart upload.
 func testFailedMultipart(t *testing.T, srv server) {
-	st := open(t, srv.storeURL(bucket, newPrefix()))
+	st := open(t, srv.storeURL(bucket, storetest.NewPrefix()))
 	data, d := storetest.RandomBlob(t, 30<<20)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -232,7 +215,7 @@ func checkAllOps(t *testing.T, st store.Store, storeName string, wants []string,
 func testWrongCredentials(t *testing.T, srv server) {
 	const wrong = "wrong-secret-value-3f9a1c"
 	t.Setenv("AWS_SECRET_ACCESS_KEY", wrong)
-	prefix := newPrefix()
+	prefix := storetest.NewPrefix()
 	st := open(t, srv.storeURL(bucket, prefix))
 	name := "s3://" + bucket + "/" + prefix
 	checkAllOps(t, st, name, []string{"access denied", "AWS_SECRET_ACCESS_KEY"}, wrong, srv.secret)

@@ -11,11 +11,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -475,4 +478,31 @@ func CheckError(t testing.TB, op string, err error, storeName string, wants []st
 	if errors.Is(err, store.ErrNotFound) {
 		t.Errorf("%s: error wraps store.ErrNotFound: a broken store would look like a cache miss", op)
 	}
+}
+
+var prefixes atomic.Int64
+
+// NewPrefix returns an object prefix that no other test of this process
+// (nor an earlier run against the same server) uses.
+func NewPrefix() string {
+	return fmt.Sprintf("run%d/p%d", time.Now().UnixNano(), prefixes.Add(1))
+}
+
+// OpenObjectStore opens raw with opener for t, and closes the store's
+// bucket when t ends if it has a Close method.
+func OpenObjectStore(t testing.TB, opener store.Opener, raw string) *store.ObjectStore {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := opener(context.Background(), u, store.Options{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", raw, err)
+	}
+	obj := st.(*store.ObjectStore)
+	if c, ok := obj.Bucket().(interface{ Close() error }); ok {
+		t.Cleanup(func() { c.Close() })
+	}
+	return obj
 }

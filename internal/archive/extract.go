@@ -26,6 +26,10 @@ import (
 //   - file content is written to temporary files and checked (size and
 //     sha256) before Commit renames them into place; Abort removes them and
 //     the directories it created, leaving the folders as they were;
+//   - in a directory the extractor created itself (a cold restore), files
+//     are written under their final names: nobody else has anything there,
+//     and Abort removes them with the directory. This saves a rename and a
+//     stat per file;
 //   - files already on disk with the same size, mtime and mode are kept.
 //
 // Use: NewExtractor, Prepare, ExtractPack for each of NeededPacks (in
@@ -36,7 +40,7 @@ type Extractor struct {
 	rootFDs []int
 	roots   []*os.Root
 
-	needed  []bool // per entry: content must be written
+	needed  []need // per entry: whether and how content must be written
 	present int
 	umask   uint32
 
@@ -44,9 +48,21 @@ type Extractor struct {
 
 	mu      sync.Mutex
 	created []createdDir // directories made by Prepare, parents first
+	// fresh holds the directories made by Prepare (and the root, "", of
+	// folders that did not exist): they held nothing of anyone else's.
+	fresh   map[createdDir]bool
 	pending []pendingFile
 	written int64
 }
+
+// need says whether an entry's content must be written, and how.
+type need uint8
+
+const (
+	needNone   need = iota
+	needTemp        // under a temporary name, renamed at Commit
+	needDirect      // under its final name, in a fresh directory
+)
 
 type createdDir struct {
 	root int
@@ -56,7 +72,7 @@ type createdDir struct {
 type pendingFile struct {
 	root int
 	dir  string // rel path of the parent ("" for the root)
-	tmp  string
+	tmp  string // equals name when written directly
 	name string
 }
 
@@ -66,10 +82,11 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	if len(dests) != len(x.Roots) {
 		return nil, fmt.Errorf("the entry holds %d folder(s) (%v) but %d were given to restore into", len(x.Roots), x.Roots, len(dests))
 	}
-	ex := &Extractor{x: x, dests: dests, needed: make([]bool, len(x.Entries)), umask: umask()}
-	for _, d := range dests {
+	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), umask: umask(), fresh: map[createdDir]bool{}}
+	for i, d := range dests {
 		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
 			ex.createdRoots = append(ex.createdRoots, d)
+			ex.fresh[createdDir{i, ""}] = true
 		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			ex.Close()
@@ -139,6 +156,7 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 			if err = unix.Mkdirat(pfd, base, 0o700); err == nil {
 				d.ex.mu.Lock()
 				d.ex.created = append(d.ex.created, k)
+				d.ex.fresh[k] = true
 				d.ex.mu.Unlock()
 			}
 		} else if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
@@ -164,12 +182,18 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 // parent returns a descriptor of the directory that holds e, and its path
 // ("" for the root).
 func (d *dirFDs) parent(e *Entry) (int, string, error) {
-	dir := path.Dir(e.Path)
-	if dir == "." {
-		dir = ""
-	}
+	dir := parentDir(e.Path)
 	fd, err := d.fd(e.Root, dir, false)
 	return fd, dir, err
+}
+
+// parentDir is the directory of an entry path, "" for the root.
+func parentDir(p string) string {
+	dir := path.Dir(p)
+	if dir == "." {
+		return ""
+	}
+	return dir
 }
 
 func openDirAt(pfd int, name string) (int, error) {
@@ -206,9 +230,15 @@ func (ex *Extractor) Prepare() ([]int, error) {
 			if e.Size == 0 {
 				continue
 			}
-			pfd, err := dirs.fd(e.Root, path.Dir(e.Path), true)
+			dir := parentDir(e.Path)
+			pfd, err := dirs.fd(e.Root, dir, true)
 			if err != nil {
 				return nil, err
+			}
+			if ex.fresh[createdDir{e.Root, dir}] {
+				ex.needed[i] = needDirect
+				packs[e.Pack] = true
+				continue
 			}
 			var st unix.Stat_t
 			err = unix.Fstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -217,7 +247,7 @@ func (ex *Extractor) Prepare() ([]int, error) {
 				ex.present++
 				continue
 			}
-			ex.needed[i] = true
+			ex.needed[i] = needTemp
 			packs[e.Pack] = true
 		}
 	}
@@ -260,7 +290,7 @@ func tempName() string {
 func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 	want := map[string]int{}
 	for i := range ex.x.Entries {
-		if ex.needed[i] && ex.x.Entries[i].Pack == p {
+		if ex.needed[i] != needNone && ex.x.Entries[i].Pack == p {
 			want[ex.x.TarName(&ex.x.Entries[i])] = i
 		}
 	}
@@ -293,7 +323,10 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		if err != nil {
 			return err
 		}
-		tmp := tempName()
+		tmp := path.Base(e.Path)
+		if ex.needed[i] == needTemp {
+			tmp = tempName()
+		}
 		// Created with its final mode: a chmod is needed only when the
 		// umask took bits away.
 		fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
@@ -350,9 +383,15 @@ var ErrCorrupt = errors.New("corrupt entry")
 func (ex *Extractor) Commit() error {
 	// Renames of tens of thousands of files: two at a time, each half in
 	// path order so that directory descriptors are reused.
+	renames := make([]pendingFile, 0, len(ex.pending))
+	for _, pf := range ex.pending {
+		if pf.tmp != pf.name {
+			renames = append(renames, pf)
+		}
+	}
 	var g errgroup.Group
-	half := len(ex.pending) / 2
-	for _, part := range [][]pendingFile{ex.pending[:half], ex.pending[half:]} {
+	half := len(renames) / 2
+	for _, part := range [][]pendingFile{renames[:half], renames[half:]} {
 		g.Go(func() error {
 			dirs := ex.newDirFDs()
 			defer dirs.close()
@@ -383,7 +422,7 @@ func (ex *Extractor) Commit() error {
 		if err != nil {
 			return err
 		}
-		if err := ex.writeSmall(pfd, e, dir); err != nil {
+		if err := ex.writeSmall(pfd, e, dir, ex.fresh[createdDir{e.Root, dir}]); err != nil {
 			return fmt.Errorf("restoring %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
 	}
@@ -431,13 +470,17 @@ func (ex *Extractor) renameInto(pfd, root int, dir, tmp, name string) error {
 	return nil
 }
 
-// writeSmall restores a symlink or an empty file.
-func (ex *Extractor) writeSmall(pfd int, e *Entry, dir string) error {
+// writeSmall restores a symlink or an empty file; in a fresh directory,
+// under its final name.
+func (ex *Extractor) writeSmall(pfd int, e *Entry, dir string, fresh bool) error {
 	name := path.Base(e.Path)
 	ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
 	var st unix.Stat_t
-	exists := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
-	tmp := tempName()
+	exists := !fresh && unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+	tmp := name
+	if !fresh {
+		tmp = tempName()
+	}
 	switch e.Type {
 	case TypeSymlink:
 		if exists && st.Mode&unix.S_IFMT == unix.S_IFLNK {

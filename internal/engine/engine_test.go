@@ -169,10 +169,12 @@ func TestSeveralFolders(t *testing.T) {
 	}
 }
 
-// corruptStore flips a byte in every pack it serves.
+// corruptStore flips a byte in every pack it serves (the middle one, or with
+// atEnd the last one: every file then decodes before the digest check fails).
 type corruptStore struct {
 	store.Store
 	packs map[digest.Digest]bool
+	atEnd bool
 }
 
 func (c *corruptStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
@@ -182,7 +184,11 @@ func (c *corruptStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadClo
 	}
 	data, _ := io.ReadAll(rc)
 	rc.Close()
-	data[len(data)/2] ^= 0x01
+	if c.atEnd {
+		data = append(data, 0) // decodes (zstd skips nothing) but the digest and size lie
+	} else {
+		data[len(data)/2] ^= 0x01
+	}
 	return io.NopCloser(bytes.NewReader(data)), nil
 }
 
@@ -216,6 +222,20 @@ func TestCorruptPackIsNotAHitAndLeavesFolderAsItWas(t *testing.T) {
 	if _, err := os.Lstat(missing); !os.IsNotExist(err) {
 		t.Fatalf("a failed restore left %s behind: %v", missing, err)
 	}
+
+	// Files written under their final names in fresh directories (a cold
+	// restore) go too when the digest check fails only at the pack's end.
+	bad.atEnd = true
+	if _, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{missing}}); err == nil {
+		t.Fatal("restore of a pack with a byte too many succeeded")
+	}
+	if _, err := os.Lstat(missing); !os.IsNotExist(err) {
+		t.Fatalf("a failed cold restore left %s behind: %v", missing, err)
+	}
+	if _, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{dst}}); err == nil {
+		t.Fatal("restore of a pack with a byte too many succeeded")
+	}
+	testtree.Equal(t, before, testtree.Snapshot(t, dst))
 }
 
 func TestInvalidKeyIsRefused(t *testing.T) {

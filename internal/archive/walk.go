@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -44,9 +45,12 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	x.Sort()
 	// Drop links that restore would refuse, so one venv link to /usr/bin
 	// does not make the whole entry unrestorable.
+	if !slices.ContainsFunc(x.Entries, func(e Entry) bool { return e.Type == TypeSymlink }) {
+		return x, skipped, nil
+	}
 	kinds := make([]map[string]string, len(roots))
 	for i := range kinds {
-		kinds[i] = map[string]string{}
+		kinds[i] = make(map[string]string, len(x.Entries)/len(roots))
 	}
 	for i := range x.Entries {
 		kinds[x.Entries[i].Root][x.Entries[i].Path] = x.Entries[i].Type

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	fastjson "github.com/segmentio/encoding/json"
+
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 )
@@ -55,7 +57,7 @@ func readState(folders []string) (*state, *archive.Index) {
 		return nil, nil
 	}
 	var st state
-	if json.Unmarshal(data, &st) != nil || st.Format != archive.FormatVersion || digest.FromBytes(st.Blob) != st.Index {
+	if fastjson.Unmarshal(data, &st) != nil || st.Format != archive.FormatVersion || digest.FromBytes(st.Blob) != st.Index {
 		return nil, nil
 	}
 	x, err := archive.DecodeIndex(st.Blob)

@@ -8,12 +8,13 @@ package archive
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -93,13 +94,24 @@ func (x *Index) TarName(e *Entry) string {
 // Sort orders the entries by root then path, the order of packs and of
 // extraction (parents before children).
 func (x *Index) Sort() {
-	sort.Slice(x.Entries, func(i, j int) bool {
+	// Sorting positions and moving each entry once is about twice as fast
+	// as swapping whole entries (tens of thousands of them in a no-op save).
+	order := make([]int32, len(x.Entries))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(i, j int32) int {
 		a, b := &x.Entries[i], &x.Entries[j]
-		if a.Root != b.Root {
-			return a.Root < b.Root
+		if c := cmp.Compare(a.Root, b.Root); c != 0 {
+			return c
 		}
-		return a.Path < b.Path
+		return strings.Compare(a.Path, b.Path)
 	})
+	sorted := make([]Entry, len(x.Entries))
+	for i, o := range order {
+		sorted[i] = x.Entries[o]
+	}
+	x.Entries = sorted
 }
 
 // TotalSize is the sum of the sizes of the files.

@@ -1,0 +1,84 @@
+package archive
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+)
+
+func zstdBlob(t *testing.T, raw string) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll([]byte(raw), nil)
+}
+
+func TestDecodeIndexRoundTrip(t *testing.T) {
+	d := strings.Repeat("ab", 32)
+	x := &Index{Format: FormatVersion, Roots: []string{"a", "b"},
+		Packs: []PackInfo{{Digest: digest.FromBytes([]byte("p")), Size: 10}},
+		Entries: []Entry{
+			{Path: "d", Type: TypeDir, Mode: 0o755, MTime: 1, Pack: NoPack},
+			{Path: "d/f", Type: TypeFile, Mode: 0o644, MTime: 2, Size: 3, Digest: d, Pack: 0, Offset: 512},
+			{Path: "d/l", Type: TypeSymlink, Mode: 0o777, MTime: 3, Link: "f", Pack: NoPack},
+			{Root: 1, Path: "e", Type: TypeFile, Mode: 0o600, MTime: 4, Pack: NoPack},
+		}}
+	blob, err := x.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeIndex(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameEntries(got, x) {
+		t.Fatalf("round trip changed the index:\n got %+v\nwant %+v", got, x)
+	}
+}
+
+func sameEntries(a, b *Index) bool {
+	return a.Format == b.Format && slices.Equal(a.Roots, b.Roots) && slices.Equal(a.Packs, b.Packs) && slices.Equal(a.Entries, b.Entries)
+}
+
+// The parser keeps encoding/json's strictness, and refuses what follows the
+// index.
+func TestDecodeIndexRefusesMalformed(t *testing.T) {
+	ok := `{"format":1,"roots":["a"],"packs":[],"entries":[{"p":"f","t":"f","m":420,"mt":1,"k":-1}]}`
+	if _, err := DecodeIndex(zstdBlob(t, ok)); err != nil {
+		t.Fatalf("a valid index was refused: %v", err)
+	}
+	for name, raw := range map[string]string{
+		"unknown field":   strings.Replace(ok, `"mt":1`, `"mt":1,"x":2`, 1),
+		"data after it":   ok + `{"format":1}`,
+		"wrong type":      strings.Replace(ok, `"m":420`, `"m":"420"`, 1),
+		"truncated":       ok[:len(ok)-3],
+		"negative mode":   strings.Replace(ok, `"m":420`, `"m":-1`, 1),
+		"not json at all": "PK\x03\x04",
+	} {
+		if _, err := DecodeIndex(zstdBlob(t, raw)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestSortOrdersByRootThenPathBytes(t *testing.T) {
+	x := &Index{Entries: []Entry{
+		{Root: 1, Path: "a"}, {Path: "a/b"}, {Path: "a-c"}, {Path: "a"}, {Root: 1, Path: "0"},
+	}}
+	x.Sort()
+	var got []string
+	for _, e := range x.Entries {
+		got = append(got, string(rune('0'+e.Root))+":"+e.Path)
+	}
+	want := []string{"0:a", "0:a-c", "0:a/b", "1:0", "1:a"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sorted %v, want %v", got, want)
+	}
+}

@@ -408,6 +408,9 @@ func touchSome(dir string, limit int64) (touched []string) {
 		if d.IsDir() && d.Name() == "newdep" {
 			return filepath.SkipDir
 		}
+		if strings.HasPrefix(d.Name(), ".tekton-cache") {
+			return nil // the restore state: saves skip it
+		}
 		if fi, err := d.Info(); err == nil && d.Type().IsRegular() && fi.Size() <= limit {
 			if f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0); err == nil {
 				f.Write([]byte{'\n'})

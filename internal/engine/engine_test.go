@@ -21,7 +21,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
 
-func save(t *testing.T, st store.Store, key string, folders ...string) *SaveResult {
+func save(t testing.TB, st store.Store, key string, folders ...string) *SaveResult {
 	t.Helper()
 	res, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: folders, PackSize: 1 << 20, Logf: t.Logf})
 	if err != nil {

@@ -44,8 +44,6 @@ type Extractor struct {
 	present int
 	umask   uint32
 
-	createdRoots []string // destination folders that did not exist
-
 	mu      sync.Mutex
 	created []createdDir // directories made by Prepare, parents first
 	// fresh holds the directories made by Prepare (and the root, "", of
@@ -85,7 +83,6 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), umask: umask(), fresh: map[createdDir]bool{}}
 	for i, d := range dests {
 		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
-			ex.createdRoots = append(ex.createdRoots, d)
 			ex.fresh[createdDir{i, ""}] = true
 		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -541,8 +538,10 @@ func (ex *Extractor) Abort() {
 		ex.roots[c.root].Remove(c.rel) //nolint:errcheck // only empty ones go
 	}
 	ex.created = nil
-	for _, d := range ex.createdRoots {
-		os.Remove(d) //nolint:errcheck // only an empty one goes
+	for i, d := range ex.dests {
+		if ex.fresh[createdDir{i, ""}] {
+			os.Remove(d) //nolint:errcheck // only an empty one goes
+		}
 	}
-	ex.createdRoots = nil
+	clear(ex.fresh)
 }

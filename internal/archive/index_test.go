@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -38,13 +39,9 @@ func TestDecodeIndexRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameEntries(got, x) {
+	if !got.Equal(x) {
 		t.Fatalf("round trip changed the index:\n got %+v\nwant %+v", got, x)
 	}
-}
-
-func sameEntries(a, b *Index) bool {
-	return a.Format == b.Format && slices.Equal(a.Roots, b.Roots) && slices.Equal(a.Packs, b.Packs) && slices.Equal(a.Entries, b.Entries)
 }
 
 // The parser keeps encoding/json's strictness, and refuses what follows the
@@ -65,6 +62,27 @@ func TestDecodeIndexRefusesMalformed(t *testing.T) {
 		if _, err := DecodeIndex(zstdBlob(t, raw)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// An index that decompresses beyond the limit is refused before it is
+// parsed, whether its frame says its size or not.
+func TestDecodeIndexRefusesOversize(t *testing.T) {
+	blob, err := (&Index{Format: FormatVersion, Roots: []string{"a"}}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(old uint64) { maxIndexSize = old }(maxIndexSize)
+	maxIndexSize = 16
+	if _, err := DecodeIndex(blob); err == nil || !strings.Contains(err.Error(), "larger than 16 bytes") {
+		t.Fatalf("got %v, want a refusal naming the limit", err)
+	}
+	var streamed bytes.Buffer // no content size in the frame header
+	enc, _ := zstd.NewWriter(&streamed)
+	enc.Write([]byte(`{"format":1,"roots":["a"],"packs":[],"entries":[]}`))
+	enc.Close()
+	if _, err := DecodeIndex(streamed.Bytes()); err == nil || !strings.Contains(err.Error(), "larger than 16 bytes") {
+		t.Fatalf("streamed frame: got %v, want a refusal naming the limit", err)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -157,7 +156,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 
 	// Nothing changed: the base's index bytes are this entry's index.
 	blob := b.blob
-	if b.x == nil || len(plan.fresh) > 0 || !sameIndex(x, b.x) {
+	if b.x == nil || len(plan.fresh) > 0 || !x.Equal(b.x) {
 		if blob, err = x.Encode(); err != nil {
 			return nil, err
 		}
@@ -217,12 +216,6 @@ type base struct {
 	x    *archive.Index
 	blob []byte // x, encoded
 	name string
-}
-
-// sameIndex reports whether two indexes are equal, entry by entry.
-func sameIndex(a, b *archive.Index) bool {
-	return a.Format == b.Format && slices.Equal(a.Roots, b.Roots) &&
-		slices.Equal(a.Packs, b.Packs) && slices.Equal(a.Entries, b.Entries)
 }
 
 // findBase returns the index to reuse unchanged files from: the restore

@@ -386,8 +386,6 @@ func addFiles(dir string, n int64) int64 {
 	return written
 }
 
-// touchSome appends a byte to a few files under dir: one in 500, at least
-// one, as a build that rewrites some outputs does.
 // touchSome appends a byte to one file in 500 of dir, as a lock-file change
 // does to a few small files: only files of at most 1/500 of the corpus
 // (limit bytes) are touched, never the new ones, so that "about 5% differs"

@@ -23,6 +23,9 @@ func FuzzReadState(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	if s, x := readState([]string{src}); s == nil || x == nil {
+		f.Fatal("the state a save wrote does not read back: the seed would test nothing")
+	}
 	f.Add(real)
 	f.Add([]byte(`{"format":1,"key":"k","index":"sha256:00","index_blob":"AAAA"}`))
 	f.Add([]byte(`{"format":1,"restored":"not a time","index_blob":123}`))

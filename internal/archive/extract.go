@@ -12,7 +12,9 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -23,34 +25,54 @@ import (
 //   - every path is opened one component at a time with O_NOFOLLOW from the
 //     folder's own descriptor, so nothing is ever written through a symlink
 //     or outside the folder, whatever the index or the disk holds;
-//   - file content is written to temporary files and checked (size and
-//     sha256) before Commit renames them into place; Abort removes them and
-//     the directories it created, leaving the folders as they were;
+//   - file content is written to temporary files in a staging directory of
+//     the folder's own (named TempPrefix...), checked (size and sha256), and
+//     renamed into place by Commit; Abort removes them, the directories it
+//     created, puts back what it moved aside and the directory modes it
+//     changed: the folders are as they were;
 //   - in a directory the extractor created itself (a cold restore), files
 //     are written under their final names: nobody else has anything there,
 //     and Abort removes them with the directory. This saves a rename and a
 //     stat per file;
-//   - files already on disk with the same size, mtime and mode are kept.
+//   - a file already on disk is kept only when its content is the entry's:
+//     proven by a record (see Known) or by hashing it. Equal size and mtime
+//     prove nothing. A file with other names (hard links) is never changed
+//     in place: it is replaced, so the other names keep their content;
+//   - it records the identity (FileID) of every file it leaves on disk, for
+//     the restore state.
 //
-// Use: NewExtractor, Prepare, ExtractPack for each of NeededPacks (in
-// parallel if you like), then Commit or Abort, then Close.
+// Use: NewExtractor, Prepare, ExtractPack for each of the packs it returns
+// (in parallel if you like), then Commit or Abort, then Close.
 type Extractor struct {
+	// Known, if set, says which content a file on disk is proven to hold
+	// without reading it (from a record of an earlier run), or "".
+	Known func(root int, path string, id FileID, size, mtime int64, mode uint32) string
+	// Jobs is how many files Prepare hashes at once. Default 4.
+	Jobs int
+
 	x       *Index
 	dests   []string
 	rootFDs []int
 	roots   []*os.Root
 
-	needed  []need // per entry: whether and how content must be written
+	needed  []need   // per entry: whether and how content must be written
+	ids     []FileID // per entry: the file left on disk, for the state
 	present int
+	hashed  atomic.Int64
 	umask   uint32
 
 	mu      sync.Mutex
 	created []createdDir // directories made by Prepare, parents first
 	// fresh holds the directories made by Prepare (and the root, "", of
 	// folders that did not exist): they held nothing of anyone else's.
-	fresh   map[createdDir]bool
-	pending []pendingFile
-	written int64
+	fresh     map[createdDir]bool
+	chmodded  []chmodded  // existing directories Prepare made writable
+	displaced []displaced // non-directories moved aside for a directory
+	stages    []stage     // per root: where temporary files are written
+	pending   []pendingFile
+	fixes     []int // present files whose mode or mtime Commit sets
+	written   int64
+	seq       atomic.Int64
 }
 
 // need says whether an entry's content must be written, and how.
@@ -58,7 +80,7 @@ type need uint8
 
 const (
 	needNone   need = iota
-	needTemp        // under a temporary name, renamed at Commit
+	needTemp        // in the staging directory, renamed at Commit
 	needDirect      // under its final name, in a fresh directory
 )
 
@@ -67,11 +89,30 @@ type createdDir struct {
 	rel  string
 }
 
-type pendingFile struct {
+type chmodded struct {
 	root int
-	dir  string // rel path of the parent ("" for the root)
-	tmp  string // equals name when written directly
+	rel  string
+	mode uint32
+}
+
+// displaced is a file or symlink moved into the staging directory because
+// the entry has a directory at its path.
+type displaced struct {
+	root     int
+	dir, tmp string // where it was (parent), and its name in the stage
+	name     string
+}
+
+// stage is a folder's staging directory, made on first use.
+type stage struct {
 	name string
+	fd   int
+}
+
+type pendingFile struct {
+	entry int
+	dir   string // rel path of the parent ("" for the root)
+	tmp   string // name in the stage, "" when written directly
 }
 
 // NewExtractor opens (creating them if needed) the destination folders, one
@@ -80,8 +121,10 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	if len(dests) != len(x.Roots) {
 		return nil, fmt.Errorf("the entry holds %d folder(s) (%v) but %d were given to restore into", len(x.Roots), x.Roots, len(dests))
 	}
-	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), umask: umask(), fresh: map[createdDir]bool{}}
+	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), ids: make([]FileID, len(x.Entries)),
+		umask: umask(), fresh: map[createdDir]bool{}, stages: make([]stage, len(dests))}
 	for i, d := range dests {
+		ex.stages[i].fd = -1
 		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
 			ex.fresh[createdDir{i, ""}] = true
 		}
@@ -113,7 +156,81 @@ func (ex *Extractor) Close() {
 	for _, r := range ex.roots {
 		r.Close()
 	}
+	for i := range ex.stages {
+		if ex.stages[i].fd >= 0 {
+			unix.Close(ex.stages[i].fd)
+			ex.stages[i].fd = -1
+		}
+	}
 	ex.rootFDs, ex.roots = nil, nil
+}
+
+// stageFD returns the descriptor of root's staging directory, making it.
+func (ex *Extractor) stageFD(root int) (int, error) {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	s := &ex.stages[root]
+	if s.fd >= 0 {
+		return s.fd, nil
+	}
+	name := tempName()
+	if err := unix.Mkdirat(ex.rootFDs[root], name, 0o700); err != nil {
+		return -1, fmt.Errorf("creating a staging directory in %s: %w", ex.dests[root], err)
+	}
+	fd, err := openDirAt(ex.rootFDs[root], name)
+	if err != nil {
+		unix.Unlinkat(ex.rootFDs[root], name, unix.AT_REMOVEDIR) //nolint:errcheck // best effort
+		return -1, fmt.Errorf("opening the staging directory in %s: %w", ex.dests[root], err)
+	}
+	s.name, s.fd = name, fd
+	return fd, nil
+}
+
+// tempIn returns a new name for a temporary file in a stage.
+func (ex *Extractor) tempIn() string { return strconv.FormatInt(ex.seq.Add(1), 36) }
+
+// removeStages removes the staging directories and what is left in them.
+func (ex *Extractor) removeStages() {
+	for i := range ex.stages {
+		s := &ex.stages[i]
+		if s.fd < 0 {
+			continue
+		}
+		unix.Close(s.fd)
+		s.fd = -1
+		ex.roots[i].RemoveAll(s.name) //nolint:errcheck // best effort; the next run removes leftovers
+	}
+}
+
+// RemoveTemps removes what interrupted runs left at the top of dir (names
+// starting with TempPrefix: staging directories, state files being
+// written), without following symlinks. A dir that does not exist is fine.
+func RemoveTemps(dir string) error {
+	r, err := os.OpenRoot(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	f, err := r.Open(".")
+	if err != nil {
+		return err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if len(n) > len(TempPrefix) && n[:len(TempPrefix)] == TempPrefix {
+			if err := r.RemoveAll(n); err != nil {
+				return fmt.Errorf("removing %s: %w", filepath.Join(dir, n), err)
+			}
+		}
+	}
+	return nil
 }
 
 // dirFDs caches open directory descriptors for one goroutine.
@@ -133,7 +250,8 @@ func (d *dirFDs) close() {
 
 // fd returns a descriptor of the directory rel of root, opening each
 // component with O_NOFOLLOW. With create, missing components are made and
-// non-directories in the way are removed.
+// non-directories in the way are moved into the stage (Abort puts them
+// back, Commit drops them).
 func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 	if rel == "" || rel == "." {
 		return d.ex.rootFDs[root], nil
@@ -143,27 +261,25 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 		return fd, nil
 	}
 	parent, base := path.Split(rel)
-	pfd, err := d.fd(root, path.Clean(parent), create)
+	parent = path.Clean(parent)
+	pfd, err := d.fd(root, parent, create)
 	if err != nil {
 		return -1, err
 	}
 	fd, err := openDirAt(pfd, base)
 	if err != nil && create {
-		if errors.Is(err, unix.ENOENT) {
+		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+			// A file or symlink where the entry has a directory.
+			err = d.ex.displace(pfd, root, parentDir(rel), base)
+		}
+		if err == nil || errors.Is(err, unix.ENOENT) {
 			if err = unix.Mkdirat(pfd, base, 0o700); err == nil {
 				d.ex.mu.Lock()
 				d.ex.created = append(d.ex.created, k)
 				d.ex.fresh[k] = true
 				d.ex.mu.Unlock()
+				fd, err = openDirAt(pfd, base)
 			}
-		} else if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-			// A file or symlink where the entry has a directory: replace it.
-			if err = unix.Unlinkat(pfd, base, 0); err == nil {
-				err = unix.Mkdirat(pfd, base, 0o700)
-			}
-		}
-		if err == nil {
-			fd, err = openDirAt(pfd, base)
 		}
 	}
 	if err != nil {
@@ -174,6 +290,22 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 	}
 	d.cache[k] = fd
 	return fd, nil
+}
+
+// displace moves name (not a directory) out of the way into the stage.
+func (ex *Extractor) displace(pfd, root int, dir, name string) error {
+	sfd, err := ex.stageFD(root)
+	if err != nil {
+		return err
+	}
+	tmp := ex.tempIn()
+	if err := unix.Renameat(pfd, name, sfd, tmp); err != nil {
+		return err
+	}
+	ex.mu.Lock()
+	ex.displaced = append(ex.displaced, displaced{root: root, dir: dir, tmp: tmp, name: name})
+	ex.mu.Unlock()
+	return nil
 }
 
 // parent returns a descriptor of the directory that holds e, and its path
@@ -203,12 +335,20 @@ func openDirAt(pfd int, name string) (int, error) {
 	}
 }
 
+// onDisk is a file found at an entry's path by Prepare.
+type onDisk struct {
+	entry int
+	dir   string
+	st    unix.Stat_t
+}
+
 // Prepare creates the directories of the index and finds which files must be
-// written. It returns the packs that hold them.
+// written: a file on disk is kept when Known proves its content, or when it
+// hashes to the entry's digest. It returns the packs that hold the others.
 func (ex *Extractor) Prepare() ([]int, error) {
 	dirs := ex.newDirFDs()
 	defer dirs.close()
-	packs := map[int]bool{}
+	var check []onDisk
 	for i := range ex.x.Entries {
 		e := &ex.x.Entries[i]
 		switch e.Type {
@@ -218,10 +358,13 @@ func (ex *Extractor) Prepare() ([]int, error) {
 				return nil, err
 			}
 			// Existing read-only directories (a Go module cache) must take
-			// new files; Commit sets the final mode.
+			// new files; Commit sets the final mode, Abort the old one.
 			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err == nil && st.Mode&0o200 == 0 {
-				unix.Fchmod(fd, (st.Mode&0o777)|0o700) //nolint:errcheck // Commit reports mode errors
+			if err := unix.Fstat(fd, &st); err == nil && st.Mode&0o700 != 0o700 {
+				if err := unix.Fchmod(fd, (st.Mode&0o777)|0o700); err != nil {
+					return nil, fmt.Errorf("making %s writable: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
+				}
+				ex.chmodded = append(ex.chmodded, chmodded{e.Root, e.Path, st.Mode & 0o7777})
 			}
 		case TypeFile:
 			if e.Size == 0 {
@@ -234,18 +377,24 @@ func (ex *Extractor) Prepare() ([]int, error) {
 			}
 			if ex.fresh[createdDir{e.Root, dir}] {
 				ex.needed[i] = needDirect
-				packs[e.Pack] = true
 				continue
 			}
 			var st unix.Stat_t
 			err = unix.Fstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW)
-			if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == e.Size &&
-				uint32(st.Mode&0o777) == e.Mode && st.Mtim.Nano() == e.MTime {
-				ex.present++
+			if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != e.Size {
+				ex.needed[i] = needTemp
 				continue
 			}
-			ex.needed[i] = needTemp
-			packs[e.Pack] = true
+			check = append(check, onDisk{i, dir, st})
+		}
+	}
+	if err := ex.checkOnDisk(check); err != nil {
+		return nil, err
+	}
+	packs := map[int]bool{}
+	for i, n := range ex.needed {
+		if n != needNone {
+			packs[ex.x.Entries[i].Pack] = true
 		}
 	}
 	out := make([]int, 0, len(packs))
@@ -256,8 +405,81 @@ func (ex *Extractor) Prepare() ([]int, error) {
 	return out, nil
 }
 
+// checkOnDisk decides, for files of the right size already on disk, whether
+// they hold the entry's content: proven by Known, else hashed (in parallel).
+// A match whose mode or mtime differ is fixed at Commit, unless the file has
+// other names: then it is rewritten, so that they keep what they hold.
+func (ex *Extractor) checkOnDisk(files []onDisk) error {
+	jobs := ex.Jobs
+	if jobs <= 0 {
+		jobs = 4
+	}
+	same := make([]bool, len(files))
+	var g errgroup.Group
+	g.SetLimit(jobs)
+	for k := range files {
+		f := &files[k]
+		e := &ex.x.Entries[f.entry]
+		id := idOf(&f.st)
+		if ex.Known != nil {
+			// A record proves which content the file holds: the entry's, or
+			// another (then it is rewritten without being read).
+			if d := ex.Known(e.Root, e.Path, id, f.st.Size, f.st.Mtim.Nano(), uint32(f.st.Mode&0o777)); d != "" {
+				same[k] = d == e.Digest
+				continue
+			}
+		}
+		g.Go(func() error {
+			dirs := ex.newDirFDs()
+			defer dirs.close()
+			pfd, err := dirs.fd(e.Root, f.dir, false)
+			if err != nil {
+				return err
+			}
+			fd, err := unix.Openat(pfd, path.Base(e.Path), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil // unreadable: rewritten
+			}
+			rf := rawFile(fd)
+			defer rf.Close()
+			ex.hashed.Add(1)
+			if checkOpened(rf, id, e.Size) != nil {
+				return nil
+			}
+			got, err := hashOpened(rf, e.Size)
+			same[k] = err == nil && got == e.Digest
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for k, f := range files {
+		e := &ex.x.Entries[f.entry]
+		metaSame := uint32(f.st.Mode&0o777) == e.Mode && f.st.Mtim.Nano() == e.MTime
+		switch {
+		case !same[k] || (!metaSame && f.st.Nlink > 1):
+			ex.needed[f.entry] = needTemp
+		case metaSame:
+			ex.present++
+			ex.ids[f.entry] = idOf(&f.st)
+		default:
+			ex.present++
+			ex.fixes = append(ex.fixes, f.entry)
+		}
+	}
+	return nil
+}
+
 // Present is the number of files Prepare found already in place.
 func (ex *Extractor) Present() int { return ex.present }
+
+// Hashed is the number of files on disk Prepare read to check them.
+func (ex *Extractor) Hashed() int { return int(ex.hashed.Load()) }
+
+// IDs returns, after Commit, the identity of every file with content the
+// restore left on disk (zero for other entries), parallel to the entries.
+func (ex *Extractor) IDs() []FileID { return ex.ids }
 
 // Written is the number of content bytes written so far.
 func (ex *Extractor) Written() int64 {
@@ -282,8 +504,8 @@ func tempName() string {
 
 // ExtractPack writes the needed files of pack p from its tar stream. Each
 // file's size and sha256 are checked against the index; a tar entry the
-// index does not need is skipped. Files land under temporary names until
-// Commit.
+// index does not need is skipped. Files land in the stage until Commit,
+// except in fresh directories.
 func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 	want := map[string]int{}
 	for i := range ex.x.Entries {
@@ -320,19 +542,23 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		if err != nil {
 			return err
 		}
-		tmp := path.Base(e.Path)
+		wfd, name, tmp := pfd, path.Base(e.Path), ""
 		if ex.needed[i] == needTemp {
-			tmp = tempName()
+			if wfd, err = ex.stageFD(e.Root); err != nil {
+				return err
+			}
+			tmp = ex.tempIn()
+			name = tmp
 		}
 		// Created with its final mode: a chmod is needed only when the
 		// umask took bits away.
-		fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
+		fd, err := unix.Openat(wfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
 		f := rawFile(fd)
 		ex.mu.Lock()
-		ex.pending = append(ex.pending, pendingFile{root: e.Root, dir: dir, tmp: tmp, name: path.Base(e.Path)})
+		ex.pending = append(ex.pending, pendingFile{entry: i, dir: dir, tmp: tmp})
 		ex.mu.Unlock()
 		h.Reset()
 		n, err := io.CopyBuffer(io.MultiWriter(f, h), tr, *bufp)
@@ -349,7 +575,16 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		}
 		if err == nil {
 			ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
-			err = unix.UtimesNanoAt(pfd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+			err = unix.UtimesNanoAt(wfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err == nil && tmp == "" {
+			// Written in place: this is the file the state records. A file
+			// in the stage is recorded after Commit moved it (a rename
+			// changes the ctime).
+			var st unix.Stat_t
+			if err = unix.Fstat(fd, &st); err == nil {
+				ex.ids[i] = idOf(&st)
+			}
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -375,14 +610,16 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 // ErrCorrupt is wrapped by errors of content that does not match the index.
 var ErrCorrupt = errors.New("corrupt entry")
 
-// Commit renames the written files into place, then writes symlinks and
-// empty files, then sets directory modes and mtimes, deepest first.
+// Commit moves the staged files into place, then writes symlinks and empty
+// files, fixes the modes and mtimes of files kept, then sets directory
+// modes and mtimes, deepest first, and removes the stage (with what was
+// moved aside).
 func (ex *Extractor) Commit() error {
 	// Renames of tens of thousands of files: two at a time, each half in
 	// path order so that directory descriptors are reused.
 	renames := make([]pendingFile, 0, len(ex.pending))
 	for _, pf := range ex.pending {
-		if pf.tmp != pf.name {
+		if pf.tmp != "" {
 			renames = append(renames, pf)
 		}
 	}
@@ -393,11 +630,15 @@ func (ex *Extractor) Commit() error {
 			dirs := ex.newDirFDs()
 			defer dirs.close()
 			for _, pf := range part {
-				pfd, err := dirs.fd(pf.root, pf.dir, false)
+				e := &ex.x.Entries[pf.entry]
+				pfd, err := dirs.fd(e.Root, pf.dir, false)
 				if err != nil {
 					return err
 				}
-				if err := ex.renameInto(pfd, pf.root, pf.dir, pf.tmp, pf.name); err != nil {
+				if err := ex.renameInto(pfd, e.Root, pf.dir, pf.tmp, path.Base(e.Path)); err != nil {
+					return err
+				}
+				if err := ex.record(pfd, pf.entry); err != nil {
 					return err
 				}
 			}
@@ -420,6 +661,25 @@ func (ex *Extractor) Commit() error {
 			return err
 		}
 		if err := ex.writeSmall(pfd, e, dir, ex.fresh[createdDir{e.Root, dir}]); err != nil {
+			return fmt.Errorf("restoring %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
+		}
+	}
+	for _, i := range ex.fixes {
+		e := &ex.x.Entries[i]
+		pfd, _, err := dirs.parent(e)
+		if err != nil {
+			return err
+		}
+		name := path.Base(e.Path)
+		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
+		err = unix.Fchmodat(pfd, name, e.Mode, 0)
+		if err == nil {
+			err = unix.UtimesNanoAt(pfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err == nil {
+			err = ex.record(pfd, i)
+		}
+		if err != nil {
 			return fmt.Errorf("restoring %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
 	}
@@ -447,19 +707,35 @@ func (ex *Extractor) Commit() error {
 			}
 		}
 	}
-	ex.created = nil
+	ex.created, ex.chmodded, ex.displaced = nil, nil, nil
+	ex.removeStages()
 	return nil
 }
 
-// renameInto moves tmp over name in directory pfd, removing a directory in
-// the way (the index says a file lives there now).
+// record stats entry i's file (in directory pfd) for the state.
+func (ex *Extractor) record(pfd, i int) error {
+	e := &ex.x.Entries[i]
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("checking %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
+	}
+	ex.ids[i] = idOf(&st)
+	return nil
+}
+
+// renameInto moves tmp (in the root's stage) over name in directory pfd,
+// removing a directory in the way (the index says a file lives there now).
 func (ex *Extractor) renameInto(pfd, root int, dir, tmp, name string) error {
-	err := unix.Renameat(pfd, tmp, pfd, name)
+	sfd, err := ex.stageFD(root)
+	if err != nil {
+		return err
+	}
+	err = unix.Renameat(sfd, tmp, pfd, name)
 	if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
 		if rerr := ex.roots[root].RemoveAll(path.Join(dir, name)); rerr != nil {
 			return rerr
 		}
-		err = unix.Renameat(pfd, tmp, pfd, name)
+		err = unix.Renameat(sfd, tmp, pfd, name)
 	}
 	if err != nil {
 		return fmt.Errorf("moving %s into place: %w", filepath.Join(ex.dests[root], dir, name), err)
@@ -468,16 +744,14 @@ func (ex *Extractor) renameInto(pfd, root int, dir, tmp, name string) error {
 }
 
 // writeSmall restores a symlink or an empty file; in a fresh directory,
-// under its final name.
+// under its final name, else through the stage. An empty file already there
+// is changed in place only when it has no other name.
 func (ex *Extractor) writeSmall(pfd int, e *Entry, dir string, fresh bool) error {
 	name := path.Base(e.Path)
 	ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
 	var st unix.Stat_t
 	exists := !fresh && unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
-	tmp := name
-	if !fresh {
-		tmp = tempName()
-	}
+	wfd, tmp := pfd, name
 	switch e.Type {
 	case TypeSymlink:
 		if exists && st.Mode&unix.S_IFMT == unix.S_IFLNK {
@@ -485,28 +759,41 @@ func (ex *Extractor) writeSmall(pfd int, e *Entry, dir string, fresh bool) error
 				return unix.UtimesNanoAt(pfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
 			}
 		}
-		if err := unix.Symlinkat(e.Link, pfd, tmp); err != nil {
+	case TypeFile:
+		if exists && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && st.Nlink == 1 {
+			if err := unix.Fchmodat(pfd, name, e.Mode, 0); err != nil {
+				return err
+			}
+			return unix.UtimesNanoAt(pfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+	}
+	if !fresh {
+		var err error
+		if wfd, err = ex.stageFD(e.Root); err != nil {
+			return err
+		}
+		tmp = ex.tempIn()
+	}
+	switch e.Type {
+	case TypeSymlink:
+		if err := unix.Symlinkat(e.Link, wfd, tmp); err != nil {
 			return err
 		}
 	case TypeFile:
-		if exists && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
-			tmp = name
-		} else {
-			fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-			if err != nil {
-				return err
-			}
-			unix.Close(fd)
+		fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
 		}
-		if err := unix.Fchmodat(pfd, tmp, e.Mode, 0); err != nil {
+		err = unix.Fchmod(fd, e.Mode)
+		unix.Close(fd)
+		if err != nil {
 			return err
 		}
 	}
-	if err := unix.UtimesNanoAt(pfd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		unix.Unlinkat(pfd, tmp, 0) //nolint:errcheck // best effort cleanup
+	if err := unix.UtimesNanoAt(wfd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	if tmp == name {
+	if fresh {
 		return nil
 	}
 	return ex.renameInto(pfd, e.Root, dir, tmp, name)
@@ -521,14 +808,20 @@ func readlinkat(dirfd int, name string) (string, error) {
 	return string(buf[:n]), nil
 }
 
-// Abort removes the temporary files and the directories Prepare created, so
-// that a failed restore leaves the folders as they were.
+// Abort undoes Prepare and ExtractPack: it removes the files written in
+// fresh directories and the directories Prepare created, puts back what
+// was moved aside and the modes of directories it made writable, and
+// removes the stage: the folders are as they were.
 func (ex *Extractor) Abort() {
 	dirs := ex.newDirFDs()
 	defer dirs.close()
 	for _, pf := range ex.pending {
-		if pfd, err := dirs.fd(pf.root, pf.dir, false); err == nil {
-			unix.Unlinkat(pfd, pf.tmp, 0) //nolint:errcheck // best effort
+		if pf.tmp != "" {
+			continue // in the stage
+		}
+		e := &ex.x.Entries[pf.entry]
+		if pfd, err := dirs.fd(e.Root, pf.dir, false); err == nil {
+			unix.Unlinkat(pfd, path.Base(e.Path), 0) //nolint:errcheck // best effort
 		}
 	}
 	ex.pending = nil
@@ -538,6 +831,26 @@ func (ex *Extractor) Abort() {
 		ex.roots[c.root].Remove(c.rel) //nolint:errcheck // only empty ones go
 	}
 	ex.created = nil
+	for i := len(ex.displaced) - 1; i >= 0; i-- {
+		d := ex.displaced[i]
+		pfd, err := dirs.fd(d.root, d.dir, false)
+		if err != nil {
+			continue
+		}
+		if sfd, err := ex.stageFD(d.root); err == nil {
+			unix.Renameat(sfd, d.tmp, pfd, d.name) //nolint:errcheck // best effort
+		}
+	}
+	ex.displaced = nil
+	for i := len(ex.chmodded) - 1; i >= 0; i-- {
+		c := ex.chmodded[i]
+		if fd, err := dirs.fd(c.root, c.rel, false); err == nil {
+			unix.Fchmod(fd, c.mode) //nolint:errcheck // best effort
+		}
+	}
+	ex.chmodded = nil
+	dirs.close()
+	ex.removeStages()
 	for i, d := range ex.dests {
 		if ex.fresh[createdDir{i, ""}] {
 			os.Remove(d) //nolint:errcheck // only an empty one goes

@@ -79,6 +79,9 @@ type Index struct {
 	Roots   []string   `json:"roots"`
 	Packs   []PackInfo `json:"packs"`
 	Entries []Entry    `json:"entries"`
+	// IDs, when set (by Walk), holds each entry's FileID as the walk saw it,
+	// parallel to Entries. It is not part of the encoded index.
+	IDs []FileID `json:"-"`
 }
 
 // TarName is the name of e inside a pack: its path, prefixed by its root's
@@ -111,6 +114,13 @@ func (x *Index) Sort() {
 		sorted[i] = x.Entries[o]
 	}
 	x.Entries = sorted
+	if len(x.IDs) == len(sorted) {
+		ids := make([]FileID, len(sorted))
+		for i, o := range order {
+			ids[i] = x.IDs[o]
+		}
+		x.IDs = ids
+	}
 }
 
 // Equal reports whether x and y hold the same roots, packs and entries.

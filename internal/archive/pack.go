@@ -36,6 +36,9 @@ type PackFile struct {
 	Name string
 	// Source is the file's path on disk.
 	Source string
+	// ID is the file as the walk saw it: packing refuses another file
+	// (swapped in, or a path that now resolves elsewhere). Zero: not checked.
+	ID FileID
 }
 
 // countWriter counts bytes on their way to w.
@@ -85,6 +88,10 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 		src, err := openRead(f.Source)
 		if err != nil {
 			return fmt.Errorf("packing %s: %w", f.Source, err)
+		}
+		if err := checkOpened(src, f.ID, e.Size); err != nil {
+			src.Close()
+			return fmt.Errorf("packing %s: %w: save again when the build is done", f.Source, err)
 		}
 		h.Reset()
 		n, err := io.CopyBuffer(io.MultiWriter(tw, h), io.LimitReader(src, e.Size), *bufp)

@@ -25,6 +25,9 @@ const TempPrefix = ".tcache-tmp-"
 type Skipped struct {
 	Path   string
 	Reason string
+	// Temp marks a temporary file left by an interrupted run, which the
+	// caller removes.
+	Temp bool
 }
 
 // Walk lists the folders into a new index whose files are not packed yet
@@ -35,11 +38,12 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	x := &Index{Format: FormatVersion, Roots: append([]string(nil), roots...)}
 	var skipped []Skipped
 	for i, root := range roots {
-		entries, sk, err := walkRoot(i, root)
+		entries, ids, sk, err := walkRoot(i, root)
 		if err != nil {
 			return nil, nil, err
 		}
 		x.Entries = append(x.Entries, entries...)
+		x.IDs = append(x.IDs, ids...)
 		skipped = append(skipped, sk...)
 	}
 	x.Sort()
@@ -55,40 +59,40 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	for i := range x.Entries {
 		kinds[x.Entries[i].Root][x.Entries[i].Path] = x.Entries[i].Type
 	}
-	kept := x.Entries[:0]
+	kept, keptIDs := x.Entries[:0], x.IDs[:0]
 	for i := range x.Entries {
 		e := x.Entries[i]
 		if e.Type == TypeSymlink {
 			if err := checkLink(&e, kinds[e.Root], x.Entries); err != nil {
-				skipped = append(skipped, Skipped{filepath.Join(roots[e.Root], e.Path), "symlink to " + e.Link + " leaves the folder"})
+				skipped = append(skipped, Skipped{Path: filepath.Join(roots[e.Root], e.Path), Reason: "symlink to " + e.Link + " leaves the folder"})
 				continue
 			}
 		}
-		kept = append(kept, e)
+		kept, keptIDs = append(kept, e), append(keptIDs, x.IDs[i])
 	}
-	x.Entries = kept
+	x.Entries, x.IDs = kept, keptIDs
 	return x, skipped, nil
 }
 
-func walkRoot(root int, dir string) ([]Entry, []Skipped, error) {
+func walkRoot(root int, dir string) ([]Entry, []FileID, []Skipped, error) {
 	fi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading folder %s: %w", dir, err)
+		return nil, nil, nil, fmt.Errorf("reading folder %s: %w", dir, err)
 	}
 	if !fi.IsDir() {
-		return nil, nil, fmt.Errorf("folder %s is not a directory", dir)
+		return nil, nil, nil, fmt.Errorf("folder %s is not a directory", dir)
 	}
 	w := &walker{root: root, dir: dir, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
 	w.wg.Add(1)
 	w.readDir("")
 	w.wg.Wait()
 	if w.err != nil {
-		return nil, nil, w.err
+		return nil, nil, nil, w.err
 	}
-	return w.entries, w.skipped, nil
+	return w.entries, w.ids, w.skipped, nil
 }
 
 // walker reads directories in parallel: stat calls dominate a walk of a
@@ -100,6 +104,7 @@ type walker struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	entries []Entry
+	ids     []FileID
 	skipped []Skipped
 	err     error
 }
@@ -130,9 +135,14 @@ func (w *walker) readDir(rel string) {
 		return
 	}
 	local := make([]Entry, 0, len(names))
+	localIDs := make([]FileID, 0, len(names))
 	var skipped []Skipped
 	for _, name := range names {
-		if rel == "" && name == StateFileName || strings.HasPrefix(name, TempPrefix) {
+		if rel == "" && name == StateFileName {
+			continue
+		}
+		if strings.HasPrefix(name, TempPrefix) {
+			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "temporary file of an interrupted run", Temp: true})
 			continue
 		}
 		p := name
@@ -167,17 +177,18 @@ func (w *walker) readDir(rel string) {
 				return
 			}
 		default:
-			skipped = append(skipped, Skipped{filepath.Join(abs, name), "not a file, directory or symlink"})
+			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "not a file, directory or symlink"})
 			continue
 		}
 		if ValidPath(e.Path) != nil {
-			skipped = append(skipped, Skipped{filepath.Join(abs, name), "name cannot be stored"})
+			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "name cannot be stored"})
 			continue
 		}
-		local = append(local, e)
+		local, localIDs = append(local, e), append(localIDs, idOf(&st))
 	}
 	w.mu.Lock()
 	w.entries = append(w.entries, local...)
+	w.ids = append(w.ids, localIDs...)
 	w.skipped = append(w.skipped, skipped...)
 	w.mu.Unlock()
 }

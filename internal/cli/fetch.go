@@ -59,6 +59,7 @@ func runFetch(ctx context.Context, o *Options) error {
 	out["fetched"], out["restored"], out["matched-key"] = res.Fetched, res.Restored, res.MatchedKey
 	out["bytes"], out["seconds"] = res.Bytes, res.Duration.Seconds()
 	out["files"], out["downloaded"], out["written"] = res.Files, res.Downloaded, res.Written
+	out["present"], out["hashed-files"] = res.Present, res.HashedFiles
 	if err := o.report(out); err != nil {
 		return o.failSoft(err)
 	}
@@ -73,8 +74,8 @@ func runFetch(ctx context.Context, o *Options) error {
 	if !res.Fetched {
 		how = "restore key fallback for " + key
 	}
-	o.infof("cache hit: restored %s (%s) into %s: %d files, %s in %.1fs (downloaded %s, wrote %s, %d files already in place)",
+	o.infof("cache hit: restored %s (%s) into %s: %d files, %s in %.1fs (downloaded %s, wrote %s, %d files already in place, %d of them read to check)",
 		res.MatchedKey, how, strings.Join(o.Folders, ", "), res.Files, engine.HumanBytes(res.Bytes), res.Duration.Seconds(),
-		engine.HumanBytes(res.Downloaded), engine.HumanBytes(res.Written), res.Present)
+		engine.HumanBytes(res.Downloaded), engine.HumanBytes(res.Written), res.Present, res.HashedFiles)
 	return nil
 }

@@ -71,12 +71,13 @@ func runUpload(ctx context.Context, o *Options) error {
 	out["uploaded"], out["bytes"] = true, res.Bytes
 	out["files"], out["uploaded-bytes"], out["uploaded-blobs"] = res.Files, res.UploadedBytes, res.UploadedBlobs
 	out["new-packs"], out["reused-packs"] = res.NewPacks, res.ReusedPacks
+	out["reused-files"], out["hashed-files"] = res.ReusedFiles, res.HashedFiles
 	if err := o.report(out); err != nil {
 		return o.failSoft(err)
 	}
 	base := "no base entry: every file was read"
 	if res.Base != "" {
-		base = fmt.Sprintf("base %s: %d files unchanged", res.Base, res.ReusedFiles)
+		base = fmt.Sprintf("base %s: %d files unchanged, %d of them read to check", res.Base, res.ReusedFiles, res.HashedFiles)
 	}
 	o.infof("saved %s to %s: %d files, %s in %.1fs; sent %d blob(s), %s (%d new pack(s), %d reused; %s)",
 		key, store.Redact(storeURL), res.Files, engine.HumanBytes(res.Bytes), res.Duration.Seconds(),

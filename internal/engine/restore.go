@@ -45,9 +45,12 @@ type RestoreResult struct {
 	// MissReason says why nothing was restored.
 	MissReason string `json:"miss_reason,omitempty"`
 	Files      int    `json:"files"`
-	// Present counts files that were already on disk and kept.
-	Present int   `json:"present"`
-	Bytes   int64 `json:"bytes"`
+	// Present counts files that were already on disk and kept; HashedFiles
+	// those of them, and of the files replaced, that had to be read to know
+	// (no record of the restore state proved their content).
+	Present     int   `json:"present"`
+	HashedFiles int   `json:"hashed_files"`
+	Bytes       int64 `json:"bytes"`
 	// Written is the content written; Downloaded the pack bytes fetched.
 	Written         int64         `json:"written"`
 	Downloaded      int64         `json:"downloaded"`
@@ -151,11 +154,16 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 		}
 	}
 	if len(opts.Folders) == 0 {
-		return nil, errors.New("no folder to restore into: pass --folder")
+		return nil, fmt.Errorf("%w: no folder to restore into: pass --folder", ErrConfig)
 	}
-	folders, err := absAll(opts.Folders)
+	folders, err := checkFolders(opts.Folders)
 	if err != nil {
 		return nil, err
+	}
+	for _, f := range folders {
+		if err := archive.RemoveTemps(f); err != nil {
+			opts.Logf("warning: removing what an interrupted run left: %v", err)
+		}
 	}
 	ref, err := Resolve(ctx, st, opts.Key, opts.RestoreKeys)
 	if errors.Is(err, store.ErrNotFound) {
@@ -180,17 +188,24 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
 	}
 	defer ex.Close()
+	ex.Jobs = opts.Jobs
+	// What the folders held before: a record proves a file's content only
+	// while the file is exactly as recorded; anything else is hashed.
+	if prev, _ := readState(folders); prev != nil {
+		ex.Known = prev.known()
+	}
+	// On failure the folders are as they were, so is their state (its
+	// records still describe them: a file we touched has a new ctime).
 	if err := extract(ctx, st, ex, x, opts, res); err != nil {
 		ex.Abort()
-		removeState(folders)
 		return nil, fmt.Errorf("restoring entry %s: %w", ref.Key, err)
 	}
 	if err := ex.Commit(); err != nil {
 		ex.Abort()
-		removeState(folders)
 		return nil, fmt.Errorf("restoring entry %s: %w", ref.Key, err)
 	}
-	if err := writeState(folders, &state{Format: archive.FormatVersion, Key: ref.Key, Store: st.String(), Restored: time.Now().UTC(), Index: ref.Index.Digest, Blob: blob}); err != nil {
+	ids := ex.IDs()
+	if err := writeState(folders, x, blob, ids, settle(ids), ref.Key, st.String()); err != nil {
 		opts.Logf("warning: %v (the next save will read every file)", err)
 	}
 	for i := range x.Entries {
@@ -201,6 +216,7 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 	}
 	res.Packs = len(x.Packs)
 	res.Present = ex.Present()
+	res.HashedFiles = ex.Hashed()
 	res.Written = ex.Written()
 	res.Restored = true
 	res.Fetched = ref.Key == opts.Key

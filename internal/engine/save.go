@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -60,8 +61,11 @@ type SaveResult struct {
 	Files       int    `json:"files"`
 	Bytes       int64  `json:"bytes"`
 	ReusedFiles int    `json:"reused_files"`
-	NewPacks    int    `json:"new_packs"`
-	ReusedPacks int    `json:"reused_packs"`
+	// HashedFiles counts the files read only to check that they still hold
+	// the base's content (no record proved it).
+	HashedFiles int `json:"hashed_files"`
+	NewPacks    int `json:"new_packs"`
+	ReusedPacks int `json:"reused_packs"`
 	// Uploaded counts the blobs (packs and index) sent, and their bytes.
 	UploadedBlobs int   `json:"uploaded_blobs"`
 	UploadedBytes int64 `json:"uploaded_bytes"`
@@ -103,9 +107,9 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return nil, err
 	}
 	if len(opts.Folders) == 0 {
-		return nil, errors.New("no folder to save: pass --folder")
+		return nil, fmt.Errorf("%w: no folder to save: pass --folder", ErrConfig)
 	}
-	folders, err := absAll(opts.Folders)
+	folders, err := checkFolders(opts.Folders)
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +127,14 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 
 	// Finding the base (reading the restore state, or an index from the
 	// store) overlaps the walk.
+	for _, f := range folders {
+		if err := archive.RemoveTemps(f); err != nil {
+			opts.Logf("warning: removing what an interrupted run left: %v", err)
+		}
+	}
+	// Records of files whose ctime is not before this time are racy: the
+	// walk may have seen them just before a change in the same clock tick.
+	racyBefore := archive.KernelNow()
 	baseCh := make(chan base, 1)
 	go func() { baseCh <- findBase(ctx, st, folders, opts) }()
 	x, skipped, err := archive.Walk(folders)
@@ -136,6 +148,12 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return res, nil
 	}
 	for _, s := range skipped {
+		if s.Temp {
+			if err := os.RemoveAll(s.Path); err != nil {
+				opts.Logf("warning: removing %s, left by an interrupted run: %v", s.Path, err)
+			}
+			continue
+		}
 		res.SkippedPaths = append(res.SkippedPaths, s.Path)
 		opts.Logf("skipping %s: %s", s.Path, s.Reason)
 	}
@@ -146,7 +164,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	}
 
 	res.Base = b.name
-	plan, err := planPacks(ctx, st, x, folders, b.x, opts, res)
+	plan, err := planPacks(ctx, st, x, folders, b, opts, res)
 	if err != nil {
 		return nil, err
 	}
@@ -186,8 +204,8 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	}
 	// The folders now hold exactly this entry: record it so the next save
 	// in this workspace reads nothing that did not change.
-	if err := writeState(folders, &state{Format: archive.FormatVersion, Key: opts.Key, Store: st.String(), Restored: ref.Created, Index: idx.Digest, Blob: blob}); err != nil {
-		opts.Logf("warning: %v", err)
+	if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String()); err != nil {
+		opts.Logf("warning: %v (the next save will read every file)", err)
 	}
 	for i := range x.Entries {
 		if x.Entries[i].Type == archive.TypeFile {
@@ -199,30 +217,34 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	return res, nil
 }
 
-func absAll(folders []string) ([]string, error) {
-	out := make([]string, len(folders))
-	for i, f := range folders {
-		a, err := filepath.Abs(f)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = a
-	}
-	return out, nil
-}
-
 // base is the entry a save reuses unchanged files from.
 type base struct {
 	x    *archive.Index
 	blob []byte // x, encoded
 	name string
+	// ids, parallel to x.Entries, are the records of the restore state
+	// (nil for a base found by restore key: every file is then hashed).
+	ids []archive.FileID
 }
 
 // findBase returns the index to reuse unchanged files from: the restore
-// state in the folders, else the newest entry of the base keys.
+// state in the folders, if the store holds the index it names, else the
+// newest entry of the base keys.
 func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOptions) base {
-	if s, x := readState(folders); x != nil {
-		return base{x, s.Blob, "state of " + s.Key}
+	if fs, why := readState(folders); fs != nil {
+		// The state is the workspace's word: its packs are reused only if
+		// its index is an entry's index in this store.
+		_, err := st.StatBlob(ctx, fs.Index)
+		if err == nil {
+			return base{fs.X, fs.Blob, "state of " + fs.Key, fs.IDs}
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			opts.Logf("the restore state in the folders is of %s, whose index is not in %s: not used", fs.Key, st)
+		} else {
+			opts.Logf("warning: checking the restore state's index in %s: %v", st, err)
+		}
+	} else if why != "" && !strings.HasPrefix(why, "no restore state") {
+		opts.Logf("%s: not used", why)
 	}
 	for _, prefix := range opts.BaseKeys {
 		ref, err := store.Newest(ctx, st, prefix)
@@ -244,7 +266,7 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 		if len(x.Roots) != len(folders) {
 			continue
 		}
-		return base{x, blob, ref.Key}
+		return base{x: x, blob: blob, name: ref.Key}
 	}
 	return base{}
 }
@@ -254,14 +276,17 @@ type packPlan struct {
 	fresh [][]archive.PackFile // new packs, in order
 }
 
-// planPacks reuses the digest and pack of every file whose path, size,
-// mtime and mode equal the base's, keeps base packs that are still mostly
-// live (and present in the store), and groups the other files into new packs.
-func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []string, base *archive.Index, opts SaveOptions, res *SaveResult) (*packPlan, error) {
+// planPacks reuses the digest and pack of every file that holds the base's
+// content at its path: proven by the restore state's record (same device,
+// inode, ctime, size, mtime and mode), else by hashing it. It keeps base
+// packs that are still mostly live (and present in the store), and groups
+// the other files into new packs.
+func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []string, bs base, opts SaveOptions, res *SaveResult) (*packPlan, error) {
 	type key struct {
 		root int
 		path string
 	}
+	base := bs.x
 	reuse := make([]int, len(x.Entries)) // base entry index + 1, or 0
 	if base != nil {
 		byPath := make(map[key]int, len(base.Entries))
@@ -276,20 +301,31 @@ func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []
 				total[e.Pack] += e.Size
 			}
 		}
-		live := make([]int64, len(base.Packs))
+		var hash []int // entries to read: same path and size, nothing proves the content
 		for i := range x.Entries {
 			e := &x.Entries[i]
 			if e.Type != archive.TypeFile || e.Size == 0 {
 				continue
 			}
 			j, ok := byPath[key{e.Root, e.Path}]
-			if !ok {
+			if !ok || base.Entries[j].Size != e.Size {
 				continue
 			}
-			b := &base.Entries[j]
-			if b.Size == e.Size && b.MTime == e.MTime && b.Mode == e.Mode {
+			if bs.ids != nil && proven(bs.ids[j], x.IDs[i], e, &base.Entries[j]) {
 				reuse[i] = j + 1
-				live[b.Pack] += e.Size
+				continue
+			}
+			reuse[i] = j + 1
+			hash = append(hash, i)
+		}
+		if err := hashFiles(ctx, x, folders, base, hash, reuse, opts.Jobs); err != nil {
+			return nil, err
+		}
+		res.HashedFiles = len(hash)
+		live := make([]int64, len(base.Packs))
+		for i := range x.Entries {
+			if reuse[i] != 0 {
+				live[base.Entries[reuse[i]-1].Pack] += x.Entries[i].Size
 			}
 		}
 		// A pack less than half live is rewritten, so that restore never
@@ -351,13 +387,35 @@ func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []
 			plan.fresh = append(plan.fresh, cur)
 			cur, curSize = nil, 0
 		}
-		cur = append(cur, archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path))})
+		cur = append(cur, archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), ID: x.IDs[i]})
 		curSize += e.Size
 	}
 	if len(cur) > 0 {
 		plan.fresh = append(plan.fresh, cur)
 	}
 	return plan, nil
+}
+
+// hashFiles reads the files of x at positions hash (jobs at once) and keeps
+// reuse[i] only for those whose content is the base entry's; the others are
+// packed anew.
+func hashFiles(ctx context.Context, x *archive.Index, folders []string, base *archive.Index, hash []int, reuse []int, jobs int) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for _, i := range hash {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			e := &x.Entries[i]
+			got, err := archive.HashFile(filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), x.IDs[i], e.Size)
+			if err != nil || got != base.Entries[reuse[i]-1].Digest {
+				reuse[i] = 0 // changed, or unreadable now: packing reads it (and says why)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 type builtPack struct {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -57,6 +58,10 @@ func runUpload(ctx context.Context, o *Options) error {
 		}
 		return engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: o.Folders, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs, Tool: "tekton-cache " + version(), Logf: o.infof})
 	}()
+	if errors.Is(err, engine.ErrConfig) {
+		o.report(out) //nolint:errcheck // the configuration error is the one to show
+		return usageError{err} // never transient: exit 2, strict or not
+	}
 	if err != nil {
 		if rerr := o.report(out); rerr != nil {
 			o.warnf("%v", rerr)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +29,29 @@ type Bucket struct {
 
 	mu       sync.Mutex
 	unsynced []string // committed staged files not yet synced
+	swept    sync.Once
+}
+
+// staleStaging is how long a staged file may go unwritten before a later
+// save takes it for the leftover of a killed one and removes it. A live
+// save writes its staged packs continuously; an hour without a write is a
+// dead one (or a stalled one, whose commit then fails: never a corrupt blob).
+const staleStaging = time.Hour
+
+// sweepStaging removes staged files that killed saves left behind.
+func sweepStaging(dir string, now time.Time) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && now.Sub(fi.ModTime()) > staleStaging {
+			os.Remove(filepath.Join(dir, e.Name())) //nolint:errcheck // best effort: another save may have swept it
+		}
+	}
 }
 
 var (
@@ -158,6 +182,7 @@ func (b *Bucket) Stage(_ context.Context) (store.Staged, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	b.swept.Do(func() { sweepStaging(dir, time.Now()) })
 	f, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return nil, err

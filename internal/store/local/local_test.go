@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
@@ -83,4 +84,40 @@ func TestStagedBlobs(t *testing.T) {
 		t.Fatalf("committed blob: %d, %v", n, err)
 	}
 	noTempFiles(t, dir)
+}
+
+// TestStaleStagingIsSwept: a save killed while it staged a pack leaves a
+// staged file; the next save through the store removes it once it is old
+// enough to be dead, and leaves a recent one (a save running now) alone.
+func TestStaleStagingIsSwept(t *testing.T) {
+	dir := t.TempDir()
+	staging := filepath.Join(dir, "v1", "staging")
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dead, live := filepath.Join(staging, ".tmp-dead"), filepath.Join(staging, ".tmp-live")
+	for _, p := range []string{dead, live} {
+		if err := os.WriteFile(p, []byte("half a pack"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(dead, old, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := s.(store.BlobStager).StageBlob(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Abort()
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a staged file of a killed save is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Fatalf("a recent staged file (a save running now) was removed: %v", err)
+	}
 }

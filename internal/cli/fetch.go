@@ -52,7 +52,7 @@ func runFetch(ctx context.Context, o *Options) error {
 		return engine.Restore(ctx, st, engine.RestoreOptions{Key: key, RestoreKeys: restoreKeys, Folders: o.Folders, Jobs: o.Jobs, Logf: o.infof})
 	}()
 	if errors.Is(err, engine.ErrConfig) {
-		o.report(out) //nolint:errcheck // the configuration error is the one to show
+		o.report(out)          //nolint:errcheck // the configuration error is the one to show
 		return usageError{err} // never transient: exit 2, strict or not
 	}
 	if err != nil {

@@ -59,7 +59,7 @@ func runUpload(ctx context.Context, o *Options) error {
 		return engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: o.Folders, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs, Tool: "tekton-cache " + version(), Logf: o.infof})
 	}()
 	if errors.Is(err, engine.ErrConfig) {
-		o.report(out) //nolint:errcheck // the configuration error is the one to show
+		o.report(out)          //nolint:errcheck // the configuration error is the one to show
 		return usageError{err} // never transient: exit 2, strict or not
 	}
 	if err != nil {

@@ -69,6 +69,9 @@ type Extractor struct {
 	chmodded  []chmodded  // existing directories Prepare made writable
 	displaced []displaced // non-directories moved aside for a directory
 	stages    []stage     // per root: where temporary files are written
+	// mtimes holds the mtime of each existing directory Prepare changed
+	// (by making or moving something in it), for Abort to set back.
+	mtimes  map[createdDir]int64
 	pending   []pendingFile
 	fixes     []int // present files whose mode or mtime Commit sets
 	written   int64
@@ -122,7 +125,7 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 		return nil, fmt.Errorf("the entry holds %d folder(s) (%v) but %d were given to restore into", len(x.Roots), x.Roots, len(dests))
 	}
 	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), ids: make([]FileID, len(x.Entries)),
-		umask: umask(), fresh: map[createdDir]bool{}, stages: make([]stage, len(dests))}
+		umask: umask(), fresh: map[createdDir]bool{}, stages: make([]stage, len(dests)), mtimes: map[createdDir]int64{}}
 	for i, d := range dests {
 		ex.stages[i].fd = -1
 		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
@@ -174,6 +177,7 @@ func (ex *Extractor) stageFD(root int) (int, error) {
 		return s.fd, nil
 	}
 	name := tempName()
+	ex.keepMTime(ex.rootFDs[root], createdDir{root, ""})
 	if err := unix.Mkdirat(ex.rootFDs[root], name, 0o700); err != nil {
 		return -1, fmt.Errorf("creating a staging directory in %s: %w", ex.dests[root], err)
 	}
@@ -184,6 +188,18 @@ func (ex *Extractor) stageFD(root int) (int, error) {
 	}
 	s.name, s.fd = name, fd
 	return fd, nil
+}
+
+// keepMTime records, once, the mtime of directory k (open as fd) before a
+// change in it, unless Prepare made it. The caller holds ex.mu.
+func (ex *Extractor) keepMTime(fd int, k createdDir) {
+	if _, ok := ex.mtimes[k]; ok || ex.fresh[k] {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		ex.mtimes[k] = st.Mtim.Nano()
+	}
 }
 
 // tempIn returns a new name for a temporary file in a stage.
@@ -261,13 +277,16 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 		return fd, nil
 	}
 	parent, base := path.Split(rel)
-	parent = path.Clean(parent)
+	parent = parentDir(rel)
 	pfd, err := d.fd(root, parent, create)
 	if err != nil {
 		return -1, err
 	}
 	fd, err := openDirAt(pfd, base)
 	if err != nil && create {
+		d.ex.mu.Lock()
+		d.ex.keepMTime(pfd, createdDir{root, parent})
+		d.ex.mu.Unlock()
 		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			// A file or symlink where the entry has a directory.
 			err = d.ex.displace(pfd, root, parentDir(rel), base)
@@ -696,20 +715,26 @@ func (ex *Extractor) Commit() error {
 			return fmt.Errorf("setting the mode of %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
 		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
-		if err := unix.UtimesNanoAt(fd, "", ts, 0); err != nil {
-			// Older kernels reject an empty path; fall back to the name.
-			pfd, perr := dirs.fd(e.Root, path.Dir(e.Path), false)
-			if perr != nil {
-				return perr
-			}
-			if err := unix.UtimesNanoAt(pfd, path.Base(e.Path), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("setting the mtime of %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
-			}
+		if err := ex.setDirTimes(dirs, e.Root, e.Path, ts); err != nil {
+			return fmt.Errorf("setting the mtime of %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
 	}
 	ex.created, ex.chmodded, ex.displaced = nil, nil, nil
 	ex.removeStages()
 	return nil
+}
+
+// setDirTimes sets the times of directory rel of root, by its name in its
+// parent (utimensat has no portable form for a descriptor alone).
+func (ex *Extractor) setDirTimes(dirs *dirFDs, root int, rel string, ts []unix.Timespec) error {
+	if rel == "" {
+		return unix.UtimesNanoAt(unix.AT_FDCWD, ex.dests[root], ts, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	pfd, err := dirs.fd(root, parentDir(rel), false)
+	if err != nil {
+		return err
+	}
+	return unix.UtimesNanoAt(pfd, path.Base(rel), ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // record stats entry i's file (in directory pfd) for the state.
@@ -849,8 +874,13 @@ func (ex *Extractor) Abort() {
 		}
 	}
 	ex.chmodded = nil
-	dirs.close()
 	ex.removeStages()
+	for k, mt := range ex.mtimes {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mt)}
+		ex.setDirTimes(dirs, k.root, k.rel, ts) //nolint:errcheck // best effort
+	}
+	clear(ex.mtimes)
+	dirs.close()
 	for i, d := range ex.dests {
 		if ex.fresh[createdDir{i, ""}] {
 			os.Remove(d) //nolint:errcheck // only an empty one goes

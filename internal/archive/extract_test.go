@@ -86,7 +86,7 @@ func extractAll(x *Index, pack []byte, dst string) error {
 	packs, err := ex.Prepare()
 	if err == nil {
 		for _, p := range packs {
-			tr, done, perr := NewPackReader(bytes.NewReader(pack))
+			tr, done, perr := NewPackReader(bytes.NewReader(pack), x.PackBounds()[p])
 			if perr != nil {
 				err = perr
 				break

@@ -118,9 +118,30 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 	return enc.Close()
 }
 
-// NewPackReader returns the tar stream of a pack read from r. The caller
-// closes it, then drains r to check the pack's digest.
-func NewPackReader(r io.Reader) (*tar.Reader, func(), error) {
+// PackBounds gives, per pack, the most bytes its tar stream can hold for
+// the files the index puts there, as WritePack writes them: a header (and a
+// PAX header for a long name) and the content in 512-byte blocks per file,
+// and the end-of-archive blocks, with a little slack.
+func (x *Index) PackBounds() []int64 {
+	const block = 512
+	up := func(n int64) int64 { return (n + block - 1) / block * block }
+	bounds := make([]int64, len(x.Packs))
+	for p := range bounds {
+		bounds[p] = 4 * block
+	}
+	for i := range x.Entries {
+		if e := &x.Entries[i]; e.Pack >= 0 && e.Pack < len(bounds) {
+			bounds[e.Pack] += 3*block + up(int64(len(x.TarName(e)))+64) + up(e.Size)
+		}
+	}
+	return bounds
+}
+
+// NewPackReader returns the tar stream of a pack read from r, which must not
+// inflate past limit bytes (PackBounds: a pack that does is refused as soon
+// as it does, so a bomb of a few KB never costs more than the index states).
+// The caller closes it, then drains r to check the pack's digest.
+func NewPackReader(r io.Reader, limit int64) (*tar.Reader, func() error, error) {
 	dec, err := zstd.NewReader(r,
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxWindow(64<<20),
@@ -129,8 +150,36 @@ func NewPackReader(r io.Reader) (*tar.Reader, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return tar.NewReader(dec), func() {
-		io.Copy(io.Discard, dec) //nolint:errcheck // the digest check at EOF reports corruption
+	lr := &boundReader{r: dec, left: limit, limit: limit}
+	return tar.NewReader(lr), func() error {
+		// The digest check at EOF of r reports other corruption.
+		_, err := io.Copy(io.Discard, lr)
 		dec.Close()
+		return err
 	}, nil
+}
+
+// boundReader fails once more than limit bytes were read through it.
+type boundReader struct {
+	r           io.Reader
+	left, limit int64
+}
+
+func (b *boundReader) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, b.err()
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, b.err()
+	}
+	return n, err
+}
+
+func (b *boundReader) err() error {
+	return fmt.Errorf("%w: the pack inflates past the %d bytes its index accounts for", ErrCorrupt, b.limit)
 }

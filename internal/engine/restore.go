@@ -229,6 +229,7 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 	if err != nil {
 		return err
 	}
+	bounds := x.PackBounds()
 	var downloaded atomic.Int64
 	var done atomic.Int32
 	var total int64
@@ -250,12 +251,14 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 			}
 			defer rc.Close()
 			v := digest.NewVerifier(&countingReader{r: store.ContextReader(gctx, rc), n: &downloaded}, info.Digest, info.Size)
-			tr, closePack, err := archive.NewPackReader(v)
+			tr, closePack, err := archive.NewPackReader(v, bounds[p])
 			if err != nil {
 				return err
 			}
 			err = ex.ExtractPack(p, tr)
-			closePack()
+			if cerr := closePack(); err == nil {
+				err = cerr
+			}
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,139 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestPackBombIsRefused: a pack of a few KB (its digest consistent: whoever
+// writes the store can recompute it) whose tar holds, after the one file the
+// index wants, a member that inflates to 256 MiB. The restore must refuse it
+// once the stream passes what the index accounts for, without inflating the
+// rest, in the extraction and in the drain that follows it.
+func TestPackBombIsRefused(t *testing.T) {
+	x := index(file("f", "wanted"))
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644, Size: 6})
+	tw.Write([]byte("wanted"))
+	const huge = 256 << 20
+	tw.WriteHeader(&tar.Header{Name: "bomb", Typeflag: tar.TypeReg, Mode: 0o644, Size: huge})
+	// Compress the zeros as they are written: the pack stays small.
+	var packed bytes.Buffer
+	enc, _ := zstd.NewWriter(&packed, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	enc.Write(raw.Bytes())
+	zeros := make([]byte, 1<<20)
+	for range huge >> 20 {
+		enc.Write(zeros)
+	}
+	enc.Close()
+	if packed.Len() > 1<<20 {
+		t.Fatalf("the bomb is %d bytes: not a bomb", packed.Len())
+	}
+	bound := x.PackBounds()[0]
+	cr := &countReader{r: bytes.NewReader(packed.Bytes())}
+	tr, closePack, err := NewPackReader(cr, bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := NewExtractor(x, []string{t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	if _, err := ex.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	err = ex.ExtractPack(0, tr)
+	if err == nil {
+		err = closePack()
+	} else {
+		closePack()
+	}
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "inflates past") {
+		t.Fatalf("a pack that inflates to 256 MiB for an index of 6 bytes: %v", err)
+	}
+	// The decoder reads ahead a little; it must not have read the pack
+	// through (which inflating the whole GiB would have).
+	if cr.n >= int64(packed.Len()) {
+		t.Fatalf("the whole bomb was read (%d of %d bytes) before it was refused", cr.n, packed.Len())
+	}
+}
+
+// TestPackBoundsHoldWhatWritePackWrites: the bound is never below a real
+// pack's stream, long names (PAX headers) included.
+func TestPackBoundsHoldWhatWritePackWrites(t *testing.T) {
+	dir := t.TempDir()
+	x, err := writeTree(t, dir, map[string]string{
+		"a":                                  "x",
+		strings.Repeat("long/", 40) + "name": strings.Repeat("y", 1000),
+		"empty":                              "",
+		"b":                                  strings.Repeat("z", 513),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []PackFile
+	for i := range x.Entries {
+		if e := &x.Entries[i]; e.Type == TypeFile && e.Size > 0 {
+			files = append(files, PackFile{Entry: e, Name: x.TarName(e), Source: dir + "/" + e.Path, ID: x.IDs[i]})
+		}
+	}
+	var buf bytes.Buffer
+	if err := WritePack(&buf, 0, files); err != nil {
+		t.Fatal(err)
+	}
+	x.Packs = []PackInfo{{}}
+	raw, err := zstdDecode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound := x.PackBounds()[0]; int64(len(raw)) > bound {
+		t.Fatalf("pack stream of %d bytes, bound %d", len(raw), bound)
+	}
+}
+
+func zstdDecode(b []byte) ([]byte, error) {
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	return dec.DecodeAll(b, nil)
+}
+
+// writeTree writes files (path -> content) under dir and walks it.
+func writeTree(t *testing.T, dir string, files map[string]string) (*Index, error) {
+	t.Helper()
+	for p, c := range files {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	x, _, err := Walk([]string{dir})
+	return x, err
+}

@@ -72,10 +72,10 @@ type Extractor struct {
 	// mtimes holds the mtime of each existing directory Prepare changed
 	// (by making or moving something in it), for Abort to set back.
 	mtimes  map[createdDir]int64
-	pending   []pendingFile
-	fixes     []int // present files whose mode or mtime Commit sets
-	written   int64
-	seq       atomic.Int64
+	pending []pendingFile
+	fixes   []int // present files whose mode or mtime Commit sets
+	written int64
+	seq     atomic.Int64
 }
 
 // need says whether an entry's content must be written, and how.

@@ -29,7 +29,6 @@ type Bucket struct {
 
 	mu       sync.Mutex
 	unsynced []string // committed staged files not yet synced
-	swept    sync.Once
 }
 
 // staleStaging is how long a staged file may go unwritten before a later
@@ -182,7 +181,6 @@ func (b *Bucket) Stage(_ context.Context) (store.Staged, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	b.swept.Do(func() { sweepStaging(dir, time.Now()) })
 	f, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return nil, err
@@ -241,6 +239,8 @@ func (s *staged) Commit(ctx context.Context, name string) error {
 // Sync implements store.Syncer: it waits until every file committed since
 // the last Sync, and its directory, is on disk.
 func (b *Bucket) Sync(_ context.Context) error {
+	// Once per save (Sync comes before every ref): what killed saves left.
+	sweepStaging(filepath.Join(b.root, "v1", "staging"), time.Now())
 	b.mu.Lock()
 	paths := b.unsynced
 	b.unsynced = nil

@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/url"
@@ -87,8 +88,9 @@ func TestStagedBlobs(t *testing.T) {
 }
 
 // TestStaleStagingIsSwept: a save killed while it staged a pack leaves a
-// staged file; the next save through the store removes it once it is old
-// enough to be dead, and leaves a recent one (a save running now) alone.
+// staged file; the next save through the store (any save: each publishes a
+// ref) removes it once it is old enough to be dead, and leaves a recent one
+// (a save running now) alone.
 func TestStaleStagingIsSwept(t *testing.T) {
 	dir := t.TempDir()
 	staging := filepath.Join(dir, "v1", "staging")
@@ -109,11 +111,14 @@ func TestStaleStagingIsSwept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := s.(store.BlobStager).StageBlob(context.Background())
-	if err != nil {
+	// A save publishing a ref sweeps, whether or not it staged anything.
+	data, d := storetest.RandomBlob(t, 100)
+	if err := s.PutBlob(context.Background(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	sb.Abort()
+	if err := s.PutRef(context.Background(), &store.Ref{Format: store.FormatVersion, Key: "k", Index: store.Descriptor{Digest: d, Size: int64(len(data))}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a staged file of a killed save is still there: %v", err)
 	}

@@ -280,32 +280,8 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 			})
 			return encodeJSON(t, v), n > 0
 		}},
-		{"index file digests flipped", func(t *testing.T, d []byte) ([]byte, bool) {
-			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
-				return mutateIndexJSON(t, blob, func(x any) {
-					walkStrings(x, func(s string) string {
-						if hexDigest.MatchString(s) {
-							return flipHex(s)
-						}
-						return s
-					})
-				})
-			})
-			return encodeJSON(t, v), ok
-		}},
-		{"index pack digests flipped", func(t *testing.T, d []byte) ([]byte, bool) {
-			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
-				return mutateIndexJSON(t, blob, func(x any) {
-					walkStrings(x, func(s string) string {
-						if prefixDigest.MatchString(s) {
-							return flipHex(s)
-						}
-						return s
-					})
-				})
-			})
-			return encodeJSON(t, v), ok
-		}},
+		{"index file digests flipped", flipInIndex(hexDigest)},
+		{"index pack digests flipped", flipInIndex(prefixDigest)},
 		{"index re-encoded, so not in the store", func(t *testing.T, d []byte) ([]byte, bool) {
 			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
 				return mutateIndexJSON(t, blob, func(any) {})
@@ -369,6 +345,24 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 		}})
 	}
 	return fs
+}
+
+// flipInIndex forges the embedded index: every string matching re gets a
+// digit flipped.
+func flipInIndex(re *regexp.Regexp) func(t *testing.T, d []byte) ([]byte, bool) {
+	return func(t *testing.T, d []byte) ([]byte, bool) {
+		v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
+			return mutateIndexJSON(t, blob, func(x any) {
+				walkStrings(x, func(s string) string {
+					if re.MatchString(s) {
+						return flipHex(s)
+					}
+					return s
+				})
+			})
+		})
+		return encodeJSON(t, v), ok
+	}
 }
 
 func sortedKeys(m map[string]bool) []string {

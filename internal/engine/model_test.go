@@ -254,6 +254,9 @@ func (m *model) apply(step int, o modelOp) error {
 		}
 		return nil
 	case opDelete:
+		if _, err := os.Lstat(p); err != nil {
+			return nil // nothing there (or a file where the path has a directory)
+		}
 		return os.RemoveAll(p)
 	case opChmod:
 		if o.arg&1 != 0 {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -277,19 +276,6 @@ func TestFailedRestoreLeavesFolderExactlyAsItWas(t *testing.T) {
 	}
 }
 
-// tempFiles lists the names under dir that start with archive.TempPrefix.
-func tempFiles(t *testing.T, dir string) []string {
-	t.Helper()
-	var found []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error { //nolint:errcheck // a test walk
-		if err == nil && strings.HasPrefix(d.Name(), archive.TempPrefix) {
-			found = append(found, p)
-		}
-		return nil
-	})
-	return found
-}
-
 // TestKilledRestoreLeftoversAreRemoved: a SIGKILLed restore leaves
 // temporary files (and, for a fresh directory tree, whole temporary
 // directories) at the root and in subdirectories. The next fetch removes
@@ -331,7 +317,7 @@ func TestKilledRestoreLeftoversAreRemoved(t *testing.T) {
 			if _, err := tryRestore(st, "k", ws); err != nil {
 				t.Fatalf("restore after a killed one: %v", err)
 			}
-			if left := tempFiles(t, ws); len(left) > 0 {
+			if left := testtree.WithPrefix(ws, archive.TempPrefix); len(left) > 0 {
 				t.Fatalf("%d temporary files of the killed restore are left: %v", len(left), left)
 			}
 			testtree.Equal(t, want, testtree.Snapshot(t, ws, archive.StateFileName))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -200,4 +201,17 @@ func Chmod(t testing.TB, dir string) {
 		}
 		return nil
 	})
+}
+
+// WithPrefix lists the paths under dir whose names start with prefix (a
+// killed run's temporary files).
+func WithPrefix(dir, prefix string) []string {
+	var found []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error { //nolint:errcheck // a listing
+		if err == nil && strings.HasPrefix(d.Name(), prefix) {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
 }

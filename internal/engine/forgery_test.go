@@ -386,14 +386,7 @@ func sortedKeys(m map[string]bool) []string {
 // folder, to exactly what was on disk.
 func TestForgedStateNeverPublishesABadEntry(t *testing.T) {
 	st := memoryStore()
-	srcA, srcB := filepath.Join(t.TempDir(), "nm"), filepath.Join(t.TempDir(), "nm")
-	forgeryTree(t, srcA, "AAAA")
-	forgeryTree(t, srcB, "BBBB") // same paths, sizes, mtimes and modes
-	for key, src := range map[string]string{"entry-a": srcA, "entry-b": srcB} {
-		if _, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: []string{src}, PackSize: 2 << 10}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lookalikeEntries(t, st)
 	otherBlob, otherDigest := indexBlobOf(t, st, "entry-b")
 	_, ownDigest := indexBlobOf(t, st, "entry-a")
 	probe := filepath.Join(t.TempDir(), "nm")
@@ -422,15 +415,55 @@ func TestForgedStateNeverPublishesABadEntry(t *testing.T) {
 			os.WriteFile(filepath.Join(ws, "added"), []byte("added after the restore\n"), 0o644)
 			os.Remove(filepath.Join(ws, "d2", "f5"))
 			want := testtree.Snapshot(t, ws, archive.StateFileName)
-			key := fmt.Sprintf("forged-%d", i)
-			if _, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: []string{ws}, PackSize: 2 << 10, Logf: t.Logf}); err != nil {
-				t.Fatalf("save with a forged state failed (it should read every file instead): %v", err)
-			}
-			fresh := filepath.Join(t.TempDir(), "nm")
-			if _, err := Restore(context.Background(), st, RestoreOptions{Key: key, Folders: []string{fresh}}); err != nil {
-				t.Fatalf("the entry saved with a forged state does not restore: %v", err)
-			}
-			testtree.Equal(t, want, testtree.Snapshot(t, fresh, archive.StateFileName))
+			saveRestoresTo(t, st, fmt.Sprintf("forged-%d", i), ws, want)
 		})
 	}
+}
+
+// TestStateSymlinkIsNotFollowed: the state file replaced by a symlink to
+// another workspace's valid state (of an entry with the same paths, sizes
+// and mtimes, other bytes): the save still publishes what is on disk.
+func TestStateSymlinkIsNotFollowed(t *testing.T) {
+	st := memoryStore()
+	lookalikeEntries(t, st)
+	other := filepath.Join(t.TempDir(), "nm")
+	restore(t, st, "entry-b", nil, other)
+	ws := filepath.Join(t.TempDir(), "nm")
+	restore(t, st, "entry-a", nil, ws)
+	sp := filepath.Join(ws, archive.StateFileName)
+	os.Remove(sp)
+	if err := os.Symlink(filepath.Join(other, archive.StateFileName), sp); err != nil {
+		t.Fatal(err)
+	}
+	want := testtree.Snapshot(t, ws, archive.StateFileName)
+	saveRestoresTo(t, st, "after", ws, want)
+}
+
+// lookalikeEntries saves entry-a and entry-b: the same paths, sizes, mtimes
+// and modes, other bytes.
+func lookalikeEntries(t *testing.T, st store.Store) {
+	t.Helper()
+	srcA, srcB := filepath.Join(t.TempDir(), "nm"), filepath.Join(t.TempDir(), "nm")
+	forgeryTree(t, srcA, "AAAA")
+	forgeryTree(t, srcB, "BBBB")
+	for key, src := range map[string]string{"entry-a": srcA, "entry-b": srcB} {
+		if _, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: []string{src}, PackSize: 2 << 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// saveRestoresTo saves ws under key (the save must succeed: a bad state
+// means reading every file) and checks that the entry restores, into an
+// empty folder, to want.
+func saveRestoresTo(t *testing.T, st store.Store, key, ws string, want map[string]testtree.Entry) {
+	t.Helper()
+	if _, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: []string{ws}, PackSize: 2 << 10, Logf: t.Logf}); err != nil {
+		t.Fatalf("save failed (a state it cannot trust should make it read every file): %v", err)
+	}
+	fresh := filepath.Join(t.TempDir(), "nm")
+	if _, err := Restore(context.Background(), st, RestoreOptions{Key: key, Folders: []string{fresh}}); err != nil {
+		t.Fatalf("the saved entry does not restore: %v", err)
+	}
+	testtree.Equal(t, want, testtree.Snapshot(t, fresh, archive.StateFileName))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
@@ -169,8 +171,30 @@ func modelContent(size int, arg uint8, step int) []byte {
 
 // modelRun applies ops to fresh folders and a fresh store and returns the
 // first broken property, or nil.
-func modelRun(ctx context.Context, top string, folders int, ops []modelOp) error {
+// modelSetup is what a sequence runs against.
+type modelSetup struct {
+	folders  int  // 1 or 2
+	dirStore bool // a file:// store (else memory)
+}
+
+func (s modelSetup) String() string {
+	st := "memory store"
+	if s.dirStore {
+		st = "file:// store"
+	}
+	return fmt.Sprintf("%d folder(s), %s", s.folders, st)
+}
+
+func modelRun(ctx context.Context, top string, setup modelSetup, ops []modelOp) error {
 	m := &model{ctx: ctx, top: top, st: memory.NewStore("model"), want: map[string][]map[string]testtree.Entry{}}
+	if setup.dirStore {
+		st, err := local.Open(ctx, &url.URL{Scheme: "file", Path: filepath.Join(top, "store")}, store.Options{})
+		if err != nil {
+			return err
+		}
+		m.st = st
+	}
+	folders := setup.folders
 	for i := range folders {
 		d := filepath.Join(top, "ws", fmt.Sprintf("f%d", i))
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -449,8 +473,9 @@ func (m *model) restore(o modelOp) error {
 
 // randomOps draws a sequence; saves and restores are frequent so that
 // every sequence checks something.
-func randomOps(r *rand.Rand) (int, []modelOp) {
+func randomOps(r *rand.Rand) (modelSetup, []modelOp) {
 	folders := 1 + r.IntN(2)
+	setup := modelSetup{folders: folders, dirStore: r.IntN(20) == 0} // a file:// store syncs: slower
 	n := 3 + r.IntN(8)
 	ops := make([]modelOp, 0, n+1)
 	// Start from something saved: most sequences are about what follows.
@@ -465,25 +490,30 @@ func randomOps(r *rand.Rand) (int, []modelOp) {
 		}
 		ops = append(ops, modelOp{kind: k, folder: r.IntN(folders), path: r.IntN(len(modelPaths)), arg: uint8(r.UintN(256))})
 	}
-	return folders, ops
+	return setup, ops
 }
 
-// opsFromBytes decodes a fuzz input: the first byte picks 1 or 2 folders,
+// opsFromBytes decodes a fuzz input: the first byte picks 1 or 2 folders
+// (bit 0) and the store (bit 1),
 // then 4 bytes per operation (kind, folder, path, argument).
-func opsFromBytes(data []byte) (int, []modelOp) {
+func opsFromBytes(data []byte) (modelSetup, []modelOp) {
 	if len(data) == 0 {
-		return 1, nil
+		return modelSetup{folders: 1}, nil
 	}
 	folders := 1 + int(data[0])%2
 	var ops []modelOp
 	for b := data[1:]; len(b) >= 4 && len(ops) < 32; b = b[4:] {
 		ops = append(ops, modelOp{kind: opKind(b[0] % byte(opKinds)), folder: int(b[1]) % folders, path: int(b[2]) % len(modelPaths), arg: b[3]})
 	}
-	return folders, ops
+	return modelSetup{folders: folders, dirStore: data[0]&2 != 0}, ops
 }
 
-func opsToBytes(folders int, ops []modelOp) []byte {
-	out := []byte{byte(folders - 1)}
+func opsToBytes(setup modelSetup, ops []modelOp) []byte {
+	b := byte(setup.folders - 1)
+	if setup.dirStore {
+		b |= 2
+	}
+	out := []byte{b}
 	for _, o := range ops {
 		out = append(out, byte(o.kind), byte(o.folder), byte(o.path), o.arg)
 	}
@@ -492,14 +522,14 @@ func opsToBytes(folders int, ops []modelOp) []byte {
 
 // shrink drops operations while the sequence still fails, for a readable
 // report.
-func shrink(ctx context.Context, base string, folders int, ops []modelOp) ([]modelOp, error) {
+func shrink(ctx context.Context, base string, setup modelSetup, ops []modelOp) ([]modelOp, error) {
 	run := func(ops []modelOp) error {
 		top, err := os.MkdirTemp(base, "shrink-")
 		if err != nil {
 			return nil
 		}
 		defer os.RemoveAll(top)
-		return modelRun(ctx, top, folders, ops)
+		return modelRun(ctx, top, setup, ops)
 	}
 	last := run(ops)
 	for changed := true; changed; {
@@ -515,9 +545,9 @@ func shrink(ctx context.Context, base string, folders int, ops []modelOp) ([]mod
 	return ops, last
 }
 
-func formatOps(folders int, ops []modelOp) string {
+func formatOps(setup modelSetup, ops []modelOp) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d folder(s):", folders)
+	fmt.Fprintf(&b, "%v:", setup)
 	for i, o := range ops {
 		fmt.Fprintf(&b, "\n  %2d. %v", i+1, o)
 	}
@@ -574,10 +604,10 @@ func TestModelSaveRestore(t *testing.T) {
 				if stop {
 					return
 				}
-				folders, ops := randomOps(rand.New(rand.NewPCG(first+uint64(i), 0x10)))
+				setup, ops := randomOps(rand.New(rand.NewPCG(first+uint64(i), 0x10)))
 				top, err := os.MkdirTemp(base, "seq-")
 				if err == nil {
-					err = modelRun(ctx, top, folders, ops)
+					err = modelRun(ctx, top, setup, ops)
 					os.RemoveAll(top)
 				}
 				if err != nil {
@@ -592,10 +622,10 @@ func TestModelSaveRestore(t *testing.T) {
 	if len(fails) > 0 {
 		f := slices.MinFunc(fails, func(a, b failure) int { return a.i - b.i })
 		seed := first + uint64(f.i)
-		folders, ops := randomOps(rand.New(rand.NewPCG(seed, 0x10)))
-		small, serr := shrink(ctx, base, folders, ops)
+		setup, ops := randomOps(rand.New(rand.NewPCG(seed, 0x10)))
+		small, serr := shrink(ctx, base, setup, ops)
 		t.Fatalf("sequence %d of %d fails (replay: CACHE_MODEL_SEED=%d go test -run TestModelSaveRestore ./internal/engine/):\n%v\n%s\nshortest failing subsequence:\n%v\n%s\nfuzz input: %q",
-			f.i+1, runs, seed, f.err, formatOps(folders, ops), serr, formatOps(folders, small), opsToBytes(folders, small))
+			f.i+1, runs, seed, f.err, formatOps(setup, ops), serr, formatOps(setup, small), opsToBytes(setup, small))
 	}
 	t.Logf("%d sequences in %v (first seed %d)", runs, time.Since(start).Round(time.Millisecond), first)
 }
@@ -604,19 +634,19 @@ func TestModelSaveRestore(t *testing.T) {
 // the input (see opsFromBytes).
 func FuzzModel(f *testing.F) {
 	for seed := range uint64(8) {
-		folders, ops := randomOps(rand.New(rand.NewPCG(seed, 0x10)))
-		f.Add(opsToBytes(folders, ops))
+		setup, ops := randomOps(rand.New(rand.NewPCG(seed, 0x10)))
+		f.Add(opsToBytes(setup, ops))
 	}
 	// The first reproduction of issue 10, spelled out: save, replace a file
 	// keeping size and mtime, save again, restore.
-	f.Add(opsToBytes(1, []modelOp{
+	f.Add(opsToBytes(modelSetup{folders: 1}, []modelOp{
 		{kind: opAdd, path: 0, arg: 2}, {kind: opSave, arg: 0}, {kind: opReplace, path: 0, arg: 3},
 		{kind: opSave, arg: 1}, {kind: opRestore, arg: 0}, {kind: opRestore, arg: 1},
 	}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		folders, ops := opsFromBytes(data)
-		if err := modelRun(context.Background(), t.TempDir(), folders, ops); err != nil {
-			t.Fatalf("%v\n%s", err, formatOps(folders, ops))
+		setup, ops := opsFromBytes(data)
+		if err := modelRun(context.Background(), t.TempDir(), setup, ops); err != nil {
+			t.Fatalf("%v\n%s", err, formatOps(setup, ops))
 		}
 	})
 }

@@ -444,3 +444,47 @@ func replaceSameSizeMTime(t *testing.T, p string) {
 }
 
 func memoryStore() store.Store { return memory.NewStore("t") }
+
+// TestSecondFolderIsProtectedToo: with two folders, a symlink planted at
+// the state's names in the second folder writes nothing outside, and a
+// failed restore leaves the second folder as it was.
+func TestSecondFolderIsProtectedToo(t *testing.T) {
+	st, dir := dirStore(t)
+	a, b := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "two")
+	testtree.Make(t, a)
+	os.MkdirAll(filepath.Join(b, "sub", "dir"), 0o755)
+	os.WriteFile(filepath.Join(b, "sub", "dir", "f"), []byte("in the second folder\n"), 0o644)
+	save(t, st, "two", a, b)
+	for _, name := range []string{archive.StateFileName, archive.StateFileName + ".tmp"} {
+		t.Run("symlink at "+name, func(t *testing.T) {
+			outside, unchanged := outsideDir(t)
+			w0, w1 := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "two")
+			os.MkdirAll(w1, 0o755)
+			os.Symlink(filepath.Join(outside, "victim"), filepath.Join(w1, name))
+			if _, err := tryRestore(st, "two", w0, w1); err != nil {
+				t.Logf("restore: %v", err)
+			}
+			unchanged(t)
+			os.Remove(filepath.Join(w1, name))
+			os.Symlink(filepath.Join(outside, "victim"), filepath.Join(w1, name))
+			if _, err := trySave(st, "two-again", w0, w1); err != nil {
+				t.Logf("save: %v", err)
+			}
+			unchanged(t)
+			testtree.Chmod(t, w0)
+		})
+	}
+	t.Run("failed restore", func(t *testing.T) {
+		corruptBlobs(t, st, dir, "two")
+		w0, w1 := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "two")
+		os.MkdirAll(w0, 0o755)
+		os.MkdirAll(w1, 0o755)
+		os.WriteFile(filepath.Join(w1, "sub"), []byte("a file where the entry has a directory\n"), 0o600)
+		testtree.Touch(t, w1, testtree.Old)
+		before := testtree.Snapshot(t, w1)
+		if _, err := tryRestore(st, "two", w0, w1); err == nil {
+			t.Fatal("restore of a corrupt entry succeeded")
+		}
+		testtree.Equal(t, shape(before), shape(testtree.Snapshot(t, w1)))
+	})
+}

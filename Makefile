@@ -48,6 +48,7 @@ fuzz: ## Run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndex$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzExtract$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadState$$' -fuzztime 30s ./internal/engine/
+	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime 30s ./internal/engine/
 
 image: ## Build the image with ko and push it to $KO_DOCKER_REPO
 	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO, e.g. registry.example.com/tekton-cache"; exit 1; }

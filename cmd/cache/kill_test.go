@@ -22,10 +22,7 @@ func TestSaveKilledMidwayLeavesPreviousEntry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "cache")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildCache(t)
 	storeDir := filepath.Join(t.TempDir(), "store")
 	storeURL := "file://" + storeDir
 	src := filepath.Join(t.TempDir(), "cache")
@@ -78,4 +75,14 @@ func TestSaveKilledMidwayLeavesPreviousEntry(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "restored")
 	run("fetch", "--store", storeURL, "--key", "go-2", "--restore-keys", "go-", "--folder", dst, "--strict")
 	testtree.Equal(t, want, testtree.Snapshot(t, dst, ".tekton-cache-state"))
+}
+
+// buildCache builds the binary into a temporary directory.
+func buildCache(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cache")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -95,6 +96,14 @@ type Entry struct {
 // returns true for.
 func Snapshot(t testing.TB, dir string, skip ...string) map[string]Entry {
 	t.Helper()
+	out, err := Read(dir, skip...)
+	must(t, err)
+	return out
+}
+
+// Read is Snapshot returning its error, for loops that must not stop a
+// test (fuzzing, shrinking a failing sequence).
+func Read(dir string, skip ...string) (map[string]Entry, error) {
 	out := map[string]Entry{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -128,13 +137,19 @@ func Snapshot(t testing.TB, dir string, skip ...string) map[string]Entry {
 		out[filepath.ToSlash(rel)] = e
 		return nil
 	})
-	must(t, err)
-	return out
+	return out, err
 }
 
 // Equal fails t with every difference between the trees want and got.
 func Equal(t testing.TB, want, got map[string]Entry) {
 	t.Helper()
+	if diffs := Diff(want, got); len(diffs) > 0 {
+		t.Fatalf("trees differ in %d places:\n  %s", len(diffs), join(diffs))
+	}
+}
+
+// Diff lists every difference between the trees want and got, sorted.
+func Diff(want, got map[string]Entry) []string {
 	var diffs []string
 	for p, w := range want {
 		g, ok := got[p]
@@ -146,7 +161,7 @@ func Equal(t testing.TB, want, got map[string]Entry) {
 		case g.MTime != w.MTime:
 			diffs = append(diffs, fmt.Sprintf("%s: mtime %v, want %v", p, time.Unix(0, g.MTime), time.Unix(0, w.MTime)))
 		case g.Size != w.Size || g.Data != w.Data:
-			diffs = append(diffs, fmt.Sprintf("%s: content differs (%d bytes, want %d)", p, g.Size, w.Size))
+			diffs = append(diffs, fmt.Sprintf("%s: content differs (%d bytes %q, want %d bytes %q)", p, g.Size, clip(g.Data), w.Size, clip(w.Data)))
 		case g.Link != w.Link:
 			diffs = append(diffs, fmt.Sprintf("%s: link %q, want %q", p, g.Link, w.Link))
 		}
@@ -157,9 +172,14 @@ func Equal(t testing.TB, want, got map[string]Entry) {
 		}
 	}
 	sort.Strings(diffs)
-	if len(diffs) > 0 {
-		t.Fatalf("trees differ in %d places:\n  %s", len(diffs), join(diffs))
+	return diffs
+}
+
+func clip(s string) string {
+	if len(s) > 12 {
+		return s[:12] + "..."
 	}
+	return s
 }
 
 func join(s []string) string {
@@ -181,4 +201,17 @@ func Chmod(t testing.TB, dir string) {
 		}
 		return nil
 	})
+}
+
+// WithPrefix lists the paths under dir whose names start with prefix (a
+// killed run's temporary files).
+func WithPrefix(dir, prefix string) []string {
+	var found []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error { //nolint:errcheck // a listing
+		if err == nil && strings.HasPrefix(d.Name(), prefix) {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
 }

@@ -253,6 +253,14 @@ func indexBlobOf(t *testing.T, st store.Store, key string) ([]byte, digest.Diges
 
 type forgery struct {
 	name string
+	// namesOther: the forged state names another entry of the store as
+	// the folder's base, with the records of this one. Nothing in the
+	// workspace can tell that from a build that wrote the other entry's
+	// bytes itself (which any build can), and the remedy holds: the
+	// base index is one the store has. So the saved entry must restore, and
+	// each of its files must hold what was on disk or what the other entry
+	// holds at that path, never anything else.
+	namesOther bool
 	// forge returns the new state file, or ok=false when the state has
 	// nothing of the kind (the test then skips, saying so).
 	forge func(t *testing.T, data []byte) ([]byte, bool)
@@ -262,14 +270,14 @@ type forgery struct {
 // another entry's index; key is the entry the state names.
 func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byte, otherDigest, ownDigest digest.Digest) []forgery {
 	fs := []forgery{
-		{"none (control)", func(t *testing.T, d []byte) ([]byte, bool) { return d, true }},
-		{"garbage", func(t *testing.T, d []byte) ([]byte, bool) {
+		{"none (control)", false, func(t *testing.T, d []byte) ([]byte, bool) { return d, true }},
+		{"garbage", false, func(t *testing.T, d []byte) ([]byte, bool) {
 			return []byte("\x00\xff{not json at all\x7f"), true
 		}},
-		{"truncated", func(t *testing.T, d []byte) ([]byte, bool) { return d[:len(d)/2], true }},
-		{"empty", func(t *testing.T, d []byte) ([]byte, bool) { return nil, true }},
-		{"null", func(t *testing.T, d []byte) ([]byte, bool) { return []byte("null"), true }},
-		{"state digests flipped", func(t *testing.T, d []byte) ([]byte, bool) {
+		{"truncated", false, func(t *testing.T, d []byte) ([]byte, bool) { return d[:len(d)/2], true }},
+		{"empty", false, func(t *testing.T, d []byte) ([]byte, bool) { return nil, true }},
+		{"null", false, func(t *testing.T, d []byte) ([]byte, bool) { return []byte("null"), true }},
+		{"state digests flipped", false, func(t *testing.T, d []byte) ([]byte, bool) {
 			n := 0
 			v := walkStrings(decodeJSON(t, d), func(s string) string {
 				if hexDigest.MatchString(s) || prefixDigest.MatchString(s) {
@@ -280,9 +288,9 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 			})
 			return encodeJSON(t, v), n > 0
 		}},
-		{"index file digests flipped", flipInIndex(hexDigest)},
-		{"index pack digests flipped", flipInIndex(prefixDigest)},
-		{"index re-encoded, so not in the store", func(t *testing.T, d []byte) ([]byte, bool) {
+		{"index file digests flipped", false, flipInIndex(hexDigest)},
+		{"index pack digests flipped", false, flipInIndex(prefixDigest)},
+		{"index re-encoded, so not in the store", false, func(t *testing.T, d []byte) ([]byte, bool) {
 			same := false
 			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
 				nb := mutateIndexJSON(t, blob, func(any) {})
@@ -294,7 +302,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 			}
 			return encodeJSON(t, v), ok
 		}},
-		{"index of another key", func(t *testing.T, d []byte) ([]byte, bool) {
+		{"index of another key", true, func(t *testing.T, d []byte) ([]byte, bool) {
 			v, ok := forgeIndex(t, decodeJSON(t, d), func([]byte) []byte { return otherBlob })
 			if !ok { // a state that names its index by digest only
 				n := 0
@@ -315,7 +323,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 		}},
 	}
 	swap := fs[len(fs)-1].forge
-	fs = append(fs, forgery{"index of another key, and its key", func(t *testing.T, d []byte) ([]byte, bool) {
+	fs = append(fs, forgery{"index of another key, and its key", true, func(t *testing.T, d []byte) ([]byte, bool) {
 		d, ok := swap(t, d)
 		v := walkStrings(decodeJSON(t, d), func(s string) string {
 			if s == key {
@@ -330,7 +338,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 	top := map[string]bool{}
 	numericKeys(decodeJSON(t, state), top)
 	for _, k := range sortedKeys(top) {
-		fs = append(fs, forgery{"state numbers rotated: " + k, func(t *testing.T, d []byte) ([]byte, bool) {
+		fs = append(fs, forgery{"state numbers rotated: " + k, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			v := decodeJSON(t, d)
 			ok := rotateNumbers(v, k)
 			return encodeJSON(t, v), ok
@@ -342,7 +350,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 		return blob
 	})
 	for _, k := range sortedKeys(inIndex) {
-		fs = append(fs, forgery{"index numbers rotated: " + k, func(t *testing.T, d []byte) ([]byte, bool) {
+		fs = append(fs, forgery{"index numbers rotated: " + k, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			changed := false
 			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
 				return mutateIndexJSON(t, blob, func(x any) { changed = rotateNumbers(x, k) })
@@ -389,6 +397,9 @@ func TestForgedStateNeverPublishesABadEntry(t *testing.T) {
 	lookalikeEntries(t, st)
 	otherBlob, otherDigest := indexBlobOf(t, st, "entry-b")
 	_, ownDigest := indexBlobOf(t, st, "entry-a")
+	otherDir := filepath.Join(t.TempDir(), "nm")
+	restore(t, st, "entry-b", nil, otherDir)
+	other := testtree.Snapshot(t, otherDir, archive.StateFileName)
 	probe := filepath.Join(t.TempDir(), "nm")
 	restore(t, st, "entry-a", nil, probe)
 	state, err := os.ReadFile(filepath.Join(probe, archive.StateFileName))
@@ -415,6 +426,10 @@ func TestForgedStateNeverPublishesABadEntry(t *testing.T) {
 			os.WriteFile(filepath.Join(ws, "added"), []byte("added after the restore\n"), 0o644)
 			os.Remove(filepath.Join(ws, "d2", "f5"))
 			want := testtree.Snapshot(t, ws, archive.StateFileName)
+			if f.namesOther {
+				saveRestoresToOr(t, st, fmt.Sprintf("forged-%d", i), ws, want, other)
+				return
+			}
 			saveRestoresTo(t, st, fmt.Sprintf("forged-%d", i), ws, want)
 		})
 	}
@@ -451,6 +466,28 @@ func lookalikeEntries(t *testing.T, st store.Store) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// saveRestoresToOr is saveRestoresTo where a file may also hold what the
+// entry alt holds at its path (same size, mode and mtime as on disk).
+func saveRestoresToOr(t *testing.T, st store.Store, key, ws string, want, alt map[string]testtree.Entry) {
+	t.Helper()
+	if _, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: []string{ws}, PackSize: 2 << 10, Logf: t.Logf}); err != nil {
+		t.Fatalf("save failed (a state it cannot trust should make it read every file): %v", err)
+	}
+	fresh := filepath.Join(t.TempDir(), "nm")
+	if _, err := Restore(context.Background(), st, RestoreOptions{Key: key, Folders: []string{fresh}}); err != nil {
+		t.Fatalf("the saved entry does not restore: %v", err)
+	}
+	got := testtree.Snapshot(t, fresh, archive.StateFileName)
+	for p, g := range got {
+		if w, ok := want[p]; ok && g != w {
+			if a, ok := alt[p]; ok && a.Data == g.Data && g.Size == w.Size && g.Mode == w.Mode && g.MTime == w.MTime {
+				got[p] = w // the other entry's content, legitimately derived
+			}
+		}
+	}
+	testtree.Equal(t, want, got)
 }
 
 // saveRestoresTo saves ws under key (the save must succeed: a bad state

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -276,10 +277,12 @@ func TestFailedRestoreLeavesFolderExactlyAsItWas(t *testing.T) {
 	}
 }
 
-// TestKilledRestoreLeftoversAreRemoved: a SIGKILLed restore leaves
-// temporary files (and, for a fresh directory tree, whole temporary
-// directories) at the root and in subdirectories. The next fetch removes
-// them all and restores the entry exactly.
+// TestKilledRestoreLeftoversAreRemoved: a restore killed midway leaves, at
+// the top of the folder, its staging directory (temporary files and links
+// in it) and perhaps a state file being written. The next fetch removes them
+// and restores the entry exactly. Temporary files further down (left by
+// versions that staged beside each file) are never saved, and the next save
+// removes them.
 func TestKilledRestoreLeftoversAreRemoved(t *testing.T) {
 	st, _ := dirStore(t)
 	src := t.TempDir()
@@ -296,24 +299,22 @@ func TestKilledRestoreLeftoversAreRemoved(t *testing.T) {
 			if warm {
 				restore(t, st, "k", nil, ws)
 			}
-			for _, p := range []string{
-				archive.TempPrefix + "00112233aabbccdd",
-				"deep/er/" + archive.TempPrefix + "0f0f0f0f0f0f0f0f",
-				"deep/er/and/deeper/" + archive.TempPrefix + "1234",
-				"ro/" + archive.TempPrefix + "ffffffffffffffff",
-				"bin/" + archive.TempPrefix + "dir/inside/file",
-			} {
-				full := filepath.Join(ws, filepath.FromSlash(p))
-				os.MkdirAll(filepath.Dir(full), 0o755)
-				if err := os.WriteFile(full, []byte("half written"), 0o600); err != nil {
-					t.Fatal(err)
+			plant := func(paths ...string) {
+				for _, p := range paths {
+					full := filepath.Join(ws, filepath.FromSlash(p))
+					os.MkdirAll(filepath.Dir(full), 0o755)
+					if err := os.WriteFile(full, []byte("half written"), 0o600); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
+			plant(archive.TempPrefix+"00112233aabbccdd/1", archive.TempPrefix+"00112233aabbccdd/sub/2",
+				archive.TempPrefix+"state-12-345")
+			os.Symlink("a.txt", filepath.Join(ws, archive.TempPrefix+"00112233aabbccdd", "3"))
 			os.Symlink("a.txt", filepath.Join(ws, archive.TempPrefix+"link"))
 			if warm {
-				os.Chmod(filepath.Join(ws, "ro"), 0o555)
+				os.Chmod(filepath.Join(ws, archive.TempPrefix+"00112233aabbccdd"), 0o500)
 			}
-			defer testtree.Chmod(t, ws)
 			if _, err := tryRestore(st, "k", ws); err != nil {
 				t.Fatalf("restore after a killed one: %v", err)
 			}
@@ -321,6 +322,19 @@ func TestKilledRestoreLeftoversAreRemoved(t *testing.T) {
 				t.Fatalf("%d temporary files of the killed restore are left: %v", len(left), left)
 			}
 			testtree.Equal(t, want, testtree.Snapshot(t, ws, archive.StateFileName))
+
+			plant("deep/er/"+archive.TempPrefix+"0f0f0f0f0f0f0f0f", "bin/"+archive.TempPrefix+"dir/inside/file")
+			if warm {
+				os.Chmod(filepath.Join(ws, "ro"), 0o555)
+			}
+			defer testtree.Chmod(t, ws)
+			res := save(t, st, fmt.Sprintf("k-again-%v", warm), ws)
+			if left := testtree.WithPrefix(ws, archive.TempPrefix); len(left) > 0 {
+				t.Fatalf("%d temporary files of older runs are left after a save: %v", len(left), left)
+			}
+			if len(res.SkippedPaths) > 0 {
+				t.Fatalf("the save reported leftovers as skipped paths: %v", res.SkippedPaths)
+			}
 		})
 	}
 }

@@ -158,6 +158,7 @@ func corpus(name string) []string {
 			check(pin(nm))
 			check(os.WriteFile(filepath.Join(root, ".done"), []byte(lockStamp()), 0o644))
 			log.Printf("node-pinned corpus built in %.0f s", time.Since(start).Seconds())
+			settle()
 		}
 		return []string{nm}
 	}
@@ -213,14 +214,20 @@ func nodeCorpus(root string, pnpm bool) []string {
 	if !pnpm {
 		run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--cache", npmCache)
 	} else {
+		// Its content store and metadata cache under -dir, for both commands.
+		check(os.WriteFile(filepath.Join(root, ".npmrc"), []byte("store-dir="+filepath.Join(*dir, "pnpm-store")+
+			"\ncache-dir="+filepath.Join(*dir, "pnpm-cache")+"\npackage-import-method=copy\n"), 0o644))
 		pn := []string{"npm", "exec", "--yes", "--cache", npmCache, "--package", pnpmVersion, "--", "pnpm"}
 		// pnpm import writes pnpm-lock.yaml from package-lock.json's versions.
-		run(append(pn, "import", "--store-dir", filepath.Join(*dir, "pnpm-store"), "--cache-dir", filepath.Join(*dir, "pnpm-cache"))...)
-		run(append(pn, "install", "--frozen-lockfile", "--ignore-scripts", "--package-import-method", "copy",
-			"--store-dir", filepath.Join(*dir, "pnpm-store"), "--cache-dir", filepath.Join(*dir, "pnpm-cache"))...)
+		run(append(pn, "import")...)
+		run(append(pn, "install", "--frozen-lockfile", "--ignore-scripts")...)
 	}
 	check(os.WriteFile(filepath.Join(root, ".done"), []byte(stamp), 0o644))
 	log.Printf("%s corpus built in %.0f s", filepath.Base(root), time.Since(start).Seconds())
+	// npm and pnpm delete many temp files: without a pause, the first
+	// restores after a build ran 3-8 times slower than later ones (the
+	// floor and the cache alike), as after a run's cleanup.
+	settle()
 	return []string{nm}
 }
 
@@ -329,10 +336,7 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	check(os.MkdirAll(work, 0o755))
 	defer func() {
 		os.RemoveAll(work)
-		// ext4 scans past inodes freed in the last ~30 s when it allocates
-		// new ones, which slows the next run's file creation (seen in perf:
-		// recently_deleted). Let it forget before the next measurement.
-		time.Sleep(35 * time.Second)
+		settle()
 	}()
 
 	var storeURL, storeDir, refURL string
@@ -452,11 +456,11 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	}
 	measure("(size of the new and touched files, zstd -3)", fmt.Sprintf("tar -cPf - %s | zstd -q -T0 -3 -o %s", changed, q(newZst)))
 	inc := cache("cache save (incremental)", fmt.Sprintf("save --store %s --key k3 %s", q(storeURL), folderFlags(wsFolders)))
-	how := "touched"
+	how := "touched ones"
 	if isPinned {
-		how = "changed in place (same size and mtime)"
+		how = "changed in place (same size, same mtime)"
 	}
-	inc.note = fmt.Sprintf("new files %s and %d %s ones (compressed %s); sent %s = %.2fx", mib(newBytes), len(touched), how, mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
+	inc.note = fmt.Sprintf("new files %s and %d %s (compressed %s); sent %s = %.2fx", mib(newBytes), len(touched), how, mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
 	add("incremental save", inc, cold, "cold save")
 	// 5. warm restore: a dir holding the previous entry receives k3.
 	ws2 := filepath.Join(work, "ws2")
@@ -491,6 +495,12 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	add("reference tool save", refSave, floorS, "tar|zstd")
 	add("reference tool restore", refRestore, floorR, "zstd|tar")
 }
+
+// settle waits after many files were deleted: ext4 scans past inodes freed
+// in the last ~30 s when it allocates new ones, which slows the next run's
+// file creation (seen in perf: recently_deleted). Let it forget before the
+// next measurement.
+func settle() { time.Sleep(35 * time.Second) }
 
 func parentOf(folders []string) string { return filepath.Dir(folders[0]) }
 

@@ -207,7 +207,8 @@ func nodeCorpus(root string, pnpm bool) []string {
 	run := func(args ...string) {
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
-		// No telemetry, no update check, no install scripts of dependencies.
+		// No update check, funding or audit requests (and, by the flags
+		// below, no dependency's install script).
 		cmd.Env = append(os.Environ(), "npm_config_update_notifier=false", "npm_config_fund=false", "npm_config_audit=false")
 		check(cmd.Run())
 	}

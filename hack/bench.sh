@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: builds the corpora once (kept in .bench/), then measures every
-# scenario side by side with its floor. Needs zstd, tar, and for the OCI
-# store the `registry` and `crane` binaries (make tools).
+# scenario side by side with its floor. Needs zstd, tar, node and npm (the
+# node corpora, installed from the npm registry the first time), and for the
+# OCI store the `registry` and `crane` binaries (make tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(go env GOPATH)/bin:$PATH"

@@ -8,12 +8,24 @@
 //   - go: GOCACHE and GOMODCACHE produced by building this repository and
 //     compiling its tests into empty dirs (over 1 GB, tens of thousands of
 //     files);
-//   - large: few large files (16 x 256 MiB, half random, half text).
+//   - large: few large files (16 x 256 MiB, half random, half text);
+//   - node: node_modules of a real `npm ci` of hack/bench/node (tens of
+//     thousands of small files);
+//   - node-pinned: the same tree with every mtime pinned to one value, as
+//     reproducible-build tooling leaves it (its incremental scenario also
+//     changes files keeping their size and mtime);
+//   - pnpm: node_modules of a real `pnpm install` (pnpm 9, copy import) of
+//     the same lock file: the packages under .pnpm/ and thousands of
+//     symlinks, one per dependency edge.
+//
+// Only this command installs packages (from the npm registry, with the
+// lock file's versions and no install scripts); make test and CI never run it.
 package main
 
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -31,12 +43,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
 	dir     = flag.String("dir", ".bench", "where corpora, stores and work dirs live")
 	bin     = flag.String("cache", "bin/cache", "the cache binary")
-	corpora = flag.String("corpora", "go,large", "corpora to run: go, large")
+	corpora = flag.String("corpora", "go,large,node,node-pinned,pnpm", "corpora to run: go, large, node, node-pinned, pnpm")
 	stores  = flag.String("stores", "file,oci", "stores to run: file, oci")
 	out     = flag.String("out", "", "also write the markdown report to this file")
 	reps    = flag.Int("reps", 3, "runs of each cold scenario and floor; the median is reported")
@@ -46,6 +60,7 @@ type result struct {
 	wall, cpu time.Duration
 	rssKB     int64
 	stored    int64 // bytes sent to (save) or fetched from (restore) the store
+	hashed    int64 // files the cache had to read and hash; -1: not a cache run
 	note      string
 	stdout    string
 }
@@ -129,9 +144,108 @@ func corpus(name string) []string {
 			check(os.WriteFile(filepath.Join(root, ".done"), nil, 0o644))
 		}
 		return []string{d}
+	case "node", "pnpm":
+		return nodeCorpus(root, name == "pnpm")
+	case "node-pinned":
+		nm := filepath.Join(root, "node_modules")
+		src := corpus("node")[0]
+		if done, err := os.ReadFile(filepath.Join(root, ".done")); err != nil || string(done) != lockStamp() {
+			log.Printf("building the node-pinned corpus (the node corpus, every mtime set to %s) ...", pinned.UTC().Format(time.RFC3339))
+			start := time.Now()
+			os.RemoveAll(root)
+			check(os.MkdirAll(root, 0o755))
+			check(exec.Command("cp", "-a", src, nm).Run())
+			check(pin(nm))
+			check(os.WriteFile(filepath.Join(root, ".done"), []byte(lockStamp()), 0o644))
+			log.Printf("node-pinned corpus built in %.0f s", time.Since(start).Seconds())
+			settle()
+		}
+		return []string{nm}
 	}
 	log.Fatalf("unknown corpus %q", name)
 	return nil
+}
+
+// nodeLock is the directory holding the node corpus' package.json and
+// package-lock.json.
+const nodeLock = "hack/bench/node"
+
+// pnpmVersion installs the pnpm corpus.
+const pnpmVersion = "pnpm@9.15.9"
+
+// lockStamp names the lock file's content: a node corpus built from
+// another one is rebuilt.
+func lockStamp() string {
+	lock, err := os.ReadFile(filepath.Join(nodeLock, "package-lock.json"))
+	check(err)
+	return fmt.Sprintf("%x\n", sha256.Sum256(lock))
+}
+
+// nodeCorpus returns node_modules of hack/bench/node installed by npm ci,
+// or by pnpm install from the same lock file, rebuilt when the lock file
+// changed. Downloads are kept in the npm (or pnpm) cache under -dir.
+func nodeCorpus(root string, pnpm bool) []string {
+	stamp := lockStamp()
+	nm := filepath.Join(root, "node_modules")
+	if done, err := os.ReadFile(filepath.Join(root, ".done")); err == nil && string(done) == stamp {
+		return []string{nm}
+	}
+	tool := "npm ci"
+	if pnpm {
+		tool = pnpmVersion + " install (copy import)"
+	}
+	log.Printf("building the %s corpus (%s of %s, from the npm registry) ...", filepath.Base(root), tool, nodeLock)
+	start := time.Now()
+	os.RemoveAll(root)
+	check(os.MkdirAll(root, 0o755))
+	for _, f := range []string{"package.json", "package-lock.json"} {
+		data, err := os.ReadFile(filepath.Join(nodeLock, f))
+		check(err)
+		check(os.WriteFile(filepath.Join(root, f), data, 0o644))
+	}
+	npmCache := filepath.Join(*dir, "npm-cache")
+	run := func(args ...string) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
+		// No update check, funding or audit requests (and, by the flags
+		// below, no dependency's install script).
+		cmd.Env = append(os.Environ(), "npm_config_update_notifier=false", "npm_config_fund=false", "npm_config_audit=false")
+		check(cmd.Run())
+	}
+	if !pnpm {
+		run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--cache", npmCache)
+	} else {
+		// Its content store and metadata cache under -dir, for both commands.
+		check(os.WriteFile(filepath.Join(root, ".npmrc"), []byte("store-dir="+filepath.Join(*dir, "pnpm-store")+
+			"\ncache-dir="+filepath.Join(*dir, "pnpm-cache")+"\npackage-import-method=copy\n"), 0o644))
+		pn := []string{"npm", "exec", "--yes", "--cache", npmCache, "--package", pnpmVersion, "--", "pnpm"}
+		// pnpm import writes pnpm-lock.yaml from package-lock.json's versions.
+		run(append(pn, "import")...)
+		run(append(pn, "install", "--frozen-lockfile", "--ignore-scripts")...)
+	}
+	check(os.WriteFile(filepath.Join(root, ".done"), []byte(stamp), 0o644))
+	log.Printf("%s corpus built in %.0f s", filepath.Base(root), time.Since(start).Seconds())
+	// npm and pnpm delete many temp files: without a pause, the first
+	// restores after a build ran 3-8 times slower than later ones (the
+	// floor and the cache alike), as after a run's cleanup.
+	settle()
+	return []string{nm}
+}
+
+// pinned is the mtime of every file of the node-pinned corpus: the one npm
+// pack writes into every tarball entry.
+var pinned = time.Date(1985, 10, 26, 8, 15, 0, 0, time.UTC)
+
+// pin sets the mtime (and atime) of everything under dir, dir included, to
+// pinned, without following symlinks.
+func pin(dir string) error {
+	ts := []unix.Timespec{unix.NsecToTimespec(pinned.UnixNano()), unix.NsecToTimespec(pinned.UnixNano())}
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
 }
 
 // textChunk returns 2 MiB of real source text (compresses like code does).
@@ -169,7 +283,7 @@ func measure(name, script string, env ...string) result {
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	log.Printf("  %-40s %6.2fs wall %6.2fs cpu %5d MiB rss", name, wall.Seconds(), cpu.Seconds(), ru.Maxrss/1024)
-	return result{wall: wall, cpu: cpu, rssKB: ru.Maxrss, note: lastLine(errb.String()), stdout: outb.String()}
+	return result{wall: wall, cpu: cpu, rssKB: ru.Maxrss, hashed: -1, note: lastLine(errb.String()), stdout: outb.String()}
 }
 
 // median runs f -reps times and returns the run with the median wall time.
@@ -223,10 +337,7 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	check(os.MkdirAll(work, 0o755))
 	defer func() {
 		os.RemoveAll(work)
-		// ext4 scans past inodes freed in the last ~30 s when it allocates
-		// new ones, which slows the next run's file creation (seen in perf:
-		// recently_deleted). Let it forget before the next measurement.
-		time.Sleep(35 * time.Second)
+		settle()
 	}()
 
 	var storeURL, storeDir, refURL string
@@ -252,15 +363,17 @@ func runStore(corpusName string, folders []string, storeKind string) {
 		rows = append(rows, row{corpusName, storeKind, scenario, r, floor, floorName})
 	}
 
-	// cache runs the cache binary; what it sent comes from its JSON outcome.
+	// cache runs the cache binary; what it sent, and how many files it
+	// hashed (0 when the build does not say), come from its JSON outcome.
 	cache := func(name, args string) result {
 		r := measure(name, q(*bin)+" "+args+" --output json")
 		var out struct {
 			Sent       int64 `json:"uploaded-bytes"`
 			Downloaded int64 `json:"downloaded"`
+			Hashed     int64 `json:"hashed-files"`
 		}
 		if err := json.Unmarshal([]byte(r.stdout), &out); err == nil {
-			r.stored = out.Sent + out.Downloaded
+			r.stored, r.hashed = out.Sent+out.Downloaded, out.Hashed
 		}
 		return r
 	}
@@ -329,8 +442,14 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	add("no-op save", noop, cold, "cold save")
 	// 4. incremental save: ~5% new files, a few touched.
 	corpusBytes := duBytes(parentOf(folders))
+	// In the pinned corpus the new files have the pinned mtime too, and the
+	// touched ones keep their size and mtime: only their content says.
+	isPinned := corpusName == "node-pinned"
 	newBytes := addFiles(wsFolders[len(wsFolders)-1], corpusBytes/20)
-	touched := touchSome(wsFolders[0], corpusBytes/500)
+	if isPinned {
+		check(pin(filepath.Join(wsFolders[len(wsFolders)-1], "newdep")))
+	}
+	touched := touchSome(wsFolders[0], corpusBytes/500, isPinned)
 	newZst := filepath.Join(work, "new.tar.zst")
 	changed := q(filepath.Join(wsFolders[len(wsFolders)-1], "newdep"))
 	for _, p := range touched {
@@ -338,13 +457,27 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	}
 	measure("(size of the new and touched files, zstd -3)", fmt.Sprintf("tar -cPf - %s | zstd -q -T0 -3 -o %s", changed, q(newZst)))
 	inc := cache("cache save (incremental)", fmt.Sprintf("save --store %s --key k3 %s", q(storeURL), folderFlags(wsFolders)))
-	inc.note = fmt.Sprintf("new files %s and %d touched ones (compressed %s); sent %s = %.2fx", mib(newBytes), len(touched), mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
+	how := "touched ones"
+	if isPinned {
+		how = "changed in place (same size, same mtime)"
+	}
+	inc.note = fmt.Sprintf("new files %s and %d %s (compressed %s); sent %s = %.2fx", mib(newBytes), len(touched), how, mib(duBytes(newZst)), mib(inc.stored), float64(inc.stored)/float64(duBytes(newZst)))
 	add("incremental save", inc, cold, "cold save")
 	// 5. warm restore: a dir holding the previous entry receives k3.
 	ws2 := filepath.Join(work, "ws2")
 	ws2Folders := under(ws2, folders)
 	cache("cache restore (previous entry)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL), folderFlags(ws2Folders)))
 	warm := cache("cache restore (warm, ~5% differs)", fmt.Sprintf("restore --store %s --key k3 %s", q(storeURL), folderFlags(ws2Folders)))
+	// What was saved as k3 (ws) and what the warm restore of k3 gave (ws2)
+	// must be the same tree: a stale save or a stale warm restore shows here.
+	warm.note = "warm restore gives the saved tree"
+	for i := range wsFolders {
+		if d := diffTrees(wsFolders[i], ws2Folders[i]); d != "" {
+			warm.note = "WRONG: the warm restore differs from the saved tree: " + d
+			log.Printf("  %s", warm.note)
+			break
+		}
+	}
 	add("warm restore", warm, coldR, "cold restore")
 	// 6. the reference tool's approach: gzip tar through a temp file, pushed whole.
 	tgz := filepath.Join(work, "ref.tgz")
@@ -363,6 +496,12 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	add("reference tool save", refSave, floorS, "tar|zstd")
 	add("reference tool restore", refRestore, floorR, "zstd|tar")
 }
+
+// settle waits after many files were deleted: ext4 scans past inodes freed
+// in the last ~30 s when it allocates new ones, which slows the next run's
+// file creation (seen in perf: recently_deleted). Let it forget before the
+// next measurement.
+func settle() { time.Sleep(35 * time.Second) }
 
 func parentOf(folders []string) string { return filepath.Dir(folders[0]) }
 
@@ -389,8 +528,10 @@ func addFiles(dir string, n int64) int64 {
 // touchSome appends a byte to one file in 500 of dir, as a lock-file change
 // does to a few small files: only files of at most 1/500 of the corpus
 // (limit bytes) are touched, never the new ones, so that "about 5% differs"
-// holds. The large corpus has no such file: nothing is touched there.
-func touchSome(dir string, limit int64) (touched []string) {
+// holds. The large corpus has no such file: nothing is touched there. With
+// inPlace, it changes the file's last byte instead and sets its mtime back:
+// same size, same mtime, other content.
+func touchSome(dir string, limit int64, inPlace bool) (touched []string) {
 	n := 0
 	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -409,17 +550,145 @@ func touchSome(dir string, limit int64) (touched []string) {
 		if strings.HasPrefix(d.Name(), ".tekton-cache") {
 			return nil // the restore state: saves skip it
 		}
-		if fi, err := d.Info(); err == nil && d.Type().IsRegular() && fi.Size() <= limit {
-			if f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0); err == nil {
+		if fi, err := d.Info(); err == nil && d.Type().IsRegular() && fi.Size() <= limit && (!inPlace || fi.Size() > 0) {
+			if inPlace {
+				check(changeLastByte(p, fi))
+			} else if f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0); err == nil {
 				f.Write([]byte{'\n'})
 				f.Close()
-				touched = append(touched, p)
-				k--
+			} else {
+				return nil
 			}
+			touched = append(touched, p)
+			k--
 		}
 		return nil
 	})
 	return touched
+}
+
+// changeLastByte flips a bit of p's last byte and sets its mtime back to
+// what it was (fi).
+func changeLastByte(p string, fi fs.FileInfo) error {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, fi.Size()-1); err != nil {
+		f.Close()
+		return err
+	}
+	b[0] ^= 1
+	if _, err := f.WriteAt(b, fi.Size()-1); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(p, fi.ModTime(), fi.ModTime())
+}
+
+// diffTrees returns the first difference between the trees a and b
+// (types, modes, mtimes, sizes, contents, link targets; the restore state
+// left out), or "".
+func diffTrees(a, b string) string {
+	seen := map[string]bool{}
+	diff := ""
+	filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			diff = err.Error()
+			return filepath.SkipAll
+		}
+		rel, _ := filepath.Rel(a, p)
+		if rel == ".tekton-cache-state" {
+			return nil
+		}
+		seen[rel] = true
+		if d := diffEntry(p, filepath.Join(b, rel), rel == "."); d != "" {
+			diff = rel + ": " + d
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if diff != "" {
+		return diff
+	}
+	filepath.WalkDir(b, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(b, p)
+		if err == nil && !seen[rel] && rel != ".tekton-cache-state" {
+			diff = rel + ": not in the saved tree"
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return diff
+}
+
+func diffEntry(pa, pb string, top bool) string {
+	fa, err := os.Lstat(pa)
+	if err != nil {
+		return err.Error()
+	}
+	fb, err := os.Lstat(pb)
+	if err != nil {
+		return err.Error()
+	}
+	switch {
+	case fa.Mode() != fb.Mode():
+		return fmt.Sprintf("mode %v, restored %v", fa.Mode(), fb.Mode())
+	case !fa.IsDir() && fa.Size() != fb.Size():
+		return fmt.Sprintf("size %d, restored %d", fa.Size(), fb.Size())
+	case !top && !fa.IsDir() && !fa.ModTime().Equal(fb.ModTime()):
+		return fmt.Sprintf("mtime %v, restored %v", fa.ModTime(), fb.ModTime())
+	case fa.Mode()&fs.ModeSymlink != 0:
+		ta, _ := os.Readlink(pa)
+		tb, _ := os.Readlink(pb)
+		if ta != tb {
+			return fmt.Sprintf("link to %q, restored %q", ta, tb)
+		}
+	case fa.Mode().IsRegular():
+		same, err := sameContent(pa, pb)
+		if err != nil {
+			return err.Error()
+		}
+		if !same {
+			return "content differs"
+		}
+	}
+	return ""
+}
+
+// sameContent compares two files of the same size, 1 MiB at a time.
+func sameContent(pa, pb string) (bool, error) {
+	fa, err := os.Open(pa)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	fb, err := os.Open(pb)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	for {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		if erra == io.EOF || erra == io.ErrUnexpectedEOF {
+			return errb == erra, nil
+		}
+		if erra != nil {
+			return false, erra
+		}
+		if errb != nil {
+			return false, errb
+		}
+	}
 }
 
 func startRegistry(root string) (addr string, stop func()) {
@@ -448,16 +717,20 @@ func startRegistry(root string) (addr string, stop func()) {
 
 func report() {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| corpus | store | scenario | wall | CPU | peak RSS | sent or fetched | vs floor | floor |\n")
-	fmt.Fprintf(&b, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&b, "| corpus | store | scenario | wall | CPU | peak RSS | sent or fetched | files hashed | vs floor | floor |\n")
+	fmt.Fprintf(&b, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %.2f s | %.2f s | %d MiB | %s | **%.2fx** | %s %.2f s |\n",
-			r.corpus, r.store, r.scenario, r.r.wall.Seconds(), r.r.cpu.Seconds(), r.r.rssKB/1024, mib(r.r.stored),
+		hashed := "-"
+		if r.r.hashed >= 0 {
+			hashed = fmt.Sprint(r.r.hashed)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f s | %.2f s | %d MiB | %s | %s | **%.2fx** | %s %.2f s |\n",
+			r.corpus, r.store, r.scenario, r.r.wall.Seconds(), r.r.cpu.Seconds(), r.r.rssKB/1024, mib(r.r.stored), hashed,
 			r.r.wall.Seconds()/r.floor.wall.Seconds(), strings.ReplaceAll(r.floorName, "|", `\|`), r.floor.wall.Seconds())
 	}
 	for _, r := range rows {
-		if r.scenario == "incremental save" {
-			fmt.Fprintf(&b, "\n%s/%s incremental save: %s\n", r.corpus, r.store, r.r.note)
+		if r.scenario == "incremental save" || r.scenario == "warm restore" {
+			fmt.Fprintf(&b, "\n%s/%s %s: %s\n", r.corpus, r.store, r.scenario, r.r.note)
 		}
 	}
 	fmt.Print(b.String())

@@ -285,10 +285,11 @@ func (x *Index) Validate() error {
 		}
 	}
 	// Links last: a link may point at an entry listed after it.
+	res := newLinkResolvers(len(x.Roots), x.Entries)
 	for i := range x.Entries {
 		e := &x.Entries[i]
 		if e.Type == TypeSymlink {
-			if err := checkLink(e, kinds[e.Root], x.Entries); err != nil {
+			if err := res[e.Root].check(e); err != nil {
 				return err
 			}
 		}
@@ -296,66 +297,189 @@ func (x *Index) Validate() error {
 	return nil
 }
 
-// checkLink refuses a symlink whose target, resolved through the links of
-// the index, leaves the root.
-func checkLink(e *Entry, kinds map[string]string, entries []Entry) error {
+// maxLinkDepth bounds how deeply links may resolve through other links; a
+// loop exceeds it and is refused.
+const maxLinkDepth = 40
+
+// linkResolver resolves the symlinks of one root through one another,
+// computing each link's target once (a link may be reached through
+// thousands of others, and a chain that goes through the same links twice
+// would otherwise cost 2^depth).
+type linkResolver struct {
+	links map[string]*linkNode // every link of the root, by path
+}
+
+// linkNode is one link and what is known of its resolution.
+type linkNode struct {
+	link   string // its target, as written
+	state  linkState
+	target string // linkResolved: where it leads, '.'-relative
+	// height is, for linkResolved, how deeply its resolution nests links in
+	// links (0: it goes through none); for linkTooDeep, the depth budget it
+	// was known to exceed.
+	height int
+}
+
+type linkState uint8
+
+const (
+	linkResolving linkState = iota + 1 // on the stack: reaching it again is a loop
+	linkResolved
+	linkTooDeep // needs more than height levels: retried with a larger budget
+	linkRefused // leaves the root or loops, whatever the budget
+)
+
+// newLinkResolvers indexes the links of each root once.
+func newLinkResolvers(roots int, entries []Entry) []*linkResolver {
+	res := make([]*linkResolver, roots)
+	n := 0
+	for i := range entries {
+		if entries[i].Type == TypeSymlink {
+			n++
+		}
+	}
+	for i := range res {
+		res[i] = &linkResolver{links: make(map[string]*linkNode, n/roots)}
+	}
+	for i := range entries {
+		if e := &entries[i]; e.Type == TypeSymlink {
+			res[e.Root].links[e.Path] = &linkNode{link: e.Link}
+		}
+	}
+	return res
+}
+
+// check refuses a symlink e, one of the resolver's links, whose target,
+// resolved through the links of the index, leaves the root.
+func (r *linkResolver) check(e *Entry) error {
 	if e.Link == "" || strings.ContainsRune(e.Link, 0) {
 		return unsafeErr(e, "empty link target")
 	}
 	if strings.HasPrefix(e.Link, "/") {
 		return unsafeErr(e, "link to absolute path %q", e.Link)
 	}
-	targets := map[string]string{}
-	for i := range entries {
-		if entries[i].Type == TypeSymlink && entries[i].Root == e.Root {
-			targets[entries[i].Path] = entries[i].Link
-		}
-	}
-	if _, ok := resolve(path.Dir(e.Path), e.Link, targets, 0); !ok {
+	if _, _, st := r.resolveLink(e.Path, r.links[e.Path], maxLinkDepth); st != linkResolved {
 		return unsafeErr(e, "link target %q leaves the root", e.Link)
 	}
 	return nil
 }
 
-// resolve walks target from dir ('.'-relative) component by component,
-// following links of the index, and reports whether it stays in the root.
-func resolve(dir, target string, links map[string]string, depth int) (string, bool) {
-	if depth > 40 {
-		return "", false // a loop: refuse
+// resolveLink resolves the link m (at path p) with budget levels of nesting left
+// (budget < 0: none) and returns where it leads, how deeply it nests links
+// (see linkNode.height) and linkResolved, or why not: linkTooDeep (too
+// deep for this budget) or linkRefused (out of the root, or a loop). Each
+// link is resolved once, or once more per larger budget after a too-deep
+// attempt: at most maxLinkDepth+2 times.
+func (r *linkResolver) resolveLink(p string, m *linkNode, budget int) (string, int, linkState) {
+	if budget < 0 {
+		return "", 0, linkTooDeep
 	}
-	var stack []string
-	if dir != "." && dir != "" {
-		stack = strings.Split(dir, "/")
+	switch m.state {
+	case linkResolving:
+		return "", 0, linkRefused // p leads through itself
+	case linkRefused:
+		return "", 0, linkRefused
+	case linkResolved:
+		if m.height > budget {
+			return "", 0, linkTooDeep
+		}
+		return m.target, m.height, linkResolved
+	case linkTooDeep:
+		if budget <= m.height {
+			return "", 0, linkTooDeep
+		}
 	}
-	for _, c := range strings.Split(target, "/") {
+	if strings.HasPrefix(m.link, "/") {
+		m.state = linkRefused
+		return "", 0, linkRefused
+	}
+	m.state = linkResolving
+	target, height, st := r.walk(path.Dir(p), m.link, budget)
+	switch st {
+	case linkResolved:
+		m.state, m.target, m.height = linkResolved, target, height
+	case linkTooDeep:
+		m.state, m.height = linkTooDeep, budget
+	default:
+		m.state = linkRefused
+	}
+	return target, height, st
+}
+
+// walk follows target from dir ('.'-relative) component by component,
+// resolving the links it meets with one level of budget less, and returns
+// the '.'-relative path it leads to and how deeply it nested links, or why
+// it failed (see resolveLink). The resolution is lexical, as the kernel's:
+// ".." goes up from where the links led.
+func (r *linkResolver) walk(dir, target string, budget int) (string, int, linkState) {
+	var buf [256]byte
+	var ends [32]int
+	cur := linkPath{p: buf[:0], ends: ends[:0]}
+	cur.set(dir)
+	height := 0
+	for c := range strings.SplitSeq(target, "/") {
 		switch c {
 		case "", ".":
 			continue
 		case "..":
-			if len(stack) == 0 {
-				return "", false
+			if !cur.up() {
+				return "", 0, linkRefused
 			}
-			stack = stack[:len(stack)-1]
 			continue
 		}
-		stack = append(stack, c)
-		cur := strings.Join(stack, "/")
-		if t, ok := links[cur]; ok {
-			if strings.HasPrefix(t, "/") {
-				return "", false
-			}
-			r, ok := resolve(path.Dir(cur), t, links, depth+1)
-			if !ok {
-				return "", false
-			}
-			stack = nil
-			if r != "." && r != "" {
-				stack = strings.Split(r, "/")
-			}
+		cur.push(c)
+		m := r.links[string(cur.p)]
+		if m == nil {
+			continue
 		}
+		to, h, st := r.resolveLink(string(cur.p), m, budget-1)
+		if st != linkResolved {
+			return "", 0, st
+		}
+		height = max(height, 1+h)
+		cur.set(to)
 	}
-	if len(stack) == 0 {
-		return ".", true
+	if len(cur.p) == 0 {
+		return ".", height, linkResolved
 	}
-	return strings.Join(stack, "/"), true
+	return string(cur.p), height, linkResolved
+}
+
+// linkPath is a '.'-relative path being resolved, component by component.
+type linkPath struct {
+	p    []byte // '/'-separated; empty: the root
+	ends []int  // where each component ends in p
+}
+
+func (l *linkPath) push(c string) {
+	if len(l.p) > 0 {
+		l.p = append(l.p, '/')
+	}
+	l.p = append(l.p, c...)
+	l.ends = append(l.ends, len(l.p))
+}
+
+// up removes the last component, or reports that there is none.
+func (l *linkPath) up() bool {
+	if len(l.ends) == 0 {
+		return false
+	}
+	l.ends = l.ends[:len(l.ends)-1]
+	if len(l.ends) == 0 {
+		l.p = l.p[:0]
+	} else {
+		l.p = l.p[:l.ends[len(l.ends)-1]]
+	}
+	return true
+}
+
+// set replaces the path with p, clean and '.'-relative.
+func (l *linkPath) set(p string) {
+	l.p, l.ends = l.p[:0], l.ends[:0]
+	if p == "." || p == "" {
+		return
+	}
+	for c := range strings.SplitSeq(p, "/") {
+		l.push(c)
+	}
 }

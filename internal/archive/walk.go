@@ -52,18 +52,13 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	if !slices.ContainsFunc(x.Entries, func(e Entry) bool { return e.Type == TypeSymlink }) {
 		return x, skipped, nil
 	}
-	kinds := make([]map[string]string, len(roots))
-	for i := range kinds {
-		kinds[i] = make(map[string]string, len(x.Entries)/len(roots))
-	}
-	for i := range x.Entries {
-		kinds[x.Entries[i].Root][x.Entries[i].Path] = x.Entries[i].Type
-	}
+	// Each link is checked against every link of its folder, as on disk.
+	res := newLinkResolvers(len(roots), x.Entries)
 	kept, keptIDs := x.Entries[:0], x.IDs[:0]
 	for i := range x.Entries {
 		e := x.Entries[i]
 		if e.Type == TypeSymlink {
-			if err := checkLink(&e, kinds[e.Root], x.Entries); err != nil {
+			if err := res[e.Root].check(&e); err != nil {
 				skipped = append(skipped, Skipped{Path: filepath.Join(roots[e.Root], e.Path), Reason: "symlink to " + e.Link + " leaves the folder"})
 				continue
 			}

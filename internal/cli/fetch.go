@@ -53,6 +53,7 @@ func runFetch(ctx context.Context, o *Options) error {
 	out["key"], out["store"] = key, storeName(storeURL)
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
+	stopWatch := o.watch(storeURL)
 	res, err := func() (*engine.RestoreResult, error) {
 		st, err := openStore(ctx, o, storeURL)
 		if err != nil {
@@ -63,6 +64,7 @@ func runFetch(ctx context.Context, o *Options) error {
 			AnyPlatform: o.CrossPlatform, LookupOnly: o.LookupOnly,
 		})
 	}()
+	stopWatch()
 	if err != nil {
 		return o.fail(out, withStore(err, storeURL), "cache error: restore failed (the build runs without a cache)")
 	}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,6 +49,8 @@ type Options struct {
 	stdout, stderr io.Writer
 	start          time.Time
 	target         string // key's --target, an alias of --source
+	lastLog        atomic.Int64
+	logMu          sync.Mutex // progress and wait lines come from other goroutines
 }
 
 // EnvPrefix starts the environment variable of every flag.
@@ -295,12 +299,45 @@ func (o *Options) restoreKeys(hash string) ([]string, error) {
 }
 
 func (o *Options) infof(format string, args ...any) {
+	o.lastLog.Store(time.Now().UnixNano())
 	if !o.Quiet {
+		o.logMu.Lock()
 		fmt.Fprintf(o.stderr, format+"\n", args...)
+		o.logMu.Unlock()
 	}
 }
 
+// waitInterval is how long the command may be silent before it says it is
+// still waiting for the store.
+var waitInterval = 10 * time.Second
+
+// watch prints a line whenever nothing was printed for waitInterval until
+// stop is called, so that a store that accepts connections and never
+// answers is not silence until --timeout.
+func (o *Options) watch(storeURL string) (stop func()) {
+	every := waitInterval
+	done, exited := make(chan struct{}), make(chan struct{})
+	t := time.NewTicker(every / 2)
+	o.lastLog.Store(time.Now().UnixNano())
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-t.C:
+				if time.Since(time.Unix(0, o.lastLog.Load())) >= every {
+					o.infof("still waiting for %s (%s so far; gives up after --timeout %s)", storeName(storeURL), time.Since(o.start).Round(time.Second), o.Timeout)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { t.Stop(); close(done); <-exited }
+}
+
 func (o *Options) warnf(format string, args ...any) {
+	o.logMu.Lock()
+	defer o.logMu.Unlock()
 	fmt.Fprintf(o.stderr, "warning: "+format+"\n", args...)
 }
 

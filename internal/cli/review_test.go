@@ -282,8 +282,8 @@ func TestD5OutcomesTellErrorsFromMisses(t *testing.T) {
 	}
 }
 
-// TestD6TimeoutIsNamedAndTimed is D6: a timeout read as a miss, without the
-// limit, with seconds=0.000.
+// TestD6TimeoutIsNamedAndTimed is D6: a stalled store was silence until the
+// timeout, which read as a miss, without the limit, with seconds=0.000.
 func TestD6TimeoutIsNamedAndTimed(t *testing.T) {
 	wd, folder := workspace(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
@@ -301,9 +301,14 @@ func TestD6TimeoutIsNamedAndTimed(t *testing.T) {
 		}
 	}()
 	res := t.TempDir()
+	defer func(d time.Duration) { waitInterval = d }(waitInterval)
+	waitInterval = 300 * time.Millisecond
 	r := cache(t, "fetch", "--source", "oci://"+l.Addr().String()+"/cache:go-{{hash}}", "--insecure", "--timeout", "1s", "--workingdir", wd, "--folder", folder, "--results-dir", res)
 	if r.code != 0 || !strings.Contains(r.stderr, "gave up after 1s (--timeout") {
 		t.Fatalf("timeout: %+v", r)
+	}
+	if !strings.Contains(r.stderr, "still waiting for oci://"+l.Addr().String()+"/cache") {
+		t.Errorf("a silent store is silence: %s", r.stderr)
 	}
 	if sec, _ := strconv.ParseFloat(readResult(t, res, "seconds"), 64); sec < 1 {
 		t.Fatalf("seconds = %v after a 1s timeout", sec)
@@ -405,5 +410,43 @@ func TestVersionFlagKeyJSONLookupAndFailOnMiss(t *testing.T) {
 	}
 	if _, err := os.Stat(empty); !os.IsNotExist(err) {
 		t.Errorf("--lookup-only created %s", empty)
+	}
+}
+
+// TestD10ListAndDelete is D10: `cache list` and `cache delete` were unknown
+// commands; nothing showed what a store holds.
+func TestD10ListAndDelete(t *testing.T) {
+	wd, folder := workspace(t)
+	s := fileStore(t)
+	for _, k := range []string{"go-1", "go-2", "npm-1"} {
+		if r := cache(t, "upload", "--store", s, "--key", k, "--workingdir", wd, "--folder", folder, "--force"); r.code != 0 {
+			t.Fatal(r)
+		}
+	}
+	r := cache(t, "list", "--store", s, "--prefix", "go-")
+	if r.code != 0 || !strings.Contains(r.stdout, "go-1") || !strings.Contains(r.stdout, "go-2") || strings.Contains(r.stdout, "npm-1") || !strings.Contains(r.stdout, "/") {
+		t.Fatalf("list: %+v", r)
+	}
+	out := jsonLine(t, cache(t, "ls", "--store", s, "--output", "json"))
+	list := out["entries"].([]any)
+	if len(list) != 3 || list[0].(map[string]any)["key"] != "npm-1" || list[0].(map[string]any)["folders"].([]any)[0] != ".cache/go" {
+		t.Fatalf("ls --output json: %v", out)
+	}
+	if r := cache(t, "delete", "--store", s, "--prefix", "go-", "--older-than", "1h", "--dry-run"); r.code != 0 || strings.Contains(r.stdout, "go-") {
+		t.Fatalf("nothing is an hour old: %+v", r)
+	}
+	if r := cache(t, "rm", "--store", s, "--prefix", "go-", "--dry-run"); r.code != 0 || !strings.Contains(r.stdout, "would delete go-1") {
+		t.Fatalf("dry run: %+v", r)
+	}
+	if r := cache(t, "delete", "--store", s, "--key", "go-1"); r.code != 0 || !strings.Contains(r.stdout, "deleted go-1") {
+		t.Fatalf("delete: %+v", r)
+	}
+	res := t.TempDir()
+	cache(t, "fetch", "--store", s, "--key", "go-1", "--folder", filepath.Join(t.TempDir(), "c"), "--results-dir", res)
+	if readResult(t, res, "status") != "miss" {
+		t.Fatal("the deleted entry still restores")
+	}
+	if r := cache(t, "delete", "--store", s); r.code != 2 {
+		t.Fatalf("delete without a selection: exit %d", r.code)
 	}
 }

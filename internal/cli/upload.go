@@ -57,6 +57,7 @@ func runUpload(ctx context.Context, o *Options) error {
 	out["key"], out["store"] = key, storeName(storeURL)
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
+	stopWatch := o.watch(storeURL)
 	res, err := func() (*engine.SaveResult, error) {
 		st, err := openStore(ctx, o, storeURL)
 		if err != nil {
@@ -67,6 +68,7 @@ func runUpload(ctx context.Context, o *Options) error {
 			AnyPlatform: o.CrossPlatform, Tool: "tekton-cache " + version(), Logf: o.infof,
 		})
 	}()
+	stopWatch()
 	if err != nil {
 		return o.fail(out, withStore(err, storeURL), "upload failed")
 	}

@@ -267,7 +267,7 @@ func TestCorruptPackIsNotAHitAndLeavesFolderAsItWas(t *testing.T) {
 	// restore) go too when the digest check fails only at the pack's end.
 	bad.atEnd = true
 	// A digest mismatch is damage: the entry is passed over, a miss that says so.
-	if res, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{missing}}); err != nil || res.Restored || !strings.Contains(res.MissReason, "entry k is damaged") {
+	if res, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{missing}}); err != nil || res.Restored || res.MatchedKey != "" || !strings.Contains(res.MissReason, "entry k is damaged") {
 		t.Fatalf("restore of a pack with a byte too many: %+v, %v", res, err)
 	}
 	if _, err := os.Lstat(missing); !os.IsNotExist(err) {

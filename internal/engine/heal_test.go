@@ -53,6 +53,11 @@ func TestDamagedEntryHeals(t *testing.T) {
 		t.Fatalf("f = %q", got)
 	}
 
+	// Without a fallback it is a miss that names no matched entry.
+	if res := restore(t, st, "go-new", nil, t.TempDir()); res.Restored || res.MatchedKey != "" || res.Found {
+		t.Fatalf("a damaged entry alone: %+v", res)
+	}
+
 	// The next upload, without Force, replaces the damaged entry.
 	up, err := Save(context.Background(), st, SaveOptions{Key: "go-new", Folders: []string{src}, Logf: t.Logf})
 	if err != nil || up.Skipped || !strings.Contains(up.Replaced, "is missing") {

@@ -301,11 +301,12 @@ func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool
 		return false, nil
 	}
 	res := r.res
-	res.MatchedKey, res.RestoreKey, res.Created, res.Platform = ref.Key, prefix, ref.Created, ref.Platform
-	res.Extra = m.extra
-	exact := ref.Key == r.opts.Key && len(m.extra) == 0
+	found := func() {
+		res.MatchedKey, res.RestoreKey, res.Created, res.Platform = ref.Key, prefix, ref.Created, ref.Platform
+		res.Extra, res.Found, res.Fetched = m.extra, true, ref.Key == r.opts.Key && len(m.extra) == 0
+	}
 	if r.opts.LookupOnly {
-		res.Found, res.Fetched = true, exact
+		found()
 		return true, nil
 	}
 	if m.moved {
@@ -321,7 +322,8 @@ func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool
 		}
 		return false, err
 	}
-	res.Found, res.Restored, res.Fetched = true, true, exact
+	found()
+	res.Restored = true
 	return true, nil
 }
 

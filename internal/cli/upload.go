@@ -88,7 +88,7 @@ func runUpload(ctx context.Context, o *Options) error {
 		base = fmt.Sprintf("%d of %d files unchanged since %s, %d read", res.ReusedFiles, res.Files, res.Base, res.Files-res.ReusedFiles)
 	}
 	share := ""
-	if res.Bytes > 0 {
+	if res.Bytes > 0 && res.UploadedBytes <= res.Bytes {
 		share = fmt.Sprintf(" (%.0f%% of %s)", 100*float64(res.UploadedBytes)/float64(res.Bytes), engine.HumanBytes(res.Bytes))
 	}
 	o.infof("saved %s to %s: %d files, %s in %.1fs; uploaded %s%s in %d blob(s): %d new pack(s), %d reused; %s",

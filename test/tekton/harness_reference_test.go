@@ -185,24 +185,31 @@ func emptyFile(t *testing.T) string {
 // examples' bucket name).
 func startMinIO(t *testing.T) testserver.S3 {
 	s := testserver.MinIO(t)
-	// Create the bucket: a signed PUT /bucket.
-	req, err := http.NewRequest(http.MethodPut, s.Endpoint+"/tekton-caches", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Create the bucket: a signed PUT /bucket. MinIO may answer 503 for a
+	// moment after it says it is ready.
 	sum := sha256.Sum256(nil)
 	hash := hex.EncodeToString(sum[:])
-	req.Header.Set("X-Amz-Content-Sha256", hash)
-	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: s.User, SecretAccessKey: s.Secret}, req, hash, "s3", "us-east-1", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("creating the bucket: %s", resp.Status)
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequest(http.MethodPut, s.Endpoint+"/tekton-caches", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Amz-Content-Sha256", hash)
+		if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: s.User, SecretAccessKey: s.Secret}, req, hash, "s3", "us-east-1", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || attempt == 50 {
+			t.Fatalf("creating the bucket: %s", resp.Status)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	return s
 }

@@ -205,6 +205,9 @@ func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cache
 	if template == "" {
 		template = cachekey.HashPlaceholder
 	}
+	if fi, err := os.Stat(o.WorkDir); o.WorkDir != "" && (err != nil || !fi.IsDir()) {
+		return "", "", nil, fmt.Errorf("working dir %s is not a directory: set --workingdir", o.WorkDir)
+	}
 	h := ""
 	if cachekey.HasHash(template) || len(o.Patterns) > 0 {
 		hash, err = cachekey.Compute(cachekey.Options{WorkDir: o.WorkDir, Patterns: o.Patterns, Exclude: o.Folders})

@@ -41,6 +41,7 @@ func TestD1MisconfigurationIsExit2(t *testing.T) {
 		{"unknown scheme", nil, []string{"--source", "foo://x/go-{{hash}}"}, `unknown scheme "foo"`},
 		{"no scheme", nil, []string{"--source", "/mnt/cache/go-{{hash}}"}, "file:///mnt/cache/go-{{hash}}"},
 		{"working dir", nil, []string{"--source", s + "/go-{{hash}}", "--workingdir", "/nonexistent"}, "/nonexistent is not a directory"},
+		{"working dir, fixed key", nil, []string{"--store", s, "--key", "k1", "--workingdir", "/nonexistent"}, "/nonexistent is not a directory"},
 		{"bad boolean", map[string]string{"CACHE_INSECURE": "yes"}, []string{"--source", s + "/go-{{hash}}"}, `CACHE_INSECURE="yes" is not a boolean`},
 		{"bad key", nil, []string{"--store", s, "--key", "go {{hash}}"}, "invalid cache key"},
 		{"bad restore key", nil, []string{"--source", s + "/go-{{hash}}", "--restore-keys", ".go"}, "--restore-keys"},

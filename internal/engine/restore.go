@@ -93,36 +93,6 @@ func (o *RestoreOptions) defaults() {
 	}
 }
 
-// Resolve finds the entry for key, then for each restore-key prefix in
-// order. It returns ErrNotFound (wrapped, with the keys tried) on a miss.
-func Resolve(ctx context.Context, st store.Store, key string, restoreKeys []string) (*store.Ref, error) {
-	ref, err := st.GetRef(ctx, key)
-	if err == nil {
-		return ref, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	// Say what is there when another tool wrote the key.
-	foreign := ""
-	if errors.Is(err, store.ErrForeign) {
-		foreign = " (" + err.Error() + ")"
-	}
-	for _, prefix := range restoreKeys {
-		ref, err := store.Newest(ctx, st, prefix)
-		if err == nil {
-			return ref, nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, err
-		}
-	}
-	if len(restoreKeys) == 0 {
-		return nil, fmt.Errorf("no entry for key %s in %s%s: %w", key, st, foreign, store.ErrNotFound)
-	}
-	return nil, fmt.Errorf("no entry for key %s%s nor any key starting with %q in %s: %w", key, foreign, restoreKeys, st, store.ErrNotFound)
-}
-
 // maxIndexBlob bounds the compressed index read from a store.
 const maxIndexBlob = 256 << 20
 

@@ -55,7 +55,8 @@ func runFetch(ctx context.Context, o *Options) error {
 	defer cancel()
 	stopWatch := o.watch(storeURL)
 	res, err := func() (*engine.RestoreResult, error) {
-		st, err := openStore(ctx, o, storeURL)
+		st, stop, err := o.openWatched(ctx, storeURL, cancel)
+		defer stop()
 		if err != nil {
 			return nil, err
 		}

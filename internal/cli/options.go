@@ -41,6 +41,7 @@ type Options struct {
 	Output          string
 	ResultsDir      string
 	Timeout         time.Duration
+	IdleTimeout     time.Duration
 	Jobs            int
 	CrossPlatform   bool
 	LookupOnly      bool
@@ -51,6 +52,7 @@ type Options struct {
 	target         string // key's --target, an alias of --source
 	lastLog        atomic.Int64
 	logMu          sync.Mutex // progress and wait lines come from other goroutines
+	idle           *idleWatch
 }
 
 // EnvPrefix starts the environment variable of every flag.
@@ -105,6 +107,7 @@ func (o *Options) addStoreFlags(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the outcome on stdout")
 	fs.StringVar(&o.ResultsDir, "results-dir", "", "directory to write one file per result into (status, error, key, seconds ...; see README): Tekton step results")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up after this long (a warning, as any transient store problem)")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up when the store sends or takes nothing for this long while a request is in flight (0: never)")
 	fs.IntVar(&o.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs")
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: restore entries saved on another OS/architecture (and let a save replace them)")
 }
@@ -287,6 +290,18 @@ func (o *Options) withTimeout(ctx context.Context) (context.Context, context.Can
 		return context.WithTimeout(ctx, o.Timeout)
 	}
 	return context.WithCancel(ctx)
+}
+
+// openWatched opens the store with --idle-timeout watching it: cancel is
+// the command's, called when the store stalls. stop ends the watch.
+func (o *Options) openWatched(ctx context.Context, storeURL string, cancel context.CancelFunc) (store.Store, func(), error) {
+	st, err := openStore(ctx, o, storeURL)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	st, w, stop := watchIdle(st, o.IdleTimeout, cancel)
+	o.idle = w
+	return st, stop, nil
 }
 
 func (o *Options) restoreKeys(hash string) ([]string, error) {

@@ -91,16 +91,23 @@ func isConfigError(err error) bool {
 // fail reports a failed command: a misconfiguration is exit 2 whatever
 // --strict says; a store problem is a warning (exit 0) unless --strict.
 func (o *Options) fail(out outcome, err error, what string) error {
-	if rerr := o.report(out, statusError, err); rerr != nil {
-		o.warnf("%v", rerr)
-	}
 	if isConfigError(err) {
+		if rerr := o.report(out, statusError, err); rerr != nil {
+			o.warnf("%v", rerr)
+		}
 		return usageError{err}
 	}
-	msg := what + ": " + oneLine(err.Error())
-	if errors.Is(err, context.DeadlineExceeded) && o.Timeout > 0 {
-		msg = fmt.Sprintf("%s: gave up after %s (--timeout, the TIMEOUT param): %s", what, o.Timeout, oneLine(err.Error()))
+	cause := oneLine(err.Error())
+	switch {
+	case o.idle != nil && o.idle.fired.Load():
+		cause = fmt.Sprintf("gave up: the store sent and took nothing for %s (--idle-timeout): %s", o.IdleTimeout, cause)
+	case errors.Is(err, context.DeadlineExceeded) && o.Timeout > 0:
+		cause = fmt.Sprintf("gave up after %s (--timeout, the TIMEOUT param): %s", o.Timeout, cause)
 	}
+	if rerr := o.report(out, statusError, errors.New(cause)); rerr != nil {
+		o.warnf("%v", rerr)
+	}
+	msg := what + ": " + cause
 	if o.Strict {
 		return fmt.Errorf("%w: %s", ErrStrict, msg)
 	}

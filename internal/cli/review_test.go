@@ -311,6 +311,15 @@ func TestD6TimeoutIsNamedAndTimed(t *testing.T) {
 	if !strings.Contains(r.stderr, "still waiting for oci://"+l.Addr().String()+"/cache") {
 		t.Errorf("a silent store is silence: %s", r.stderr)
 	}
+	if !strings.Contains(readResult(t, res, "error"), "gave up after 1s (--timeout") {
+		t.Errorf("the error result does not name the limit: %q", readResult(t, res, "error"))
+	}
+	// The idle limit gives up on a silent store long before --timeout.
+	start := time.Now()
+	r = cache(t, "fetch", "--source", "oci://"+l.Addr().String()+"/cache:go-{{hash}}", "--insecure", "--idle-timeout", "1s", "--workingdir", wd, "--folder", folder, "--results-dir", res)
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing for 1s (--idle-timeout)") || time.Since(start) > 10*time.Second {
+		t.Fatalf("idle timeout after %s: %+v", time.Since(start), r)
+	}
 	if sec, _ := strconv.ParseFloat(readResult(t, res, "seconds"), 64); sec < 1 {
 		t.Fatalf("seconds = %v after a 1s timeout", sec)
 	}

@@ -54,10 +54,9 @@ image: ## Build the image with ko and push it to $KO_DOCKER_REPO
 	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO, e.g. registry.example.com/tekton-cache"; exit 1; }
 	VERSION=$(VERSION) ko build --base-import-paths ./cmd/cache
 
-release: ## Render dist/release.yaml: the StepActions with the image pushed and pinned by digest
+release: ## Push the image and render dist/: cache-fetch.yaml, cache-upload.yaml (one StepAction each) and release.yaml, pinned by digest
 	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO"; exit 1; }
-	@mkdir -p dist
-	kustomize build tekton | VERSION=$(VERSION) ko resolve --base-import-paths -f - > dist/release.yaml
+	VERSION=$(VERSION) sh hack/release.sh dist
 
 clean: ## Remove build outputs and demo data
 	rm -rf bin demo .bench

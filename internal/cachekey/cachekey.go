@@ -1,5 +1,6 @@
 // Package cachekey computes cache keys from lock files: glob patterns,
-// relative to a working directory, select files; the hash covers each file's
+// relative to a working directory (or, in the reference tool's dialect, to
+// the path a walk from it gives; see pattern), select files; the hash covers each file's
 // relative path and content, in sorted order. Files inside the cached
 // folders and inside .git are never matched, so a cache restored into the
 // workspace cannot change the key it was restored under.
@@ -17,8 +18,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-
-	"github.com/bmatcuk/doublestar/v4"
 )
 
 // HashPlaceholder is replaced by the computed hash in key templates and URIs.
@@ -32,8 +31,9 @@ const hashVersion = "tekton-cache key v1\n"
 type Options struct {
 	// WorkDir is the directory patterns are relative to. Default ".".
 	WorkDir string
-	// Patterns are doublestar globs ("**/go.sum"). Empty: detect the
-	// language from WorkDir (see Detect).
+	// Patterns are globs ("**/go.sum"; see pattern for both dialects),
+	// applied in order, '!' excluding. Empty: detect the language from
+	// WorkDir (see Detect).
 	Patterns []string
 	// Exclude lists directories whose files never match: the cached
 	// folders. Relative paths are relative to the current directory, as
@@ -80,24 +80,23 @@ func Compute(o Options) (*Result, error) {
 	if len(res.Patterns) == 0 {
 		res.Detected, res.Patterns = Detect(absWD)
 		if len(res.Patterns) == 0 {
-			return nil, fmt.Errorf("no --pattern given and no known lock file in %s (go.sum, package-lock.json, yarn.lock, pnpm-lock.yaml, poetry.lock, uv.lock, requirements.txt, pom.xml, build.gradle, Gemfile.lock, composer.lock, Cargo.lock): pass --pattern", absWD)
+			return nil, fmt.Errorf("no --pattern given and no known lock file in %s (go.sum, package-lock.json, yarn.lock, pnpm-lock.yaml, bun.lock, poetry.lock, uv.lock, Pipfile.lock, requirements.txt, pom.xml, build.gradle, Gemfile.lock, composer.lock, Cargo.lock): pass --pattern", absWD)
 		}
 	}
-	for _, p := range res.Patterns {
-		if !doublestar.ValidatePattern(filepath.ToSlash(p)) {
-			return nil, fmt.Errorf("invalid pattern %q: check its brackets and braces", p)
-		}
+	ps, err := compilePatterns(res.Patterns)
+	if err != nil {
+		return nil, err
 	}
 	excl, err := excludedDirs(absWD, o.Exclude)
 	if err != nil {
 		return nil, err
 	}
-	paths, err := match(absWD, res.Patterns, excl)
+	paths, err := match(absWD, wd, ps, excl)
 	if err != nil {
 		return nil, err
 	}
 	if len(paths) == 0 {
-		return nil, fmt.Errorf("%w pattern(s) %s in %s (files in .git and in the cached folders are not matched)", ErrNoMatch, strings.Join(quoteAll(res.Patterns), ", "), absWD)
+		return nil, fmt.Errorf("%w pattern(s) %s in %s (patterns match paths relative to it, such as go.sum or sub/go.sum, or paths that start with the working dir as given, such as %s; files in .git and in the cached folders never match): fix --pattern or --workingdir", ErrNoMatch, strings.Join(quoteAll(res.Patterns), ", "), absWD, filepath.ToSlash(filepath.Join(wd, "go.sum")))
 	}
 	total := sha256.New()
 	io.WriteString(total, hashVersion) //nolint:errcheck // hashing never fails
@@ -184,37 +183,46 @@ func isExcluded(rel string, excl []string) bool {
 func hasMeta(p string) bool { return strings.ContainsAny(p, "*?[{\\") }
 
 // match returns the sorted, de-duplicated relative paths of the regular files
-// under wd that match any pattern.
-func match(wd string, patterns []string, excl []string) ([]string, error) {
+// under absWD that the patterns select; given is the working dir as the user
+// wrote it (the reference dialect matches paths that start with it).
+func match(absWD, given string, ps []pattern, excl []string) ([]string, error) {
 	set := map[string]bool{}
-	var globs []string
-	for _, p := range patterns {
-		p = strings.TrimPrefix(filepath.ToSlash(p), "./")
-		if hasMeta(p) {
-			globs = append(globs, p)
-			continue
-		}
-		// A literal path: no walk needed.
-		rel := filepath.ToSlash(filepath.Clean(p))
-		if rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(p) {
-			return nil, fmt.Errorf("pattern %q points outside the working dir %s", p, wd)
-		}
-		if isExcluded(rel, excl) || rel == ".git" || strings.HasPrefix(rel, ".git/") {
-			continue
-		}
-		if fi, err := os.Stat(filepath.Join(wd, filepath.FromSlash(rel))); err == nil && fi.Mode().IsRegular() {
-			set[rel] = true
+	walk := false
+	for i := range ps {
+		p := &ps[i]
+		if p.exclude || hasMeta(p.glob) || filepath.IsAbs(p.glob) {
+			walk = true
 		}
 	}
-	if len(globs) > 0 {
-		err := filepath.WalkDir(wd, func(p string, d fs.DirEntry, err error) error {
+	if !walk {
+		// Literal relative paths only: no walk needed.
+		for i := range ps {
+			rel := filepath.ToSlash(filepath.Clean(ps[i].glob))
+			// The reference dialect names the file by its walked path.
+			if g := filepath.ToSlash(filepath.Clean(given)) + "/"; g != "./" && strings.HasPrefix(rel, g) {
+				if _, err := os.Stat(filepath.Join(absWD, filepath.FromSlash(rel))); err != nil {
+					rel = strings.TrimPrefix(rel, g)
+				}
+			}
+			if rel == ".." || strings.HasPrefix(rel, "../") {
+				return nil, fmt.Errorf("pattern %q points outside the working dir %s", ps[i].raw, absWD)
+			}
+			if isExcluded(rel, excl) || rel == ".git" || strings.HasPrefix(rel, ".git/") {
+				continue
+			}
+			if fi, err := os.Stat(filepath.Join(absWD, filepath.FromSlash(rel))); err == nil && fi.Mode().IsRegular() {
+				set[rel] = true
+			}
+		}
+	} else {
+		err := filepath.WalkDir(absWD, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
-				if p == wd {
+				if p == absWD {
 					return err
 				}
 				return nil // unreadable subtree: it cannot hold a lock file we can hash
 			}
-			rel, _ := filepath.Rel(wd, p)
+			rel, _ := filepath.Rel(absWD, p)
 			rel = filepath.ToSlash(rel)
 			if d.IsDir() {
 				if rel != "." && (d.Name() == ".git" || isExcluded(rel, excl)) {
@@ -225,22 +233,20 @@ func match(wd string, patterns []string, excl []string) ([]string, error) {
 			if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
 				return nil
 			}
-			for _, g := range globs {
-				if ok, _ := doublestar.Match(g, rel); ok {
-					if d.Type()&fs.ModeSymlink != 0 {
-						// Follow links to files (a lock file linked in), not to dirs.
-						if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
-							return nil
-						}
-					}
-					set[rel] = true
+			if !selected(ps, rel, filepath.ToSlash(filepath.Join(given, rel))) {
+				return nil
+			}
+			if d.Type()&fs.ModeSymlink != 0 {
+				// Follow links to files (a lock file linked in), not to dirs.
+				if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
 					return nil
 				}
 			}
+			set[rel] = true
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("walking %s: %w", wd, err)
+			return nil, fmt.Errorf("walking %s: %w", absWD, err)
 		}
 	}
 	paths := make([]string, 0, len(set))

@@ -130,14 +130,14 @@ func TestStoreErrorsWarnAndExitZeroUnlessStrict(t *testing.T) {
 	l.Close()
 	res := t.TempDir()
 	for _, src := range []string{
-		"nope://bucket/{{hash}}",
 		"file:///proc/self/no-such-dir/{{hash}}",
 		fmt.Sprintf("oci://%s/repo:{{hash}}", dead),
 	} {
 		args := []string{"fetch", "--source", src, "--workingdir", wd, "--folder", folder, "--results-dir", res}
 		r := cache(t, args...)
-		if r.code != 0 || !strings.Contains(r.stderr, "warning: cache miss") || readResult(t, res, "fetched") != "false" {
-			t.Errorf("fetch from %s: want a warning and exit 0: %+v", src, r)
+		if r.code != 0 || !strings.Contains(r.stderr, "warning: cache error") || readResult(t, res, "fetched") != "false" ||
+			readResult(t, res, "status") != "error" || readResult(t, res, "error") == "" {
+			t.Errorf("fetch from %s: want a warning, status error and exit 0: %+v", src, r)
 		}
 		if n := strings.Count(strings.TrimSpace(r.stderr), "\n"); n > 1 {
 			t.Errorf("fetch from %s: warning spans %d lines", src, n+1)

@@ -6,14 +6,14 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,33 +41,75 @@ type Options struct {
 	Output          string
 	ResultsDir      string
 	Timeout         time.Duration
+	IdleTimeout     time.Duration
 	Jobs            int
+	CrossPlatform   bool
+	LookupOnly      bool
+	FailOnMiss      bool
 
 	stdout, stderr io.Writer
+	start          time.Time
+	target         string // key's --target, an alias of --source
+	lastLog        atomic.Int64
+	logMu          sync.Mutex // progress and wait lines come from other goroutines
+	idle           *idleWatch
 }
 
 // EnvPrefix starts the environment variable of every flag.
 const EnvPrefix = "CACHE_"
 
 func (o *Options) addKeyFlags(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&o.Patterns, "pattern", nil, "glob of the files the key is computed from, relative to --workingdir (repeatable; ** matches any depth). Default: detected from the lock files in --workingdir")
-	fs.StringVar(&o.WorkDir, "workingdir", ".", "directory the patterns are relative to")
-	fs.StringArrayVar(&o.Folders, "folder", nil, "directory to cache (repeatable); its files never count in the key")
-	fs.StringVar(&o.Key, "key", "", "cache key, or a template where {{hash}} is replaced by the hash of the pattern files (default: the last element of --source/--target)")
+	fs.Var(newList(&o.Patterns, false), "pattern", "glob of the files the key is computed from, relative to --workingdir or starting with it as given (repeatable or a comma list; ** matches any depth; !glob excludes). Default: detected from the lock files in --workingdir")
+	fs.StringVar(&o.WorkDir, "workingdir", ".", "directory the patterns are relative to, and the cached folders' names in the entry")
+	fs.Var(newList(&o.Folders, true), "folder", "directory to cache (repeatable or a comma list); its files never count in the key")
+	fs.StringVar(&o.Key, "key", "", "cache key, or a template where {{hash}}, {{os}} and {{arch}} are replaced (default: the last element of --source/--target)")
 }
+
+// listValue is a repeatable flag that also takes a list in one value: one
+// item per line, or comma-separated (commas inside {braces} belong to a
+// glob). With paths, a value that names an existing path is one item even
+// if it has a comma.
+type listValue struct {
+	items *[]string
+	paths bool
+}
+
+func newList(p *[]string, paths bool) *listValue { return &listValue{items: p, paths: paths} }
+
+func (l *listValue) String() string {
+	if l.items == nil {
+		return ""
+	}
+	return strings.Join(*l.items, ",")
+}
+
+func (l *listValue) Set(v string) error {
+	if l.paths && !strings.Contains(v, "\n") {
+		if _, err := os.Lstat(strings.TrimSpace(v)); err == nil {
+			*l.items = append(*l.items, strings.TrimSpace(v))
+			return nil
+		}
+	}
+	*l.items = append(*l.items, splitList(v)...)
+	return nil
+}
+
+func (l *listValue) Type() string { return "list" }
 
 func (o *Options) addStoreFlags(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.StringVar(&o.URI, uriFlag, "", uriHelp)
 	fs.StringVar(&o.StoreURL, "store", "", "store URL without a key (file:///dir, oci://registry/repo, s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix); use with --key")
 	fs.StringVar(&o.BlobQueryParams, "blob-query-params", "", "query parameters appended to the store URL (e.g. ?endpoint=http://minio:9000&use_path_style=true), as the reference tool's BLOB_QUERY_PARAMS")
-	fs.BoolVar(&o.Insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the store")
-	fs.StringArrayVar(&o.RestoreKeys, "restore-keys", nil, "key prefix to fall back to when the exact key misses, newest entry first (repeatable, tried in order)")
-	fs.BoolVar(&o.Strict, "strict", false, "exit non-zero on a miss or a cache error instead of warning")
+	fs.BoolVar(&o.Insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the store (--insecure, --insecure=false or --insecure false)")
+	fs.Var(newList(&o.RestoreKeys, false), "restore-keys", "key prefix to fall back to when the exact key misses, newest entry first (repeatable or a comma list, tried in order)")
+	fs.BoolVar(&o.Strict, "strict", false, "exit 1 on a miss or a transient cache error instead of warning")
 	fs.BoolVar(&o.Quiet, "quiet", false, "print warnings only")
 	fs.StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the outcome on stdout")
-	fs.StringVar(&o.ResultsDir, "results-dir", "", "directory to write one file per result into (fetched, restored, key, matched-key, bytes, seconds): Tekton step results")
-	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up (as a miss, or a failed upload) after this long")
+	fs.StringVar(&o.ResultsDir, "results-dir", "", "directory to write one file per result into (status, error, key, seconds ...; see README): Tekton step results")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up after this long (a warning, as any transient store problem)")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up when the store sends or takes nothing for this long while a request is in flight (0: never)")
 	fs.IntVar(&o.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs")
+	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: restore entries saved on another OS/architecture (and let a save replace them)")
 }
 
 // envName is the environment variable of a flag.
@@ -76,8 +118,8 @@ func envName(flag string) string {
 }
 
 // applyEnv sets every flag not given on the command line from its CACHE_*
-// variable. Repeatable flags take one value per line, or comma-separated
-// values (commas inside {braces} belong to a glob).
+// variable. List flags take one value per line, or comma-separated values
+// (commas inside {braces} belong to a glob), as on the command line.
 func applyEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
@@ -88,14 +130,12 @@ func applyEnv(fs *pflag.FlagSet) error {
 		if !ok || v == "" {
 			return
 		}
-		if f.Value.Type() == "stringArray" {
-			for _, item := range splitList(v) {
-				if serr := fs.Set(f.Name, item); serr != nil {
-					err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, serr)
-					return
-				}
+		if f.Value.Type() == "bool" {
+			if _, perr := strconv.ParseBool(strings.TrimSpace(v)); perr != nil {
+				err = fmt.Errorf("%s=%q is not a boolean: use true or false", envName(f.Name), v)
+				return
 			}
-			return
+			v = strings.TrimSpace(v)
 		}
 		if serr := fs.Set(f.Name, v); serr != nil {
 			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, serr)
@@ -140,6 +180,7 @@ func splitList(v string) []string {
 
 // keyAndStore works out the store URL and the key from --source/--target or
 // --store and --key, hashing the pattern files when the key has {{hash}}.
+// Every error it returns is a misconfiguration.
 func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cachekey.Result, err error) {
 	template := o.Key
 	storeURL = o.StoreURL
@@ -157,20 +198,28 @@ func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cache
 		}
 	}
 	if needStore && storeURL == "" {
-		return "", "", nil, errors.New("no store: pass --source/--target URI (e.g. oci://registry/repo:go-{{hash}}) or --store URL with --key")
+		return "", "", nil, errors.New("no store: pass --source (fetch) or --target (upload) with a URI such as oci://registry/repo:go-{{hash}}, or --store URL with --key")
+	}
+	if needStore {
+		if _, err := store.ParseURL(storeURL); err != nil {
+			return "", "", nil, err
+		}
 	}
 	if template == "" {
 		template = cachekey.HashPlaceholder
 	}
-	key = template
-	if strings.Contains(template, cachekey.HashPlaceholder) || len(o.Patterns) > 0 {
+	if fi, err := os.Stat(o.WorkDir); o.WorkDir != "" && (err != nil || !fi.IsDir()) {
+		return "", "", nil, fmt.Errorf("working dir %s is not a directory: set --workingdir", o.WorkDir)
+	}
+	h := ""
+	if cachekey.HasHash(template) || len(o.Patterns) > 0 {
 		hash, err = cachekey.Compute(cachekey.Options{WorkDir: o.WorkDir, Patterns: o.Patterns, Exclude: o.Folders})
 		if err != nil {
 			return "", "", nil, err
 		}
-		key = cachekey.Expand(template, hash.Hash)
+		h = hash.Hash
 	}
-	if err := store.ValidateKey(key); err != nil {
+	if key, err = o.expandKey(template, h, false); err != nil {
 		return "", "", nil, err
 	}
 	if o.BlobQueryParams != "" {
@@ -184,10 +233,32 @@ func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cache
 	return storeURL, key, hash, nil
 }
 
+// expandKey expands a key (or restore-key prefix) template and maps a key
+// that is not valid in every store (the reference tool's cache-go:HASH, a
+// branch name with '/') to a valid one, saying so.
+func (o *Options) expandKey(template, hash string, prefix bool) (string, error) {
+	k, err := cachekey.ExpandAll(template, hash)
+	if err != nil {
+		return "", err
+	}
+	mapKey, what := store.MapKey, "key"
+	if prefix {
+		mapKey, what = store.MapPrefix, "restore key"
+	}
+	mapped, changed, err := mapKey(k)
+	if err != nil {
+		return "", err
+	}
+	if changed {
+		o.infof("%s %q is not valid in every store: using %q (':', '/', '@', '+' and '=' become '-')", what, k, mapped)
+	}
+	return mapped, nil
+}
+
 // uriHasKey tells whether a --source/--target URI ends with a key: always,
 // unless --key is given too and the URI has neither {{hash}} nor an OCI tag.
 func uriHasKey(uri string, haveKey bool) bool {
-	if !haveKey || strings.Contains(uri, cachekey.HashPlaceholder) {
+	if !haveKey || cachekey.HasHash(uri) {
 		return true
 	}
 	if rest, ok := strings.CutPrefix(uri, "oci://"); ok {
@@ -198,7 +269,7 @@ func uriHasKey(uri string, haveKey bool) bool {
 }
 
 // resolve works out the store URL, the key and the restore keys, and says
-// how the key was made.
+// how the key was made. Every error it returns is a misconfiguration.
 func (o *Options) resolve() (storeURL, key string, restoreKeys []string, err error) {
 	storeURL, key, hash, err := o.keyAndStore(true)
 	if err != nil {
@@ -221,11 +292,23 @@ func (o *Options) withTimeout(ctx context.Context) (context.Context, context.Can
 	return context.WithCancel(ctx)
 }
 
+// openWatched opens the store with --idle-timeout watching it: cancel is
+// the command's, called when the store stalls. stop ends the watch.
+func (o *Options) openWatched(ctx context.Context, storeURL string, cancel context.CancelFunc) (store.Store, func(), error) {
+	st, err := openStore(ctx, o, storeURL)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	st, w, stop := watchIdle(st, o.IdleTimeout, cancel)
+	o.idle = w
+	return st, stop, nil
+}
+
 func (o *Options) restoreKeys(hash string) ([]string, error) {
 	var out []string
 	for _, rk := range o.RestoreKeys {
-		rk = cachekey.Expand(rk, hash)
-		if err := store.ValidatePrefix(rk); err != nil {
+		rk, err := o.expandKey(rk, hash, true)
+		if err != nil {
 			return nil, fmt.Errorf("--restore-keys: %w", err)
 		}
 		out = append(out, rk)
@@ -234,12 +317,45 @@ func (o *Options) restoreKeys(hash string) ([]string, error) {
 }
 
 func (o *Options) infof(format string, args ...any) {
+	o.lastLog.Store(time.Now().UnixNano())
 	if !o.Quiet {
+		o.logMu.Lock()
 		fmt.Fprintf(o.stderr, format+"\n", args...)
+		o.logMu.Unlock()
 	}
 }
 
+// waitInterval is how long the command may be silent before it says it is
+// still waiting for the store.
+var waitInterval = 10 * time.Second
+
+// watch prints a line whenever nothing was printed for waitInterval until
+// stop is called, so that a store that accepts connections and never
+// answers is not silence until --timeout.
+func (o *Options) watch(storeURL string) (stop func()) {
+	every := waitInterval
+	done, exited := make(chan struct{}), make(chan struct{})
+	t := time.NewTicker(every / 2)
+	o.lastLog.Store(time.Now().UnixNano())
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-t.C:
+				if time.Since(time.Unix(0, o.lastLog.Load())) >= every {
+					o.infof("still waiting for %s (%s so far; gives up after --timeout %s)", storeName(storeURL), time.Since(o.start).Round(time.Second), o.Timeout)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { t.Stop(); close(done); <-exited }
+}
+
 func (o *Options) warnf(format string, args ...any) {
+	o.logMu.Lock()
+	defer o.logMu.Unlock()
 	fmt.Fprintf(o.stderr, "warning: "+format+"\n", args...)
 }
 
@@ -253,55 +369,12 @@ func (o *Options) checkOutput() error {
 	return nil
 }
 
-// outcome is what a command reports: results files and the JSON line.
-type outcome map[string]any
-
-func (o *Options) report(out outcome) error {
-	if o.ResultsDir != "" {
-		if err := os.MkdirAll(o.ResultsDir, 0o755); err != nil {
-			return fmt.Errorf("writing results: %w", err)
-		}
-		for k, v := range out {
-			switch v.(type) {
-			case map[string]any, []string:
-				continue
-			}
-			s := fmt.Sprint(v)
-			if f, ok := v.(float64); ok {
-				s = strconv.FormatFloat(f, 'f', 3, 64)
-			}
-			if err := os.WriteFile(filepath.Join(o.ResultsDir, k), []byte(s), 0o644); err != nil {
-				return fmt.Errorf("writing results: %w", err)
-			}
-		}
-	}
-	if o.Output == "json" {
-		data, err := json.Marshal(out)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(o.stdout, string(data))
-	}
-	return nil
-}
-
-// ErrStrict is returned when --strict turns a miss or a cache error into a
-// failure.
-var ErrStrict = errors.New("strict mode")
-
-// failSoft reports a cache problem: a warning and exit 0, or an error with
-// --strict.
-func (o *Options) failSoft(err error) error {
-	if o.Strict {
-		return fmt.Errorf("%w: %w", ErrStrict, err)
-	}
-	o.warnf("%v", err)
-	return nil
-}
-
 func bindEnv(cmd *cobra.Command, o *Options) {
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
-		o.stdout, o.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
-		return applyEnv(cmd.Flags())
+		o.stdout, o.stderr, o.start = cmd.OutOrStdout(), cmd.ErrOrStderr(), time.Now()
+		if err := applyEnv(cmd.Flags()); err != nil {
+			return usageError{err}
+		}
+		return nil
 	}
 }

@@ -2,10 +2,10 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,16 +40,19 @@ Every flag can also be set with an environment variable: CACHE_ and the flag
 name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version(),
 	}
-	root.AddCommand(newFetch(), newUpload(), newKey(), newVersion())
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newVersion())
 	return root
 }
 
 // Execute runs the command line and returns the process exit code: 0, 1
-// for a failure (or a miss with --strict), 2 for a usage error.
+// for a failure under --strict or --fail-on-miss, 2 for a misconfiguration
+// (a usage error, a bad store URL, key, pattern, working dir or value).
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot()
-	root.SetArgs(args)
+	root.SetArgs(joinBoolValues(root, args))
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
@@ -57,11 +60,52 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "error: %s\n", oneLine(err.Error()))
-	var usage usageError
-	if errors.As(err, &usage) || isFlagError(err) {
+	if isConfigError(err) || isFlagError(err) {
 		return 2
 	}
 	return 1
+}
+
+// joinBoolValues turns "--insecure false" into "--insecure=false" for the
+// boolean flags of the command args run: the reference tool's StepAction
+// scripts (and their vendored copies) pass booleans that way.
+func joinBoolValues(root *cobra.Command, args []string) []string {
+	cmd, _, err := root.Find(args)
+	if err != nil || cmd == nil {
+		return args
+	}
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name, isLong := strings.CutPrefix(a, "--")
+		if isLong && !strings.Contains(name, "=") && i+1 < len(args) {
+			if f := cmd.Flags().Lookup(name); f != nil && f.Value.Type() == "bool" {
+				if _, perr := strconv.ParseBool(args[i+1]); perr == nil {
+					out = append(out, a+"="+args[i+1])
+					i++
+					continue
+				}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// noArgs refuses positional arguments with a line that says what to write.
+func noArgs(uriFlag string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		if strings.Contains(args[0], "://") && uriFlag != "" {
+			return usageError{fmt.Errorf("unexpected argument %q: pass the store URI with --%s %s", args[0], uriFlag, args[0])}
+		}
+		return usageError{fmt.Errorf("unexpected argument %q: every value goes with a flag (--flag value or --flag=value); see cache %s --help", args[0], cmd.Name())}
+	}
 }
 
 type usageError struct{ error }
@@ -78,16 +122,6 @@ func isFlagError(err error) bool {
 // oneLine folds a multi-line error (SDKs like them) into one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// withStore is err on one line, naming the store unless it already does.
-func withStore(err error, storeURL string) string {
-	msg := oneLine(err.Error())
-	name := store.Redact(storeURL)
-	if strings.Contains(msg, strings.SplitN(name, "?", 2)[0]) {
-		return msg
-	}
-	return name + ": " + msg
 }
 
 func openStore(ctx context.Context, o *Options, url string) (store.Store, error) {

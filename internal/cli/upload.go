@@ -2,14 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tekton-cache/tekton-cache/internal/engine"
-	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
 func newUpload() *cobra.Command {
@@ -17,11 +15,11 @@ func newUpload() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "upload",
 		Aliases: []string{"save"},
-		Short:   "Save folders under the key (skipped when the key exists, unless --force; a failure warns and exits 0 unless --strict)",
+		Short:   "Save folders under the key (skipped when a whole entry with these folders exists, unless --force; a store problem warns and exits 0 unless --strict)",
 		Example: `  cache upload --target oci://registry:5000/cache/go:go-{{hash}} --pattern '**/go.sum' \
     --folder "$GOCACHE" --folder "$GOMODCACHE"
   cache save --store file:///mnt/cache --key "$(cat results/key)" --folder node_modules`,
-		Args: cobra.NoArgs,
+		Args: noArgs("target"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.checkOutput(); err != nil {
 				return usageError{err}
@@ -30,62 +28,73 @@ func newUpload() *cobra.Command {
 		},
 	}
 	o.addKeyFlags(cmd.Flags())
-	o.addStoreFlags(cmd.Flags(), "target", "store URI whose last element is the key, as the reference tool's --target: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, file:///dir/{{hash}}")
-	cmd.Flags().BoolVar(&o.Force, "force", false, "save even when the key already exists")
+	o.addStoreFlags(cmd.Flags(), "target", "store URI whose last element is the key, as the reference tool's --target: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, s3://bucket/cache-go:{{hash}}, file:///dir/{{hash}}")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "save even when a whole entry exists under the key")
 	cmd.Flags().StringVar(&o.Fetched, "fetched", "", "the fetch step's fetched result: \"true\" skips the upload (the exact key was restored), unless --force")
 	bindEnv(cmd, o)
 	return cmd
 }
 
+func uploadOutcome() outcome {
+	return outcome{
+		"key": "", "uploaded": false, "store": "", "reason": "", "replaced": "",
+		"bytes": int64(0), "files": 0, "reused-files": 0, "uploaded-bytes": int64(0), "uploaded-blobs": 0,
+		"new-packs": 0, "reused-packs": 0,
+	}
+}
+
 func runUpload(ctx context.Context, o *Options) error {
-	out := outcome{"key": "", "uploaded": false, "bytes": int64(0), "seconds": 0.0}
+	out := uploadOutcome()
 	if strings.EqualFold(strings.TrimSpace(o.Fetched), "true") && !o.Force {
-		o.infof("upload skipped: the exact key was fetched, so the store already has this entry")
-		return o.report(out)
+		out["reason"] = "the exact key was fetched, so the store already has this entry"
+		o.infof("upload skipped: %s", out["reason"])
+		return o.report(out, statusSkipped, nil)
 	}
 	storeURL, key, baseKeys, err := o.resolve()
 	if err != nil {
-		o.report(out) //nolint:errcheck // the key error is the one to show
-		return o.failSoft(fmt.Errorf("upload skipped: %w", err))
+		return o.fail(out, usageError{err}, "upload failed")
 	}
-	out["key"] = key
+	out["key"], out["store"] = key, storeName(storeURL)
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
+	stopWatch := o.watch(storeURL)
 	res, err := func() (*engine.SaveResult, error) {
-		st, err := openStore(ctx, o, storeURL)
+		st, stop, err := o.openWatched(ctx, storeURL, cancel)
+		defer stop()
 		if err != nil {
 			return nil, err
 		}
-		return engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: o.Folders, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs, Tool: "tekton-cache " + version(), Logf: o.infof})
+		return engine.Save(ctx, st, engine.SaveOptions{
+			Key: key, Folders: o.Folders, WorkDir: o.WorkDir, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs,
+			AnyPlatform: o.CrossPlatform, Tool: "tekton-cache " + version(), Logf: o.infof,
+		})
 	}()
-	if errors.Is(err, engine.ErrConfig) {
-		o.report(out)          //nolint:errcheck // the configuration error is the one to show
-		return usageError{err} // never transient: exit 2, strict or not
-	}
+	stopWatch()
 	if err != nil {
-		if rerr := o.report(out); rerr != nil {
-			o.warnf("%v", rerr)
-		}
-		return o.failSoft(fmt.Errorf("upload failed: %s", withStore(err, storeURL)))
+		return o.fail(out, withStore(err, storeURL), "upload failed")
 	}
-	out["seconds"] = res.Duration.Seconds()
 	if res.Skipped {
+		out["reason"] = res.SkipReason
 		o.infof("upload skipped: %s", res.SkipReason)
-		return o.report(out)
+		return o.report(out, statusSkipped, nil)
 	}
-	out["uploaded"], out["bytes"] = true, res.Bytes
-	out["files"], out["uploaded-bytes"], out["uploaded-blobs"] = res.Files, res.UploadedBytes, res.UploadedBlobs
+	out["uploaded"], out["bytes"], out["replaced"] = true, res.Bytes, res.Replaced
+	out["files"], out["reused-files"], out["uploaded-bytes"], out["uploaded-blobs"] = res.Files, res.ReusedFiles, res.UploadedBytes, res.UploadedBlobs
 	out["new-packs"], out["reused-packs"] = res.NewPacks, res.ReusedPacks
-	out["reused-files"], out["hashed-files"] = res.ReusedFiles, res.HashedFiles
-	if err := o.report(out); err != nil {
-		return o.failSoft(err)
+	out["hashed-files"] = res.HashedFiles
+	if err := o.report(out, statusSaved, nil); err != nil {
+		o.warnf("%v", err)
 	}
 	base := "no base entry: every file was read"
 	if res.Base != "" {
-		base = fmt.Sprintf("base %s: %d files unchanged, %d of them read to check", res.Base, res.ReusedFiles, res.HashedFiles)
+		base = fmt.Sprintf("%d of %d files unchanged since %s (%d of them read to check), %d read", res.ReusedFiles, res.Files, res.Base, res.HashedFiles, res.Files-res.ReusedFiles)
 	}
-	o.infof("saved %s to %s: %d files, %s in %.1fs; sent %d blob(s), %s (%d new pack(s), %d reused; %s)",
-		key, store.Redact(storeURL), res.Files, engine.HumanBytes(res.Bytes), res.Duration.Seconds(),
-		res.UploadedBlobs, engine.HumanBytes(res.UploadedBytes), res.NewPacks, res.ReusedPacks, base)
+	share := ""
+	if res.Bytes > 0 && res.UploadedBytes <= res.Bytes {
+		share = fmt.Sprintf(" (%.0f%% of %s)", 100*float64(res.UploadedBytes)/float64(res.Bytes), engine.HumanBytes(res.Bytes))
+	}
+	o.infof("saved %s to %s: %d files, %s in %.1fs; uploaded %s%s in %d blob(s): %d new pack(s), %d reused; %s",
+		key, storeName(storeURL), res.Files, engine.HumanBytes(res.Bytes), res.Duration.Seconds(),
+		engine.HumanBytes(res.UploadedBytes), share, res.UploadedBlobs, res.NewPacks, res.ReusedPacks, base)
 	return nil
 }

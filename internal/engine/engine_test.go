@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,21 +152,60 @@ func TestWarmRestoreWritesOnlyChanges(t *testing.T) {
 	}
 }
 
+// twoFolders makes a working dir with folders a and b, each holding x.
+func twoFolders(t *testing.T, inA, inB string) (wd, a, b string) {
+	wd = t.TempDir()
+	a, b = filepath.Join(wd, "a"), filepath.Join(wd, "b")
+	for dir, content := range map[string]string{a: inA, b: inB} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "x"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return wd, a, b
+}
+
 func TestSeveralFolders(t *testing.T) {
 	st := memory.NewStore("t")
-	a, b := t.TempDir(), t.TempDir()
-	os.WriteFile(filepath.Join(a, "x"), []byte("in a"), 0o644)
-	os.WriteFile(filepath.Join(b, "x"), []byte("in b"), 0o644)
-	save(t, st, "two", a, b)
-	ra, rb := t.TempDir(), t.TempDir()
-	restore(t, st, "two", nil, ra, rb)
+	wd, a, b := twoFolders(t, "in a", "in b")
+	if _, err := Save(context.Background(), st, SaveOptions{Key: "two", Folders: []string{a, b}, WorkDir: wd}); err != nil {
+		t.Fatal(err)
+	}
+	if ref, _ := st.GetRef(context.Background(), "two"); !slices.Equal(ref.Folders, []string{"a", "b"}) {
+		t.Fatalf("the ref records folders %q, want [a b]", ref.Folders)
+	}
+	// Another workspace, the folders in the other order (review D4): each
+	// folder's content lands in its own folder.
+	wd2 := t.TempDir()
+	ra, rb := filepath.Join(wd2, "a"), filepath.Join(wd2, "b")
+	res, err := Restore(context.Background(), st, RestoreOptions{Key: "two", Folders: []string{rb, ra}, WorkDir: wd2})
+	if err != nil || !res.Fetched {
+		t.Fatalf("swapped restore: %+v, %v", res, err)
+	}
 	for dir, want := range map[string]string{ra: "in a", rb: "in b"} {
 		if got, _ := os.ReadFile(filepath.Join(dir, "x")); string(got) != want {
 			t.Errorf("%s/x = %q, want %q", dir, got, want)
 		}
 	}
-	if _, err := Restore(context.Background(), st, RestoreOptions{Key: "two", Folders: []string{ra}}); err == nil {
-		t.Fatal("restoring a two-folder entry into one folder succeeded")
+	// A folder more: the two restored by name, the new one left alone, and
+	// the result is no exact hit (so the upload saves the new folder).
+	wd3 := t.TempDir()
+	c := filepath.Join(wd3, "c")
+	res, err = Restore(context.Background(), st, RestoreOptions{Key: "two", Folders: []string{filepath.Join(wd3, "a"), c, filepath.Join(wd3, "b")}, WorkDir: wd3})
+	if err != nil || !res.Restored || res.Fetched || !slices.Equal(res.Extra, []string{"c"}) {
+		t.Fatalf("restore with an extra folder: %+v, %v", res, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(wd3, "b", "x")); string(got) != "in b" {
+		t.Errorf("b/x = %q", got)
+	}
+	// One folder of two, or folders of other names: a miss that says why.
+	for _, folders := range [][]string{{ra}, {filepath.Join(wd2, "p"), filepath.Join(wd2, "q")}} {
+		res, err := Restore(context.Background(), st, RestoreOptions{Key: "two", Folders: folders, WorkDir: wd2})
+		if err != nil || res.Restored || !strings.Contains(res.MissReason, `holds folder(s) ["a" "b"]`) {
+			t.Fatalf("restoring %q: %+v, %v; want a miss naming the folders", folders, res, err)
+		}
 	}
 }
 
@@ -206,7 +246,7 @@ func TestCorruptPackIsNotAHitAndLeavesFolderAsItWas(t *testing.T) {
 	os.WriteFile(filepath.Join(dst, "mine"), []byte("user data"), 0o644)
 	before := testtree.Snapshot(t, dst)
 	res, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{dst}})
-	if err == nil {
+	if err == nil && res.Restored {
 		t.Fatalf("restore of a corrupt entry succeeded: %+v", res)
 	}
 	if !errors.Is(err, digest.ErrMismatch) && !errors.Is(err, archive.ErrCorrupt) && !strings.Contains(err.Error(), "zstd") {
@@ -226,13 +266,14 @@ func TestCorruptPackIsNotAHitAndLeavesFolderAsItWas(t *testing.T) {
 	// Files written under their final names in fresh directories (a cold
 	// restore) go too when the digest check fails only at the pack's end.
 	bad.atEnd = true
-	if _, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{missing}}); err == nil {
-		t.Fatal("restore of a pack with a byte too many succeeded")
+	// A digest mismatch is damage: the entry is passed over, a miss that says so.
+	if res, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{missing}}); err != nil || res.Restored || res.MatchedKey != "" || !strings.Contains(res.MissReason, "entry k is damaged") {
+		t.Fatalf("restore of a pack with a byte too many: %+v, %v", res, err)
 	}
 	if _, err := os.Lstat(missing); !os.IsNotExist(err) {
 		t.Fatalf("a failed cold restore left %s behind: %v", missing, err)
 	}
-	if _, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{dst}}); err == nil {
+	if res, err := Restore(context.Background(), bad, RestoreOptions{Key: "k", Folders: []string{dst}}); err == nil && res.Restored {
 		t.Fatal("restore of a pack with a byte too many succeeded")
 	}
 	testtree.Equal(t, before, testtree.Snapshot(t, dst))

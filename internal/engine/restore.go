@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,8 +24,18 @@ type RestoreOptions struct {
 	// RestoreKeys are prefixes tried in order when Key misses; the newest
 	// entry whose key starts with the prefix wins.
 	RestoreKeys []string
-	// Folders receive the entry's folders, by position.
+	// Folders receive the entry's folders, matched by name (see
+	// store.Ref.Folders): a reordered list restores each folder into its own.
 	Folders []string
+	// WorkDir is what folder names are relative to ("" is the current
+	// directory): the --workingdir of the save.
+	WorkDir string
+	// Platform is where the restore runs (default Platform()); entries saved
+	// on another platform are skipped unless AnyPlatform.
+	Platform    string
+	AnyPlatform bool
+	// LookupOnly finds and checks the entry but restores nothing.
+	LookupOnly bool
 	// Jobs is the number of packs downloaded and extracted at once.
 	// Default max(4, GOMAXPROCS).
 	Jobs int
@@ -44,7 +55,21 @@ type RestoreResult struct {
 	Restored bool `json:"restored"`
 	// MissReason says why nothing was restored.
 	MissReason string `json:"miss_reason,omitempty"`
-	Files      int    `json:"files"`
+	// Found: a usable entry exists (with LookupOnly, nothing was restored).
+	Found bool `json:"found"`
+	// RestoreKey is the restore-key prefix that matched ("" for the exact key).
+	RestoreKey string `json:"restore_key,omitempty"`
+	// Created and Platform are the restored entry's.
+	Created  time.Time `json:"created,omitzero"`
+	Platform string    `json:"platform,omitempty"`
+	// Skipped says, per unusable entry that was passed over (damaged, saved
+	// on another platform, holding other folders), why.
+	Skipped []string `json:"skipped,omitempty"`
+	// Extra are asked-for folders the entry does not hold: left as they were.
+	Extra []string `json:"extra,omitempty"`
+	// Empty counts the entry's empty files (restored, never "in place").
+	Empty int `json:"empty"`
+	Files int `json:"files"`
 	// Present counts files that were already on disk and kept; HashedFiles
 	// those of them, and of the files replaced, that had to be read to know
 	// (no record of the restore state proved their content).
@@ -69,36 +94,6 @@ func (o *RestoreOptions) defaults() {
 	if o.Progress <= 0 {
 		o.Progress = 10 * time.Second
 	}
-}
-
-// Resolve finds the entry for key, then for each restore-key prefix in
-// order. It returns ErrNotFound (wrapped, with the keys tried) on a miss.
-func Resolve(ctx context.Context, st store.Store, key string, restoreKeys []string) (*store.Ref, error) {
-	ref, err := st.GetRef(ctx, key)
-	if err == nil {
-		return ref, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	// Say what is there when another tool wrote the key.
-	foreign := ""
-	if errors.Is(err, store.ErrForeign) {
-		foreign = " (" + err.Error() + ")"
-	}
-	for _, prefix := range restoreKeys {
-		ref, err := store.Newest(ctx, st, prefix)
-		if err == nil {
-			return ref, nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, err
-		}
-	}
-	if len(restoreKeys) == 0 {
-		return nil, fmt.Errorf("no entry for key %s in %s%s: %w", key, st, foreign, store.ErrNotFound)
-	}
-	return nil, fmt.Errorf("no entry for key %s%s nor any key starting with %q in %s: %w", key, foreign, restoreKeys, st, store.ErrNotFound)
 }
 
 // maxIndexBlob bounds the compressed index read from a store.
@@ -139,11 +134,17 @@ func fetchIndexBlob(ctx context.Context, st store.Store, ref *store.Ref) ([]byte
 
 // Restore restores the entry of opts.Key, or of the first restore key that
 // matches, into opts.Folders. A miss is not an error: the result says
-// Restored=false and why. Any failure after the entry was found leaves the
-// folders as they were and returns an error.
+// Restored=false and why. An entry that cannot be used (damaged, saved on
+// another platform, holding other folders) is passed over, with a line that
+// says why, for the next candidate: the restore keys, newest entry first.
+// Any other failure after an entry was found leaves the folders as they
+// were and returns an error.
 func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*RestoreResult, error) {
 	start := time.Now()
 	opts.defaults()
+	if opts.Platform == "" {
+		opts.Platform = Platform()
+	}
 	res := &RestoreResult{Key: opts.Key}
 	if err := store.ValidateKey(opts.Key); err != nil {
 		return nil, err
@@ -165,63 +166,187 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 			opts.Logf("warning: removing what an interrupted run left: %v", err)
 		}
 	}
-	ref, err := Resolve(ctx, st, opts.Key, opts.RestoreKeys)
-	if errors.Is(err, store.ErrNotFound) {
-		res.MissReason = err.Error()
-		res.Duration = time.Since(start)
-		return res, nil
-	}
+	r := &restorer{st: st, opts: opts, res: res, folders: folders, names: folderNames(opts.WorkDir, folders), seen: map[string]bool{}}
+	done, err := r.run(ctx)
+	res.Duration = time.Since(start)
 	if err != nil {
 		return nil, err
 	}
-	res.MatchedKey = ref.Key
-	blob, err := fetchIndexBlob(ctx, st, ref)
-	if err != nil {
-		return nil, err
+	if !done {
+		res.MissReason = r.missReason
+		if len(res.Skipped) > 0 {
+			res.MissReason += "; passed over: " + strings.Join(res.Skipped, "; ")
+		}
 	}
-	x, err := indexFromBlob(ref, blob)
-	if err != nil {
-		return nil, err
+	return res, nil
+}
+
+// restorer tries the candidates of one Restore in order.
+type restorer struct {
+	st         store.Store
+	opts       RestoreOptions
+	res        *RestoreResult
+	folders    []string
+	names      []string
+	seen       map[string]bool
+	missReason string
+}
+
+func (r *restorer) skip(why string) {
+	r.res.Skipped = append(r.res.Skipped, why)
+	r.opts.Logf("%s", why)
+}
+
+func (r *restorer) run(ctx context.Context) (bool, error) {
+	ref, err := r.st.GetRef(ctx, r.opts.Key)
+	foreign := ""
+	switch {
+	case err == nil:
+		if ok, err := r.try(ctx, ref, ""); ok || err != nil {
+			return ok, err
+		}
+	case errors.Is(err, store.ErrForeign):
+		foreign = " (" + err.Error() + ")"
+	case !errors.Is(err, store.ErrNotFound):
+		return false, err
 	}
-	ex, err := archive.NewExtractor(x, folders)
+	for _, prefix := range r.opts.RestoreKeys {
+		refs, err := store.NewestFirst(ctx, r.st, prefix)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		for _, ref := range refs {
+			if ok, err := r.try(ctx, ref, prefix); ok || err != nil {
+				return ok, err
+			}
+		}
+	}
+	if len(r.opts.RestoreKeys) == 0 {
+		r.missReason = fmt.Sprintf("no usable entry for key %s in %s%s", r.opts.Key, r.st, foreign)
+	} else {
+		r.missReason = fmt.Sprintf("no usable entry for key %s%s nor any key starting with %q in %s", r.opts.Key, foreign, r.opts.RestoreKeys, r.st)
+	}
+	return false, nil
+}
+
+// try restores ref if it is usable. It returns false, nil when it is not
+// (and says why), an error when the store failed.
+func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool, error) {
+	if r.seen[ref.Key] {
+		return false, nil
+	}
+	r.seen[ref.Key] = true
+	if why := platformProblem(ref, r.opts.Platform, r.opts.AnyPlatform); why != "" {
+		r.skip(why)
+		return false, nil
+	}
+	if held, byBase := entryFolders(ref, nil); held != nil {
+		if _, why := mapFolders(ref.Key, held, byBase, r.names, r.folders); why != "" {
+			r.skip(why)
+			return false, nil
+		}
+	}
+	damaged := func(why string) {
+		r.skip(fmt.Sprintf("entry %s is damaged (%s): passed over; the next upload under this key replaces it", ref.Key, why))
+	}
+	if err := ref.Validate(); err != nil {
+		damaged(err.Error())
+		return false, nil
+	}
+	missing, err := checkBlobs(ctx, r.st, ref)
 	if err != nil {
-		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
+		return false, fmt.Errorf("checking entry %s: %w", ref.Key, err)
+	}
+	if missing != "" {
+		damaged(missing)
+		return false, nil
+	}
+	x, blob, why, err := loadIndex(ctx, r.st, ref)
+	if err != nil {
+		return false, err
+	}
+	if why != "" {
+		damaged(why)
+		return false, nil
+	}
+	held, byBase := entryFolders(ref, x)
+	m, why := mapFolders(ref.Key, held, byBase, r.names, r.folders)
+	if why != "" {
+		r.skip(why)
+		return false, nil
+	}
+	res := r.res
+	found := func() {
+		res.MatchedKey, res.RestoreKey, res.Created, res.Platform = ref.Key, prefix, ref.Created, ref.Platform
+		res.Extra, res.Found, res.Fetched = m.extra, true, ref.Key == r.opts.Key && len(m.extra) == 0
+	}
+	if r.opts.LookupOnly {
+		found()
+		return true, nil
+	}
+	if m.moved {
+		r.opts.Logf("entry %s holds folder(s) %q: restoring each by name into %q", ref.Key, held, m.dests)
+	}
+	for _, e := range m.extra {
+		r.opts.Logf("folder %s is not in entry %s: left as it is (the next upload saves it)", e, ref.Key)
+	}
+	if err := r.extractEntry(ctx, ref, x, blob, m.dests); err != nil {
+		if isDamage(err) {
+			damaged(err.Error())
+			return false, nil
+		}
+		return false, err
+	}
+	found()
+	res.Restored = true
+	return true, nil
+}
+
+func (r *restorer) extractEntry(ctx context.Context, ref *store.Ref, x *archive.Index, blob []byte, dests []string) error {
+	res := r.res
+	ex, err := archive.NewExtractor(x, dests)
+	if err != nil {
+		return fmt.Errorf("entry %s: %w", ref.Key, err)
 	}
 	defer ex.Close()
-	ex.Jobs = opts.Jobs
+	ex.Jobs = r.opts.Jobs
 	// What the folders held before: a record proves a file's content only
 	// while the file is exactly as recorded; anything else is hashed.
-	if prev, _ := readState(folders); prev != nil {
+	if prev, _ := readState(dests); prev != nil {
 		ex.Known = prev.known()
 	}
 	// On failure the folders are as they were, so is their state (its
 	// records still describe them: a file we touched has a new ctime).
-	if err := extract(ctx, st, ex, x, opts, res); err != nil {
+	if err := extract(ctx, r.st, ex, x, r.opts, res); err != nil {
 		ex.Abort()
-		return nil, fmt.Errorf("restoring entry %s: %w", ref.Key, err)
+		return fmt.Errorf("restoring entry %s: %w", ref.Key, err)
 	}
 	if err := ex.Commit(); err != nil {
 		ex.Abort()
-		return nil, fmt.Errorf("restoring entry %s: %w", ref.Key, err)
+		return fmt.Errorf("restoring entry %s: %w", ref.Key, err)
 	}
 	ids := ex.IDs()
-	if err := writeState(folders, x, blob, ids, settle(ids), ref.Key, st.String()); err != nil {
-		opts.Logf("warning: %v (the next save will read every file)", err)
+	if err := writeState(dests, x, blob, ids, settle(ids), ref.Key, r.st.String()); err != nil {
+		r.opts.Logf("warning: %v (the next save will read every file)", err)
 	}
+	res.Files, res.Bytes, res.Empty = 0, 0, 0
 	for i := range x.Entries {
 		if x.Entries[i].Type == archive.TypeFile {
 			res.Files++
 			res.Bytes += x.Entries[i].Size
+			if x.Entries[i].Size == 0 {
+				res.Empty++
+			}
 		}
 	}
 	res.Packs = len(x.Packs)
 	res.Present = ex.Present()
 	res.HashedFiles = ex.Hashed()
 	res.Written = ex.Written()
-	res.Restored = true
-	res.Fetched = ref.Key == opts.Key
-	res.Duration = time.Since(start)
-	return res, nil
+	return nil
 }
 
 func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *archive.Index, opts RestoreOptions, res *RestoreResult) error {

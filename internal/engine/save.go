@@ -33,8 +33,18 @@ type SaveOptions struct {
 	// BaseKeys are restore-key prefixes used to find the entry to build on
 	// when the folders hold no restore state.
 	BaseKeys []string
-	// Force saves even when Key already exists.
+	// Force saves even when Key already exists. Without it, an existing
+	// entry is kept when it is whole and holds the same folders, and replaced
+	// otherwise (SaveResult.Replaced says why).
 	Force bool
+	// WorkDir is what the folder names recorded in the entry are relative
+	// to ("" is the current directory).
+	WorkDir string
+	// Platform is recorded in the entry (default Platform()). An entry
+	// saved on another platform under the same key is not replaced unless
+	// AnyPlatform.
+	Platform    string
+	AnyPlatform bool
 	// PackSize is the target uncompressed size of a pack. Default 32 MiB.
 	PackSize int64
 	// Jobs is the number of packs compressed at once. Default GOMAXPROCS.
@@ -55,6 +65,9 @@ type SaveResult struct {
 	// Skipped is set when nothing was saved, and SkipReason says why.
 	Skipped    bool   `json:"skipped"`
 	SkipReason string `json:"skip_reason,omitempty"`
+	// Replaced says why an entry that existed under the key was replaced
+	// (damaged, or holding other folders).
+	Replaced string `json:"replaced,omitempty"`
 	// Base is where unchanged files were taken from: "state" (what restore
 	// left in the folders), a key, or "" (none: every file was read).
 	Base        string `json:"base,omitempty"`
@@ -113,15 +126,18 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	if err != nil {
 		return nil, err
 	}
+	if opts.Platform == "" {
+		opts.Platform = Platform()
+	}
+	names := folderNames(opts.WorkDir, folders)
 	if !opts.Force {
-		_, err := st.GetRef(ctx, opts.Key)
-		if err == nil {
-			res.Skipped, res.SkipReason = true, fmt.Sprintf("key %s already exists in %s (use --force to overwrite)", opts.Key, st)
+		skip, err := keepExisting(ctx, st, opts, names, res)
+		if err != nil {
+			return nil, err
+		}
+		if skip {
 			res.Duration = time.Since(start)
 			return res, nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, err
 		}
 	}
 
@@ -194,7 +210,8 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		Index:    idx,
 		Created:  time.Now().UTC(),
 		Tool:     opts.Tool,
-		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+		Platform: opts.Platform,
+		Folders:  names,
 	}
 	for _, p := range x.Packs {
 		ref.Packs = append(ref.Packs, store.Descriptor{Digest: p.Digest, Size: p.Size})

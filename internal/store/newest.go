@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"golang.org/x/sync/errgroup"
@@ -13,10 +14,21 @@ import (
 const MaxRestoreCandidates = 1000
 
 // Newest returns the newest ref (by Created, then by key) whose key starts
-// with prefix, or ErrNotFound. It lists the keys, then reads each candidate
-// ref (one small GET each, 8 at a time): restore-key prefixes should be
-// specific enough to match tens of keys, not thousands.
+// with prefix, or ErrNotFound. See NewestFirst.
 func Newest(ctx context.Context, st Store, prefix string) (*Ref, error) {
+	refs, err := NewestFirst(ctx, st, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return refs[0], nil
+}
+
+// NewestFirst returns the refs whose key starts with prefix, newest first
+// (by Created, then by key), or ErrNotFound when there is none. It lists the
+// keys, then reads each candidate ref (one small GET each, 8 at a time):
+// restore-key prefixes should be specific enough to match tens of keys, not
+// thousands.
+func NewestFirst(ctx context.Context, st Store, prefix string) ([]*Ref, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return nil, err
 	}
@@ -27,7 +39,6 @@ func Newest(ctx context.Context, st Store, prefix string) (*Ref, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%s: no key starts with %q: %w", st, prefix, ErrNotFound)
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(keys)))
 	if len(keys) > MaxRestoreCandidates {
 		return nil, fmt.Errorf("%s: %d keys start with %q, more than %d: use a more specific restore key", st, len(keys), prefix, MaxRestoreCandidates)
 	}
@@ -50,17 +61,16 @@ func Newest(ctx context.Context, st Store, prefix string) (*Ref, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	var best *Ref
-	for _, r := range refs {
-		if r == nil {
-			continue
-		}
-		if best == nil || r.Created.After(best.Created) || (r.Created.Equal(best.Created) && r.Key > best.Key) {
-			best = r
-		}
-	}
-	if best == nil {
+	refs = slices.DeleteFunc(refs, func(r *Ref) bool { return r == nil })
+	if len(refs) == 0 {
 		return nil, fmt.Errorf("%s: no key starts with %q: %w", st, prefix, ErrNotFound)
 	}
-	return best, nil
+	sort.SliceStable(refs, func(i, j int) bool {
+		a, b := refs[i], refs[j]
+		if !a.Created.Equal(b.Created) {
+			return a.Created.After(b.Created)
+		}
+		return a.Key > b.Key
+	})
+	return refs, nil
 }

@@ -2,11 +2,30 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
 	"strings"
 )
+
+// ErrBadURL is wrapped by the error of a store URL that can never work as
+// written (no scheme, an unknown scheme, no bucket, a malformed URL): a
+// misconfiguration, not a transient problem. Check it with errors.Is.
+var ErrBadURL = errors.New("invalid store URL")
+
+// BadURL marks err as a misconfigured store URL (errors.Is(err, ErrBadURL))
+// without changing its message.
+func BadURL(err error) error {
+	if err == nil {
+		return nil
+	}
+	return badURL{err}
+}
+
+type badURL struct{ error }
+
+func (b badURL) Unwrap() []error { return []error{b.error, ErrBadURL} }
 
 // Options are the settings every backend may use when it opens.
 type Options struct {
@@ -50,7 +69,7 @@ func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error)
 	}
 	o, ok := m.openers[u.Scheme]
 	if !ok {
-		return nil, fmt.Errorf("store URL %q: unknown scheme %q: use one of %s", Redact(raw), u.Scheme, strings.Join(m.Schemes(), ", "))
+		return nil, BadURL(fmt.Errorf("store URL %q: unknown scheme %q: use one of %s", Redact(raw), u.Scheme, strings.Join(m.Schemes(), ", ")))
 	}
 	return o(ctx, u, opts)
 }
@@ -58,38 +77,69 @@ func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error)
 // ParseURL parses a store URL and checks that it has a scheme.
 func ParseURL(raw string) (*url.URL, error) {
 	if raw == "" {
-		return nil, fmt.Errorf("no store URL: pass --source/--target (or --store), e.g. file:///var/cache/tekton or oci://registry/repo")
+		return nil, BadURL(errors.New("no store URL: pass --source/--target (or --store), e.g. file:///var/cache/tekton or oci://registry/repo"))
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("store URL %q: %v", Redact(raw), err)
+		return nil, BadURL(fmt.Errorf("store URL %q: %v", redactUnparsed(raw), err))
 	}
 	if u.Scheme == "" {
-		return nil, fmt.Errorf("store URL %q has no scheme: write it as file://%s, oci://%s, s3://..., gs://... or azblob://...", Redact(raw), raw, raw)
+		ex := Redact(raw)
+		if !strings.HasPrefix(ex, "/") {
+			ex = "/" + ex
+		}
+		return nil, BadURL(fmt.Errorf("store URL %q has no scheme: write file://%s for a directory, or oci://REGISTRY/REPO, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or azblob://CONTAINER/PREFIX", Redact(raw), ex))
 	}
 	return u, nil
 }
 
-// Redact removes a password and query values (which may hold SAS tokens or
-// keys) from a URL so that it can be logged.
+// Redact removes a password and query values that may hold secrets (SAS
+// tokens, keys) from a URL so that it can be logged. Everything else stays
+// as it was written: no escaping is added ({{hash}} and endpoint=http://...
+// read as the user typed them).
 func Redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "<unparsable URL>"
+		return redactUnparsed(raw)
 	}
-	if u.User != nil {
-		u.User = url.User(u.User.Username())
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			if isSecretParam(k) {
-				q.Set(k, "REDACTED")
+	s := raw
+	if _, has := u.User.Password(); has {
+		if i := strings.Index(s, "://"); i >= 0 {
+			if at := strings.Index(s[i+3:], "@"); at >= 0 {
+				s = s[:i+3] + u.User.Username() + s[i+3+at:]
 			}
 		}
-		u.RawQuery = q.Encode()
 	}
-	return u.String()
+	base, query, ok := strings.Cut(s, "?")
+	if !ok {
+		return s
+	}
+	query, frag, hasFrag := strings.Cut(query, "#")
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		if uk, err := url.QueryUnescape(k); err == nil {
+			k = uk
+		}
+		if isSecretParam(k) {
+			parts[i] = k + "=REDACTED"
+		}
+	}
+	s = base + "?" + strings.Join(parts, "&")
+	if hasFrag {
+		s += "#" + frag
+	}
+	return s
+}
+
+// redactUnparsed names a URL that does not parse, keeping only its scheme
+// and host part (what comes before the first '@', '?' or path is dropped if
+// it could hold a password).
+func redactUnparsed(raw string) string {
+	if i := strings.IndexAny(raw, "?@"); i >= 0 {
+		return raw[:i] + "..."
+	}
+	return raw
 }
 
 func isSecretParam(k string) bool {

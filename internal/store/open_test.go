@@ -1,6 +1,9 @@
 package store
 
 import (
+	"context"
+	"errors"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -47,5 +50,52 @@ func TestValidateKey(t *testing.T) {
 		if err := ValidateKey(k); err == nil {
 			t.Errorf("ValidateKey(%q) = nil, want an error", k)
 		}
+	}
+}
+
+// TestMapKey: the reference tool's object-store keys (cache-go:HASH) and
+// branch prefixes (feature/x-) map to valid keys, character by character,
+// so that a mapped prefix still prefixes the mapped key.
+func TestMapKey(t *testing.T) {
+	for in, want := range map[string]string{"cache-go:abc": "cache-go-abc", "feature/x-": "feature-x-", "go-abc": "go-abc", "pkg@1.2+b=": "pkg-1.2-b-"} {
+		got, changed, err := MapKey(in)
+		if err != nil || got != want || changed != (in != want) {
+			t.Errorf("MapKey(%q) = %q, %v, %v; want %q", in, got, changed, err, want)
+		}
+	}
+	k, _, _ := MapKey("main/cache-go:0123")
+	p, _, _ := MapPrefix("main/cache-go:")
+	if !strings.HasPrefix(k, p) {
+		t.Errorf("mapped prefix %q does not prefix mapped key %q", p, k)
+	}
+	for _, bad := range []string{"", "a b", ".x", "-x", strings.Repeat("x", 129), "a*b"} {
+		if _, _, err := MapKey(bad); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("MapKey(%q) = %v, want ErrInvalidKey", bad, err)
+		}
+	}
+}
+
+// TestRedactKeepsTheURLAsWritten is review D9: logs showed
+// endpoint=http%3A%2F%2F... and go-%7B%7Bhash%7D%7D.
+func TestRedactKeepsTheURLAsWritten(t *testing.T) {
+	in := "s3://b/p/go-{{hash}}?endpoint=http://127.0.0.1:9000&use_path_style=true&X-Amz-Signature=s3cr3t"
+	want := "s3://b/p/go-{{hash}}?endpoint=http://127.0.0.1:9000&use_path_style=true&X-Amz-Signature=REDACTED"
+	if got := Redact(in); got != want {
+		t.Errorf("Redact = %q, want %q", got, want)
+	}
+}
+
+func TestBadURLsAreMarked(t *testing.T) {
+	var m Mux
+	m.Register("file", func(context.Context, *url.URL, Options) (Store, error) { return nil, nil })
+	for _, raw := range []string{"", "foo://x", "/mnt/cache", "s3://b\x7f"} {
+		_, err := m.Open(context.Background(), raw, Options{})
+		if !errors.Is(err, ErrBadURL) {
+			t.Errorf("Open(%q) = %v, want ErrBadURL", raw, err)
+		}
+	}
+	_, err := ParseURL("/mnt/cache/go-{{hash}}")
+	if err == nil || !strings.Contains(err.Error(), "file:///mnt/cache/go-{{hash}}") || strings.Contains(err.Error(), "oci:///") {
+		t.Errorf("no-scheme error: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
@@ -99,6 +100,10 @@ type Ref struct {
 	Tool string `json:"tool,omitempty"`
 	// Platform is GOOS/GOARCH of the machine that saved the entry.
 	Platform string `json:"platform,omitempty"`
+	// Folders are the folders the entry holds, in the order of the index's
+	// roots, each as given relative to the working dir of the save (or
+	// absolute when outside it). Empty in entries written before it existed.
+	Folders []string `json:"folders,omitempty"`
 }
 
 // Validate checks that r is complete and well formed.
@@ -134,6 +139,40 @@ func ValidateKey(key string) error {
 		return fmt.Errorf("%w %q: use 1-128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'", ErrInvalidKey, key)
 	}
 	return nil
+}
+
+// keyMapped are the characters MapKey turns into '-': the separators of the
+// reference tool's object-store keys (cache-go:HASH), branch names
+// (feature/x) and versions (pkg@1.2, 1.0+build, base64 '=' padding).
+const keyMapped = ":/@+="
+
+// MapKey returns key unchanged when it is valid, else the key with each of
+// ':', '/', '@', '+' and '=' replaced by '-', and whether it changed it. The
+// mapping works character by character, so a restore-key prefix mapped the
+// same way still prefixes the mapped key. A key that is invalid for another
+// reason (a space, a leading '.' or '-', too long) gives ErrInvalidKey.
+func MapKey(key string) (string, bool, error) {
+	if ValidateKey(key) == nil {
+		return key, false, nil
+	}
+	mapped := strings.Map(func(r rune) rune {
+		if strings.ContainsRune(keyMapped, r) {
+			return '-'
+		}
+		return r
+	}, key)
+	if mapped != key && ValidateKey(mapped) == nil {
+		return mapped, true, nil
+	}
+	return "", false, ValidateKey(key)
+}
+
+// MapPrefix is MapKey for a restore-key prefix (which may be empty).
+func MapPrefix(prefix string) (string, bool, error) {
+	if prefix == "" {
+		return "", false, nil
+	}
+	return MapKey(prefix)
 }
 
 // ValidatePrefix checks that prefix can start a key (an empty prefix is valid).

@@ -107,7 +107,7 @@ kubectl -n tekton-pipelines-resolvers wait --for=condition=Available deployment 
 log "image and release YAML (ko, pinned by digest)"
 cd "$ROOT"
 export KO_DOCKER_REPO="localhost:${REG_PORT}/tekton-cache"
-kustomize build tekton | ko resolve --base-import-paths -f - > "$WORK/release.yaml"
+sh hack/release.sh "$WORK"   # cache-fetch.yaml, cache-upload.yaml, release.yaml
 grep -q "image: localhost:${REG_PORT}/tekton-cache/cache@sha256:" "$WORK/release.yaml" ||
   die "the release YAML does not pin the image by digest"
 

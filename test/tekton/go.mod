@@ -5,6 +5,7 @@ go 1.26.8
 replace github.com/tekton-cache/tekton-cache => ../..
 
 require (
+	github.com/aws/aws-sdk-go-v2 v1.46.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/tekton-cache/tekton-cache v0.0.0-00010101000000-000000000000
 	github.com/tektoncd/pipeline v1.15.0
@@ -33,7 +34,6 @@ require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/allegro/bigcache/v3 v3.1.0 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
-	github.com/aws/aws-sdk-go-v2 v1.46.0 // indirect
 	github.com/aws/aws-sdk-go-v2/config v1.33.3 // indirect
 	github.com/aws/aws-sdk-go-v2/credentials v1.20.3 // indirect
 	github.com/aws/aws-sdk-go-v2/feature/ec2/imds v1.19.2 // indirect

@@ -62,14 +62,13 @@ func pushBase(t testing.TB, reg string) string {
 // TestImage builds the image with ko and pushes it to a local registry
 // (KO_DOCKER_REPO=127.0.0.1:PORT/tekton-cache), exports the image's
 // filesystem and runs `cache version` from it; then renders the release
-// (kustomize build tekton | ko resolve) and validates it, with the image
-// pinned by digest.
+// (hack/release.sh: one file per StepAction, and both in release.yaml) and
+// validates it, with the image pinned by digest.
 func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and pushes an image with ko")
 	}
 	ko := testserver.Binary(t, "ko", "hack/install-tekton-tools.sh")
-	kustomize := testserver.Binary(t, "kustomize", "hack/install-tekton-tools.sh")
 	root := repoRoot(t)
 	reg := testserver.Registry(t, "", "")
 	repo := reg + "/tekton-cache"
@@ -99,20 +98,36 @@ func TestImage(t *testing.T) {
 		t.Fatalf("cache version from the image: %q, %v; want v0.0.0-imagetest", got, err)
 	}
 
-	// The release YAML: every ko:// image resolved to the pushed digest.
-	render := exec.Command("sh", "-c", `"$KUSTOMIZE" build tekton | "$KO" resolve --base-import-paths --sbom=none "$PLATFORM" -f -`)
-	render.Dir, render.Stderr = root, testWriter{t}
-	render.Env = append(env, "KUSTOMIZE="+kustomize, "KO="+ko, "PLATFORM="+platform)
-	release, err := render.Output()
-	if err != nil {
-		t.Fatalf("rendering the release: %v", err)
+	// The release (make release): one single-document file per StepAction,
+	// for the http and git resolvers, and release.yaml with both.
+	dist := t.TempDir()
+	rel := exec.Command("sh", "hack/release.sh", dist)
+	rel.Dir, rel.Stderr = root, testWriter{t}
+	rel.Env = append(env, "KO="+ko, "KO_FLAGS=--sbom=none "+platform)
+	if err := rel.Run(); err != nil {
+		t.Fatalf("hack/release.sh: %v", err)
 	}
-	objs, err := Decode("release.yaml", strings.NewReader(string(release)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(objs) != 2 {
-		t.Fatalf("the release has %d objects, want the two StepActions", len(objs))
+	var objs []Object
+	for _, f := range []string{"cache-fetch.yaml", "cache-upload.yaml", "release.yaml"} {
+		data, err := os.ReadFile(filepath.Join(dist, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(f, strings.NewReader(string(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if f == "release.yaml" {
+			want = 2
+		}
+		if len(got) != want {
+			t.Fatalf("%s has %d objects, want %d", f, len(got), want)
+		}
+		if f != "release.yaml" && got[0].Obj.(*v1beta1.StepAction).Name+".yaml" != f {
+			t.Errorf("%s holds %s", f, got[0])
+		}
+		objs = append(objs, got...)
 	}
 	for _, o := range objs {
 		if err := Validate(context.Background(), o.Obj); err != nil {

@@ -184,12 +184,12 @@ var referenceParams = map[string]map[string]v1.ParamType{
 // ourExtraParams and ourResults are what the issue adds.
 var (
 	ourExtraParams = map[string][]string{
-		"cache-fetch":  {"RESTORE_KEYS", "STRICT"},
-		"cache-upload": {"KEY", "RESTORE_KEYS", "STRICT"},
+		"cache-fetch":  {"RESTORE_KEYS", "STRICT", "TIMEOUT", "JOBS", "LOOKUP_ONLY", "FAIL_ON_MISS", "CROSS_PLATFORM"},
+		"cache-upload": {"KEY", "RESTORE_KEYS", "STRICT", "TIMEOUT", "JOBS", "CROSS_PLATFORM"},
 	}
 	ourResults = map[string][]string{
-		"cache-fetch":  {"fetched", "restored", "key", "matched-key"},
-		"cache-upload": {"uploaded", "key"},
+		"cache-fetch":  {"status", "error", "fetched", "restored", "key", "matched-key", "restore-key", "seconds", "bytes", "store", "age-seconds", "platform"},
+		"cache-upload": {"status", "error", "uploaded", "key", "seconds", "bytes", "uploaded-bytes"},
 	}
 )
 

@@ -71,11 +71,11 @@ func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, err
 func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, error) {
 	name := cloudblob.Name(u)
 	if u.Scheme != Scheme || u.Host == "" {
-		return nil, fmt.Errorf("%s: no container: write azblob://CONTAINER/PREFIX", name)
+		return nil, store.BadURL(fmt.Errorf("%s: no container: write azblob://CONTAINER/PREFIX", name))
 	}
 	prefix, err := cloudblob.Prefix(u.Path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, store.BadURL(fmt.Errorf("%s: %w", name, err))
 	}
 	secrets := cloudblob.EnvSecrets(secretEnv...)
 	classify := classify(u.Host)

@@ -79,18 +79,18 @@ func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, err
 func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, error) {
 	name := cloudblob.Name(u)
 	if u.Scheme != Scheme || u.Host == "" {
-		return nil, fmt.Errorf("%s: no bucket: write gs://BUCKET/PREFIX", name)
+		return nil, store.BadURL(fmt.Errorf("%s: no bucket: write gs://BUCKET/PREFIX", name))
 	}
 	prefix, err := cloudblob.Prefix(u.Path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, store.BadURL(fmt.Errorf("%s: %w", name, err))
 	}
 	q := u.Query()
 	var copts []option.ClientOption
 	anonymous := false
 	if v := q.Get("anonymous"); v != "" {
 		if anonymous, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("%s: invalid value %q for anonymous: use true or false", name, v)
+			return nil, store.BadURL(fmt.Errorf("%s: invalid value %q for anonymous: use true or false", name, v))
 		}
 		q.Del("anonymous")
 	}

@@ -77,10 +77,10 @@ func New(dir string) (*Bucket, error) {
 // Open implements store.Opener for file:// URLs.
 func Open(_ context.Context, u *url.URL, _ store.Options) (store.Store, error) {
 	if u.Host != "" && u.Host != "localhost" {
-		return nil, fmt.Errorf("file store URL %q: a host is not allowed; write file:///absolute/path", u.Redacted())
+		return nil, store.BadURL(fmt.Errorf("file store URL %q: a host is not allowed; write file:///absolute/path", u.Redacted()))
 	}
 	if u.Path == "" || u.Path == "/" {
-		return nil, fmt.Errorf("file store URL %q has no directory; write file:///absolute/path", u.Redacted())
+		return nil, store.BadURL(fmt.Errorf("file store URL %q has no directory; write file:///absolute/path", u.Redacted()))
 	}
 	b, err := New(u.Path)
 	if err != nil {

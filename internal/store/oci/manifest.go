@@ -33,6 +33,9 @@ const (
 	AnnotationTool = "dev.tekton-cache.tool"
 	// AnnotationPlatform holds GOOS/GOARCH of the machine that saved it.
 	AnnotationPlatform = "dev.tekton-cache.platform"
+	// AnnotationFolders holds the folders the entry holds (store.Ref.Folders),
+	// as a JSON list of strings.
+	AnnotationFolders = "dev.tekton-cache.folders"
 	// AnnotationCreated holds when the entry was saved (RFC 3339, UTC,
 	// nanoseconds): the newest entry wins a restore key.
 	AnnotationCreated = "org.opencontainers.image.created"
@@ -88,6 +91,13 @@ func encodeManifest(ref *store.Ref) ([]byte, error) {
 	if ref.Platform != "" {
 		m.Annotations[AnnotationPlatform] = ref.Platform
 	}
+	if len(ref.Folders) > 0 {
+		folders, err := json.Marshal(ref.Folders)
+		if err != nil {
+			return nil, err
+		}
+		m.Annotations[AnnotationFolders] = string(folders)
+	}
 	for _, p := range ref.Packs {
 		m.Layers = append(m.Layers, descriptor{MediaType: PackMediaType, Digest: p.Digest.String(), Size: p.Size})
 	}
@@ -137,6 +147,11 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 		Created:  created.UTC(),
 		Tool:     a[AnnotationTool],
 		Platform: a[AnnotationPlatform],
+	}
+	if f, ok := a[AnnotationFolders]; ok {
+		if err := json.Unmarshal([]byte(f), &ref.Folders); err != nil {
+			return nil, bad("annotation %s is %q, not a JSON list of folders", AnnotationFolders, f)
+		}
 	}
 	for _, l := range m.Layers {
 		if l.MediaType != PackMediaType {

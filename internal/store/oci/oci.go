@@ -79,17 +79,17 @@ func OpenURL(ctx context.Context, u *url.URL, opts store.Options, options ...Opt
 	raw := store.Redact(u.String())
 	switch {
 	case u.Scheme != "oci":
-		return nil, fmt.Errorf("store URL %q: not an oci:// URL", raw)
+		return nil, store.BadURL(fmt.Errorf("store URL %q: not an oci:// URL", raw))
 	case u.User != nil:
-		return nil, fmt.Errorf("store URL %q: credentials in the URL are not supported: put them in DOCKER_CONFIG (config.json or .dockerconfigjson)", raw)
+		return nil, store.BadURL(fmt.Errorf("store URL %q: credentials in the URL are not supported: put them in DOCKER_CONFIG (config.json or .dockerconfigjson)", raw))
 	case u.Host == "":
-		return nil, fmt.Errorf("store URL %q has no registry: write it as oci://registry[:port]/repository", raw)
+		return nil, store.BadURL(fmt.Errorf("store URL %q has no registry: write it as oci://registry[:port]/repository", raw))
 	case u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("store URL %q: oci:// URLs take no query or fragment", raw)
+		return nil, store.BadURL(fmt.Errorf("store URL %q: oci:// URLs take no query or fragment", raw))
 	case strings.Trim(u.Path, "/") == "":
-		return nil, fmt.Errorf("store URL %q has no repository: write it as oci://%s/repository", raw, u.Host)
+		return nil, store.BadURL(fmt.Errorf("store URL %q has no repository: write it as oci://%s/repository", raw, u.Host))
 	case strings.ContainsAny(u.Path, ":@"):
-		return nil, fmt.Errorf("store URL %q names a tag or digest: give the repository only, the key is passed separately", raw)
+		return nil, store.BadURL(fmt.Errorf("store URL %q names a tag or digest: give the repository only, the key is passed separately", raw))
 	}
 	return New(ctx, u.Host+"/"+strings.Trim(u.Path, "/"), opts, options...)
 }
@@ -111,11 +111,11 @@ func New(ctx context.Context, repository string, opts store.Options, options ...
 	}
 	repo, err := name.NewRepository(repository, nopts...)
 	if err != nil {
-		return nil, fmt.Errorf("oci://%s: %s", repository, flatten(err.Error()))
+		return nil, store.BadURL(fmt.Errorf("oci://%s: %s", repository, flatten(err.Error())))
 	}
 	host, _, _ := strings.Cut(repository, "/")
 	if repo.RegistryStr() != host && host != "docker.io" {
-		return nil, fmt.Errorf("oci://%s: %q is not a registry host: write oci://registry.example/%s (a host has a '.' or ':', or is localhost)", repository, host, repository)
+		return nil, store.BadURL(fmt.Errorf("oci://%s: %q is not a registry host: write oci://registry.example/%s (a host has a '.' or ':', or is localhost)", repository, host, repository))
 	}
 	s := &Store{url: "oci://" + repository, repo: repo, logf: logf}
 

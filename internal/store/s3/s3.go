@@ -76,11 +76,11 @@ func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, err
 func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
 	name := cloudblob.Name(u)
 	if u.Scheme != Scheme || u.Host == "" {
-		return nil, fmt.Errorf("%s: no bucket: write s3://BUCKET/PREFIX", name)
+		return nil, store.BadURL(fmt.Errorf("%s: no bucket: write s3://BUCKET/PREFIX", name))
 	}
 	prefix, err := cloudblob.Prefix(u.Path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, store.BadURL(fmt.Errorf("%s: %w", name, err))
 	}
 	secrets := cloudblob.EnvSecrets("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 	q := u.Query()
@@ -113,7 +113,7 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 	o := parsed.Options()
 	if o.Region == "" {
 		if endpoint == "" {
-			return nil, fmt.Errorf("%s: no AWS region: add region=REGION to the URL or set AWS_REGION", name)
+			return nil, store.BadURL(fmt.Errorf("%s: no AWS region: add region=REGION to the URL or set AWS_REGION", name))
 		}
 		o.Region = DefaultRegion
 	}

@@ -290,6 +290,7 @@ func NewRef(t testing.TB, s store.Store, key string, created time.Time, n int) *
 		Created:  created.UTC(),
 		Tool:     "storetest",
 		Platform: "linux/amd64",
+		Folders:  []string{"cache/go-build", "/abs/mod"},
 	}
 	for range n {
 		p, _ := RandomBlob(t, 2000)
@@ -300,7 +301,8 @@ func NewRef(t testing.TB, s store.Store, key string, created time.Time, n int) *
 
 func sameRef(t *testing.T, got, want *store.Ref) {
 	t.Helper()
-	if got.Key != want.Key || got.Index != want.Index || !got.Created.Equal(want.Created) || got.Format != want.Format || !slices.Equal(got.Packs, want.Packs) {
+	if got.Key != want.Key || got.Index != want.Index || !got.Created.Equal(want.Created) || got.Format != want.Format || !slices.Equal(got.Packs, want.Packs) ||
+		got.Platform != want.Platform || !slices.Equal(got.Folders, want.Folders) {
 		t.Fatalf("ref read back as\n%+v\nwant\n%+v", got, want)
 	}
 }

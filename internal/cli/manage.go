@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tekton-cache/tekton-cache/internal/engine"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// manageOptions are the flags of list and delete.
+type manageOptions struct {
+	Options
+	Prefix    string
+	Keys      []string
+	OlderThan time.Duration
+	DryRun    bool
+}
+
+func (m *manageOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&m.StoreURL, "store", "", "store URL without a key (file:///dir, oci://registry/repo, s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix)")
+	fs.StringVar(&m.BlobQueryParams, "blob-query-params", "", "query parameters appended to the store URL")
+	fs.BoolVar(&m.Insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the store")
+	fs.StringVar(&m.Prefix, "prefix", "", "only entries whose key starts with this")
+	fs.StringVar(&m.Output, "output", "text", "text, or json")
+	fs.DurationVar(&m.Timeout, "timeout", 10*time.Minute, "give up after this long")
+}
+
+// open checks the flags and opens the store.
+func (m *manageOptions) open(ctx context.Context) (store.Store, string, error) {
+	if m.Output != "text" && m.Output != "json" {
+		return nil, "", usageError{fmt.Errorf("--output %q: use text or json", m.Output)}
+	}
+	if m.StoreURL == "" {
+		return nil, "", usageError{errors.New("no store: pass --store URL, e.g. oci://registry/repo or s3://bucket/prefix")}
+	}
+	prefix, _, err := store.MapPrefix(m.Prefix)
+	if err != nil {
+		return nil, "", usageError{fmt.Errorf("--prefix: %w", err)}
+	}
+	url := m.StoreURL
+	if m.BlobQueryParams != "" {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + strings.TrimLeft(m.BlobQueryParams, "?&")
+	}
+	st, err := openStore(ctx, &m.Options, url)
+	if err != nil {
+		if isConfigError(err) {
+			return nil, "", usageError{err}
+		}
+		return nil, "", err
+	}
+	return st, prefix, nil
+}
+
+// entries reads the refs whose key starts with prefix, newest first (at
+// most store.MaxRestoreCandidates).
+func entries(ctx context.Context, st store.Store, prefix string) ([]*store.Ref, error) {
+	refs, err := store.NewestFirst(ctx, st, prefix)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return refs, err
+}
+
+func storedSize(r *store.Ref) int64 {
+	n := r.Index.Size
+	for _, p := range r.Packs {
+		n += p.Size
+	}
+	return n
+}
+
+func newListCmd() *cobra.Command {
+	m := &manageOptions{}
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the entries of a store: key, age, platform, stored size, folders (newest first)",
+		Example: `  cache list --store oci://registry:5000/cache/myapp --prefix go-
+  cache ls --store s3://ci-cache/go --output json`,
+		Args: noArgs("store"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := m.withTimeout(cmd.Context())
+			defer cancel()
+			st, prefix, err := m.open(ctx)
+			if err != nil {
+				return err
+			}
+			refs, err := entries(ctx, st, prefix)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if m.Output == "json" {
+				list := make([]map[string]any, len(refs))
+				for i, r := range refs {
+					list[i] = map[string]any{"key": r.Key, "created": r.Created.UTC().Format(time.RFC3339), "age-seconds": int64(time.Since(r.Created).Seconds()),
+						"platform": r.Platform, "tool": r.Tool, "stored-bytes": storedSize(r), "packs": len(r.Packs), "folders": r.Folders}
+				}
+				data, err := json.Marshal(map[string]any{"store": storeName(m.StoreURL), "entries": list})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(w, string(data))
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KEY\tAGE\tPLATFORM\tSTORED\tPACKS\tFOLDERS")
+			for _, r := range refs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Key, time.Since(r.Created).Round(time.Second), r.Platform, engine.HumanBytes(storedSize(r)), len(r.Packs), strings.Join(r.Folders, ","))
+			}
+			return tw.Flush()
+		},
+	}
+	m.addFlags(cmd.Flags())
+	bindEnv(cmd, &m.Options)
+	return cmd
+}
+
+func newDelete() *cobra.Command {
+	m := &manageOptions{}
+	cmd := &cobra.Command{
+		Use:     "delete",
+		Aliases: []string{"rm"},
+		Short:   "Delete entries (their refs) by key, or by prefix and age; blobs are left to the store's own collection",
+		Long: `delete removes entries' refs: --key KEY (repeatable), or every entry whose key
+starts with --prefix and, with --older-than, that is older than it. Packs and
+indexes stay, since other entries may share them: a registry's garbage
+collection removes unreferenced blobs; on file:// and object stores nothing
+does yet.`,
+		Example: `  cache delete --store oci://registry:5000/cache/myapp --key go-3f1c...
+  cache rm --store s3://ci-cache/go --prefix go- --older-than 168h --dry-run`,
+		Args: noArgs("store"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(m.Keys) == 0 && m.Prefix == "" && m.OlderThan == 0 {
+				return usageError{errors.New("nothing to delete: pass --key KEY, or --prefix P and/or --older-than D")}
+			}
+			ctx, cancel := m.withTimeout(cmd.Context())
+			defer cancel()
+			st, prefix, err := m.open(ctx)
+			if err != nil {
+				return err
+			}
+			del, ok := st.(store.Deleter)
+			if !ok {
+				return fmt.Errorf("%s cannot delete entries", st)
+			}
+			var keys []string
+			if len(m.Keys) > 0 {
+				for _, k := range m.Keys {
+					mk, _, err := store.MapKey(k)
+					if err != nil {
+						return usageError{err}
+					}
+					keys = append(keys, mk)
+				}
+			} else {
+				refs, err := entries(ctx, st, prefix)
+				if err != nil {
+					return err
+				}
+				for _, r := range refs {
+					if m.OlderThan == 0 || time.Since(r.Created) > m.OlderThan {
+						keys = append(keys, r.Key)
+					}
+				}
+			}
+			w := cmd.OutOrStdout()
+			deleted := []string{}
+			for _, k := range keys {
+				if !m.DryRun {
+					if err := del.DeleteRef(ctx, k); err != nil && !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+				}
+				deleted = append(deleted, k)
+				if m.Output == "text" {
+					verb := "deleted"
+					if m.DryRun {
+						verb = "would delete"
+					}
+					fmt.Fprintf(w, "%s %s\n", verb, k)
+				}
+			}
+			if m.Output == "json" {
+				data, err := json.Marshal(map[string]any{"store": storeName(m.StoreURL), "deleted": deleted, "dry-run": m.DryRun})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(w, string(data))
+			}
+			return nil
+		},
+	}
+	m.addFlags(cmd.Flags())
+	cmd.Flags().Var(newList(&m.Keys, false), "key", "key of an entry to delete (repeatable or a comma list)")
+	cmd.Flags().DurationVar(&m.OlderThan, "older-than", 0, "only entries older than this (e.g. 168h), with or without --prefix")
+	cmd.Flags().BoolVar(&m.DryRun, "dry-run", false, "print what would be deleted")
+	bindEnv(cmd, &m.Options)
+	return cmd
+}

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,8 +71,9 @@ func (f Fault) String() string { return faultNames[f] }
 type Rule struct {
 	// Method matches the request method; "" matches any.
 	Method string
-	// Path is a regular expression matched against the request path
-	// (without the query); "" matches any.
+	// Path is a regular expression matched against the request path,
+	// followed by "?" and the unescaped query when there is one (GCS
+	// uploads name the object in the query); "" matches any.
 	Path string
 	// Nth is the first matching request (1-based) the fault hits; 0 or 1
 	// is the first.
@@ -98,7 +100,19 @@ type Rule struct {
 }
 
 func (r *Rule) matches(req *http.Request) bool {
-	return (r.Method == "" || r.Method == req.Method) && (r.re == nil || r.re.MatchString(req.URL.Path))
+	return (r.Method == "" || r.Method == req.Method) && (r.re == nil || r.re.MatchString(target(req.URL)))
+}
+
+// target is what Rule.Path is matched against.
+func target(u *url.URL) string {
+	if u.RawQuery == "" {
+		return u.Path
+	}
+	q, err := url.QueryUnescape(u.RawQuery)
+	if err != nil {
+		q = u.RawQuery
+	}
+	return u.Path + "?" + q
 }
 
 // fires counts a matching request and reports whether the fault hits it.
@@ -116,9 +130,13 @@ func (r *Rule) fires() bool {
 
 // Request is a request the proxy saw.
 type Request struct {
+	// Path is the request's path, then "?" and its unescaped query.
 	Method, Path string
 	// Fault is the fault it got (None when forwarded unchanged).
 	Fault Fault
+	// Upstream is the status the server answered when the request was
+	// forwarded (0: not forwarded, or no answer).
+	Upstream int
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -130,7 +148,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	target   *url.URL
 	rules    []*Rule
-	requests []Request
+	requests []*Request
 	closed   chan struct{}
 	wg       sync.WaitGroup
 }
@@ -211,11 +229,15 @@ func (p *Proxy) Clear() {
 func (p *Proxy) Requests() []Request {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]Request(nil), p.requests...)
+	out := make([]Request, len(p.requests))
+	for i, r := range p.requests {
+		out[i] = *r
+	}
+	return out
 }
 
 // Count returns how many requests seen so far have method ("" for any) and
-// a path that matches the regular expression path ("" for any).
+// a path that matches the regular expression path ("" for any), as Rule.Path.
 func (p *Proxy) Count(method, path string) int {
 	re := regexp.MustCompile(path)
 	n := 0
@@ -266,7 +288,7 @@ func (p *Proxy) serve() {
 }
 
 // decide records req and returns the rule that fires for it, if any.
-func (p *Proxy) decide(req *http.Request) (*Rule, *url.URL) {
+func (p *Proxy) decide(req *http.Request) (*Rule, *url.URL, *Request) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var hit *Rule
@@ -279,8 +301,9 @@ func (p *Proxy) decide(req *http.Request) (*Rule, *url.URL) {
 	if hit != nil {
 		f = hit.Fault
 	}
-	p.requests = append(p.requests, Request{Method: req.Method, Path: req.URL.Path, Fault: f})
-	return hit, p.target
+	seen := &Request{Method: req.Method, Path: target(req.URL), Fault: f}
+	p.requests = append(p.requests, seen)
+	return hit, p.target, seen
 }
 
 // handle serves one request on c and closes it.
@@ -295,7 +318,7 @@ func (p *Proxy) handle(c net.Conn) {
 	if err != nil {
 		return
 	}
-	rule, target := p.decide(req)
+	rule, target, seen := p.decide(req)
 	if target == nil {
 		writeStatus(c, http.StatusBadGateway, "", "faultproxy: no target set")
 		return
@@ -317,9 +340,21 @@ func (p *Proxy) handle(c net.Conn) {
 			return
 		}
 	case Status:
-		io.Copy(io.Discard, req.Body) //nolint:errcheck // the answer does not depend on it
+		// A client that asked "Expect: 100-continue" sends no body before
+		// a 100: the answer comes at once, as a server would send it.
+		if !expectsContinue(req) {
+			io.Copy(io.Discard, req.Body) //nolint:errcheck // the answer does not depend on it
+		}
 		writeStatus(c, rule.Status, rule.RetryAfter, fmt.Sprintf("faultproxy: injected %d", rule.Status))
 		return
+	}
+	if expectsContinue(req) {
+		// As a server does (the Azure SDK asks for it after a 429, 500 or
+		// 503): without it the client waits a second before its body.
+		if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return
+		}
+		req.Header.Del("Expect")
 	}
 	out, err := http.NewRequest(req.Method, target.String()+req.URL.RequestURI(), req.Body)
 	if err != nil {
@@ -336,6 +371,9 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	}
 	defer resp.Body.Close()
+	p.mu.Lock()
+	seen.Upstream = resp.StatusCode
+	p.mu.Unlock()
 	if f == ResetAfterForward {
 		reset(c)
 		return
@@ -361,6 +399,10 @@ func (p *Proxy) handle(c net.Conn) {
 		go drain(nil, br, c, markGone)
 		p.stall(rule.StallFor, gone)
 	}
+}
+
+func expectsContinue(req *http.Request) bool {
+	return strings.EqualFold(req.Header.Get("Expect"), "100-continue")
 }
 
 // writeResponse writes resp's status and headers, then body, to c. The

@@ -92,6 +92,9 @@ func TestForwardsAndCounts(t *testing.T) {
 	if n := p.Count("", ""); n != 4 {
 		t.Fatalf("Count(all) = %d, want 4", n)
 	}
+	if n := p.Count("GET", `blobs/x\?q=1$`); n != 3 {
+		t.Fatalf("Count(GET with query) = %d, want 3", n)
+	}
 	if p.Faults() != 0 {
 		t.Fatalf("Faults = %d with no rule", p.Faults())
 	}
@@ -144,7 +147,7 @@ func TestResetBeforeAndAfterBytes(t *testing.T) {
 }
 
 func resetAfter(t *testing.T, p *faultproxy.Proxy, query string, data []byte) {
-	p.Add(faultproxy.Rule{Path: "^/later$", Fault: faultproxy.Reset, AfterBytes: 50_000})
+	p.Add(faultproxy.Rule{Path: "^/later", Fault: faultproxy.Reset, AfterBytes: 50_000})
 	resp, body, err := get(t, http.DefaultClient, p.URL()+"/later"+query)
 	if resp == nil || resp.StatusCode != 200 {
 		t.Fatalf("headers should arrive before the reset: %v %v", resp, err)
@@ -274,3 +277,25 @@ type fatalRecorder struct {
 }
 
 func (f *fatalRecorder) Fatalf(string, ...any) { f.failed = true; panic("fatal") }
+
+// TestExpectContinue: a client that sends "Expect: 100-continue" gets its
+// 100 at once, as from a server, not after its one-second wait.
+func TestExpectContinue(t *testing.T) {
+	srv, puts := upstream(t, nil)
+	p := faultproxy.New(t, srv.URL)
+	req, _ := http.NewRequest(http.MethodPut, p.URL()+"/obj", strings.NewReader("body"))
+	req.Header.Set("Expect", "100-continue")
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("PUT took %v: the proxy did not answer 100 Continue", d)
+	}
+	if got := puts.get(); len(got) != 1 || got[0] != "body" {
+		t.Fatalf("upstream got %q", got)
+	}
+}

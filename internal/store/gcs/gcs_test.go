@@ -35,13 +35,7 @@ func startFakeGCS(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
-	bin := testserver.Binary(t, "fake-gcs-server", "go install github.com/fsouza/fake-gcs-server@v1.56.1")
-	port := testserver.FreePort(t)
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	p := testserver.Start(t, bin, []string{"-scheme", "http", "-host", "127.0.0.1", "-port", fmt.Sprint(port),
-		"-public-host", host, "-backend", "memory", "-data", t.TempDir(), "-log-level", "warn"}, nil)
-	p.WaitHTTP(t, "http://"+host+"/_internal/healthcheck", 200)
-	return host
+	return testserver.FakeGCS(t, "")
 }
 
 // TestFakeGCS runs everything against fake-gcs-server.

@@ -38,12 +38,8 @@ func startMinIO(t *testing.T) server {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
-	bin := testserver.Binary(t, "minio", "go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c")
-	port := testserver.FreePort(t)
-	s := server{name: "minio", endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), user: "tcminioadmin", secret: "tc-minio-secret-8d2f"}
-	p := testserver.Start(t, bin, []string{"server", t.TempDir(), "--address", fmt.Sprintf("127.0.0.1:%d", port), "--quiet"},
-		[]string{"MINIO_ROOT_USER=" + s.user, "MINIO_ROOT_PASSWORD=" + s.secret, "MINIO_BROWSER=off"})
-	p.WaitHTTP(t, s.endpoint+"/minio/health/ready", 200)
+	s := server{name: "minio", user: "tcminioadmin", secret: "tc-minio-secret-8d2f"}
+	s.endpoint = testserver.MinIO(t, s.user, s.secret)
 	return s
 }
 

@@ -72,6 +72,7 @@ func (t *watchTransport) Do(req *http.Request) (*http.Response, error) { return 
 // RoundTrip implements http.RoundTripper.
 func (t *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(req.Context())
+	ex.begin()
 	if t.stall <= 0 {
 		resp, err := t.do(req)
 		ex.observe(resp)
@@ -198,7 +199,8 @@ func (r *watchedResponse) Close() error {
 // the answers its requests got.
 type exchange struct {
 	mu sync.Mutex
-	// last is the status of the last answer (0: none yet).
+	// last is the status of the answer to the last request (0: none, or
+	// not yet).
 	last int
 	// transient is the last answer that asks for a retry (429, 5xx ...),
 	// with its Retry-After.
@@ -226,6 +228,18 @@ func transientStatus(code int) bool {
 		return true
 	}
 	return false
+}
+
+// begin notes that a request starts: until it is answered, the operation's
+// last answer is none, so that a request that fails without one is not
+// judged by the answer of the request before it.
+func (ex *exchange) begin() {
+	if ex == nil {
+		return
+	}
+	ex.mu.Lock()
+	ex.last = 0
+	ex.mu.Unlock()
 }
 
 func (ex *exchange) observe(resp *http.Response) {

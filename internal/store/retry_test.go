@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -451,4 +453,60 @@ func TestParseRetryAfter(t *testing.T) {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
 		}
 	}
+}
+
+// TestUnansweredRequestAfterA404: an upload that first checks the blob
+// (404: absent) and then loses its connection is retried: the 404 answered
+// the check, not the upload.
+func TestUnansweredRequestAfterA404(t *testing.T) {
+	var resets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		if resets.Add(1) == 1 {
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(srv.Close)
+	var l logLines
+	st := WithRetries(&checkThenPutStore{url: srv.URL}, fastOptions(&l))
+	data := []byte("blob")
+	if err := st.PutBlob(t.Context(), digest.FromBytes(data), 4, bytes.NewReader(data)); err != nil {
+		t.Fatalf("PutBlob after a reset: %v", err)
+	}
+	if resets.Load() != 2 || len(l.get()) != 1 {
+		t.Fatalf("%d uploads, log %q; want 2 and one retry line", resets.Load(), l.get())
+	}
+}
+
+// checkThenPutStore puts a blob as ggcr does: a HEAD, then the upload.
+type checkThenPutStore struct {
+	fakeStore
+	url string
+}
+
+func (s *checkThenPutStore) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error {
+	client := &http.Client{Transport: WatchTransport(nil, 2*time.Second)}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodHead, s.url, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPut, s.url, r)
+	resp, err = client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("answered %d", resp.StatusCode)
+	}
+	return nil
 }

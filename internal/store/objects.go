@@ -93,6 +93,7 @@ var (
 	_ Store      = (*ObjectStore)(nil)
 	_ Deleter    = (*ObjectStore)(nil)
 	_ BlobStager = (*ObjectStore)(nil)
+	_ BlobRanger = (*ObjectStore)(nil)
 )
 
 // NewObjectStore returns the Store laid out in b.
@@ -130,6 +131,31 @@ func (s *ObjectStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadClos
 	rc, err := s.b.Get(ctx, BlobName(d))
 	if err != nil {
 		return nil, fmt.Errorf("%s: get blob %s: %w", s.b, d.Short(), err)
+	}
+	return rc, nil
+}
+
+// GetBlobRange implements BlobRanger when the bucket is a RangeBucket; else
+// it reads the blob from the start and skips off bytes.
+func (s *ObjectStore) GetBlobRange(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	rb, ok := s.b.(RangeBucket)
+	if !ok {
+		rc, err := s.GetBlob(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.CopyN(io.Discard, rc, off); err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("%s: get blob %s from byte %d: %w", s.b, d.Short(), off, err)
+		}
+		return rc, nil
+	}
+	rc, err := rb.GetRange(ctx, BlobName(d), off)
+	if err != nil {
+		return nil, fmt.Errorf("%s: get blob %s from byte %d: %w", s.b, d.Short(), off, err)
 	}
 	return rc, nil
 }

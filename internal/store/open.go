@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 )
 
 // ErrBadURL is wrapped by the error of a store URL that can never work as
@@ -33,6 +34,32 @@ type Options struct {
 	Insecure bool
 	// Logf, when set, receives backend diagnostics (retries, fallbacks).
 	Logf func(format string, args ...any)
+	// Retries is how many times an operation that failed for a transient
+	// reason is tried again (see WithRetries): 0 means DefaultRetries, a
+	// negative value never.
+	Retries int
+	// RetryDelay is the first backoff between attempts (it doubles each
+	// time, with jitter); 0 means DefaultRetryDelay.
+	RetryDelay time.Duration
+	// MaxRetryWait caps one backoff and the Retry-After a store may ask
+	// for; 0 means DefaultMaxRetryWait.
+	MaxRetryWait time.Duration
+	// StallTimeout cuts a request that makes no progress for that long
+	// (see WatchTransport), so that it is retried rather than waited on;
+	// 0 means DefaultStallTimeout, a negative value never. It is distinct
+	// from the whole operation's deadline, which the caller's context sets.
+	StallTimeout time.Duration
+}
+
+// Stall returns the stall timeout o asks for (0: none).
+func (o Options) Stall() time.Duration {
+	switch {
+	case o.StallTimeout < 0:
+		return 0
+	case o.StallTimeout == 0:
+		return DefaultStallTimeout
+	}
+	return o.StallTimeout
 }
 
 // Opener opens the store a URL names.
@@ -61,7 +88,8 @@ func (m *Mux) Schemes() []string {
 }
 
 // Open opens the store at raw, a URL such as file:///var/cache or
-// oci://registry.example/team/cache.
+// oci://registry.example/team/cache, with the retry policy of opts (see
+// WithRetries).
 func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error) {
 	u, err := ParseURL(raw)
 	if err != nil {
@@ -71,7 +99,11 @@ func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error)
 	if !ok {
 		return nil, BadURL(fmt.Errorf("store URL %q: unknown scheme %q: use one of %s", Redact(raw), u.Scheme, strings.Join(m.Schemes(), ", ")))
 	}
-	return o(ctx, u, opts)
+	st, err := o(ctx, u, opts)
+	if err != nil {
+		return nil, err
+	}
+	return WithRetries(st, opts), nil
 }
 
 // ParseURL parses a store URL and checks that it has a scheme.

@@ -1,40 +1,118 @@
 package testserver
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
+
+	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 )
 
-// S3 is a running S3-compatible server.
-type S3 struct {
-	Name     string
-	Endpoint string // http://127.0.0.1:PORT
-	User     string
-	Secret   string
+// Install commands of the object-store servers.
+const (
+	InstallMinIO   = "go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
+	InstallFakeGCS = "go install github.com/fsouza/fake-gcs-server@v1.56.1"
+	InstallAzurite = "hack/install-cloud-tools.sh (npm install --prefix .tools/azurite azurite@3.35.0)"
+)
+
+// Azurite's well-known development account.
+const (
+	AzuriteAccount = "devstoreaccount1"
+	AzuriteKey     = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+// MinIO starts MinIO on a free port with root credentials user and secret
+// and returns its endpoint, http://127.0.0.1:PORT.
+func MinIO(t testing.TB, user, secret string) string {
+	t.Helper()
+	bin := Binary(t, "minio", InstallMinIO)
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	p := Start(t, bin, []string{"server", t.TempDir(), "--address", addr, "--quiet"},
+		[]string{"MINIO_ROOT_USER=" + user, "MINIO_ROOT_PASSWORD=" + secret, "MINIO_BROWSER=off"})
+	p.WaitHTTP(t, "http://"+addr+"/minio/health/ready", 200)
+	return "http://" + addr
 }
 
-// MinIO starts MinIO for t on a free 127.0.0.1 port, with its data in a
-// temporary directory and no bucket; it stops when t ends.
-func MinIO(t testing.TB) S3 {
+// FakeGCS starts fake-gcs-server (in memory) on a free port and returns its
+// host:port. publicHost, when set, is the host:port it puts in upload URLs
+// (a proxy in front of it); else its own.
+func FakeGCS(t testing.TB, publicHost string) string {
 	t.Helper()
-	bin := Binary(t, "minio", "go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c")
-	port := FreePort(t)
-	s := S3{Name: "minio", Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), User: "tcminioadmin", Secret: "tc-minio-secret-8d2f"}
-	p := Start(t, bin, []string{"server", t.TempDir(), "--address", fmt.Sprintf("127.0.0.1:%d", port), "--quiet"},
-		[]string{"MINIO_ROOT_USER=" + s.User, "MINIO_ROOT_PASSWORD=" + s.Secret, "MINIO_BROWSER=off"})
-	p.WaitHTTP(t, s.Endpoint+"/minio/health/ready", 200)
-	return s
-}
-
-// FakeGCS starts fake-gcs-server for t on a free 127.0.0.1 port, in memory,
-// and returns its host:port; it stops when t ends.
-func FakeGCS(t testing.TB) string {
-	t.Helper()
-	bin := Binary(t, "fake-gcs-server", "go install github.com/fsouza/fake-gcs-server@v1.56.1")
+	bin := Binary(t, "fake-gcs-server", InstallFakeGCS)
 	port := FreePort(t)
 	host := fmt.Sprintf("127.0.0.1:%d", port)
+	if publicHost == "" {
+		publicHost = host
+	}
 	p := Start(t, bin, []string{"-scheme", "http", "-host", "127.0.0.1", "-port", fmt.Sprint(port),
-		"-public-host", host, "-backend", "memory", "-data", t.TempDir(), "-log-level", "warn"}, nil)
+		"-public-host", publicHost, "-external-url", "http://" + publicHost, "-backend", "memory", "-data", t.TempDir(), "-log-level", "warn"}, nil)
 	p.WaitHTTP(t, "http://"+host+"/_internal/healthcheck", 200)
 	return host
+}
+
+// Azurite starts Azurite's blob service on a free port and returns its
+// endpoint, http://127.0.0.1:PORT/devstoreaccount1.
+func Azurite(t testing.TB) string {
+	t.Helper()
+	bin := AzuriteBinary(t)
+	port := FreePort(t)
+	p := Start(t, bin, []string{"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(port),
+		"--location", t.TempDir(), "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"}, nil)
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
+	p.WaitHTTP(t, endpoint+"?comp=list", 0)
+	return endpoint
+}
+
+// AzuriteConnString is the connection string of Azurite's account at
+// endpoint, with key.
+func AzuriteConnString(endpoint, key string) string {
+	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", AzuriteAccount, key, endpoint)
+}
+
+// AzuriteBinary finds azurite-blob where hack/install-cloud-tools.sh puts
+// it ($CACHE_TOOLS_DIR or the repository's .tools), or on PATH.
+func AzuriteBinary(t testing.TB) string {
+	t.Helper()
+	rel := filepath.Join("azurite", "node_modules", ".bin", "azurite-blob")
+	var dirs []string
+	if d := os.Getenv("CACHE_TOOLS_DIR"); d != "" {
+		dirs = append(dirs, d)
+	}
+	if root, err := repoRoot(); err == nil {
+		dirs = append(dirs, filepath.Join(root, ".tools"))
+	}
+	for _, d := range dirs {
+		if p := filepath.Join(d, rel); isFile(p) {
+			return p
+		}
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		storetest.SkipUnless(t, false, "node is not installed: Azurite needs Node.js 20")
+	}
+	return Binary(t, "azurite-blob", InstallAzurite)
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isFile(filepath.Join(dir, "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir()
 }

@@ -181,10 +181,14 @@ func emptyFile(t *testing.T) string {
 	return p
 }
 
+// minioServer is a running MinIO and its root credentials.
+type minioServer struct{ Endpoint, User, Secret string }
+
 // startMinIO starts MinIO with the bucket tekton-caches (the reference
 // examples' bucket name).
-func startMinIO(t *testing.T) testserver.S3 {
-	s := testserver.MinIO(t)
+func startMinIO(t *testing.T) minioServer {
+	s := minioServer{User: "tcminioadmin", Secret: "tc-minio-secret-8d2f"}
+	s.Endpoint = testserver.MinIO(t, s.User, s.Secret)
 	// Create the bucket: a signed PUT /bucket. MinIO may answer 503 for a
 	// moment after it says it is ready.
 	sum := sha256.Sum256(nil)
@@ -217,7 +221,7 @@ func startMinIO(t *testing.T) testserver.S3 {
 // startFakeGCS starts fake-gcs-server with the bucket tekton-caches, and
 // returns host:port.
 func startFakeGCS(t *testing.T) string {
-	host := testserver.FakeGCS(t)
+	host := testserver.FakeGCS(t, "")
 	resp, err := http.Post("http://"+host+"/storage/v1/b?project=test", "application/json", bytes.NewReader([]byte(`{"name":"tekton-caches"}`)))
 	if err != nil {
 		t.Fatal(err)

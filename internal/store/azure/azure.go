@@ -37,8 +37,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
@@ -68,7 +68,7 @@ func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, err
 }
 
 // New opens the container an azblob:// URL names.
-func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, error) {
+func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
 	name := cloudblob.Name(u)
 	if u.Scheme != Scheme || u.Host == "" {
 		return nil, store.BadURL(fmt.Errorf("%s: no container: write azblob://CONTAINER/PREFIX", name))
@@ -90,7 +90,7 @@ func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, e
 			return nil, fail(err)
 		}
 	}
-	opener := &azureblob.URLOpener{MakeClient: makeClient, ServiceURLOptions: *svc}
+	opener := &azureblob.URLOpener{MakeClient: clientMaker(opts.Stall()), ServiceURLOptions: *svc}
 	bkt, err := opener.OpenBucketURL(ctx, &url.URL{Scheme: Scheme, Host: u.Host, RawQuery: u.RawQuery})
 	if err != nil {
 		return nil, fail(err)
@@ -105,12 +105,20 @@ func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, e
 	}), nil
 }
 
-// makeClient is azureblob.NewDefaultClient (the same credentials from the
-// same variables, in the same order) with one change to the retry policy:
-// a refused connection fails at once, since nothing listens there.
-func makeClient(svcURL azureblob.ServiceURL, containerName azureblob.ContainerName) (*container.Client, error) {
+// clientMaker returns azureblob.NewDefaultClient (the same credentials from
+// the same variables, in the same order) with two changes: one attempt per
+// request, since the retries are the store layer's (store.WithRetries), and
+// stall detection on every request (store.WatchDoer).
+func clientMaker(stall time.Duration) func(azureblob.ServiceURL, azureblob.ContainerName) (*container.Client, error) {
+	return func(svcURL azureblob.ServiceURL, containerName azureblob.ContainerName) (*container.Client, error) {
+		return makeClient(svcURL, containerName, stall)
+	}
+}
+
+func makeClient(svcURL azureblob.ServiceURL, containerName azureblob.ContainerName, stall time.Duration) (*container.Client, error) {
 	opts := &container.ClientOptions{}
-	opts.Retry.ShouldRetry = shouldRetry
+	opts.Retry.MaxRetries = -1 // azcore: "less than zero means one try and no retries"
+	opts.Transport = store.WatchDoer(&http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, stall)
 	containerURL, err := url.JoinPath(string(svcURL), string(containerName))
 	if err != nil {
 		return nil, err
@@ -138,19 +146,6 @@ func makeClient(svcURL azureblob.ServiceURL, containerName azureblob.ContainerNa
 		}
 		return container.NewClient(containerURL, cred, opts)
 	}
-}
-
-// retryStatus are the statuses azcore retries by default.
-var retryStatus = []int{http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
-	http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
-
-// shouldRetry is azcore's default policy, except for refused connections.
-func shouldRetry(resp *http.Response, err error) bool {
-	if err != nil {
-		cause, ok := cloudblob.Unreachable(err)
-		return !ok || !strings.HasSuffix(cause, "connection refused")
-	}
-	return slices.Contains(retryStatus, resp.StatusCode)
 }
 
 // sameOrigin refuses URL parameters that would send the SAS token of the

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -24,54 +22,9 @@ import (
 
 const (
 	containerName = "tekton-cache-test"
-	account       = "devstoreaccount1"
-	// accountKey is Azurite's well-known development key.
-	accountKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+	account       = testserver.AzuriteAccount
+	accountKey    = testserver.AzuriteKey
 )
-
-// azuriteBinary finds azurite-blob where hack/install-cloud-tools.sh puts
-// it, or on PATH.
-func azuriteBinary(t *testing.T) string {
-	rel := filepath.Join("azurite", "node_modules", ".bin", "azurite-blob")
-	var dirs []string
-	if d := os.Getenv("CACHE_TOOLS_DIR"); d != "" {
-		dirs = append(dirs, d)
-	}
-	if root, err := repoRoot(); err == nil {
-		dirs = append(dirs, filepath.Join(root, ".tools"))
-	}
-	for _, d := range dirs {
-		if p := filepath.Join(d, rel); isFile(p) {
-			return p
-		}
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		storetest.SkipUnless(t, false, "node is not installed: Azurite needs Node.js 20")
-	}
-	return testserver.Binary(t, "azurite-blob", "hack/install-cloud-tools.sh (npm install --prefix .tools/azurite azurite@3.35.0)")
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if isFile(filepath.Join(dir, "go.mod")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func isFile(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir()
-}
 
 // startAzurite starts Azurite's blob service and returns its endpoint,
 // http://127.0.0.1:PORT/devstoreaccount1.
@@ -79,18 +32,10 @@ func startAzurite(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
-	bin := azuriteBinary(t)
-	port := testserver.FreePort(t)
-	p := testserver.Start(t, bin, []string{"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(port),
-		"--location", t.TempDir(), "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"}, nil)
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d/%s", port, account)
-	p.WaitHTTP(t, endpoint+"?comp=list", 0)
-	return endpoint
+	return testserver.Azurite(t)
 }
 
-func connString(endpoint, key string) string {
-	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;", account, key, endpoint)
-}
+func connString(endpoint, key string) string { return testserver.AzuriteConnString(endpoint, key) }
 
 // TestAzurite runs everything against Azurite.
 func TestAzurite(t *testing.T) {

@@ -140,6 +140,22 @@ func (b *Bucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	return &reader{r: r, b: b}, nil
 }
 
+var _ store.RangeBucket = (*Bucket)(nil)
+
+// GetRange implements store.RangeBucket with one ranged GET from off to the
+// end of the object (a resumed read: the retry layer's, after a failure).
+func (b *Bucket) GetRange(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
+	key, err := b.key(name)
+	if err != nil {
+		return nil, err
+	}
+	r, err := b.cfg.Bucket.NewRangeReader(ctx, key, off, -1, nil)
+	if err != nil {
+		return nil, b.MapError(err)
+	}
+	return &reader{r: r, b: b}, nil
+}
+
 // reader maps the errors of a streaming read.
 type reader struct {
 	r *blob.Reader

@@ -60,6 +60,10 @@ func MapError(err error, classify Classifier, secrets []string) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return NewError("timed out: "+context.DeadlineExceeded.Error(), err)
 	}
+	var stalled *store.StallError
+	if errors.As(err, &stalled) {
+		return NewError(stalled.Error(), err)
+	}
 	if cause, ok := Unreachable(err); ok {
 		return NewError(Scrub(cause, secrets...), err)
 	}

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"gocloud.dev/blob"
-	"gocloud.dev/gcerrors"
 )
 
 // rangedReader reads a large object as parallel ranged GETs of PartSize
@@ -45,10 +44,6 @@ type part struct {
 	buf  []byte
 	err  error
 }
-
-// maxPartAttempts is how often one ranged GET is tried: the SDKs retry
-// failed requests, not a body cut off halfway.
-const maxPartAttempts = 3
 
 func newRangedReader(ctx context.Context, b *Bucket, key string, first *blob.Reader, size int64) *rangedReader {
 	ctx, cancel := context.WithCancel(ctx)
@@ -98,17 +93,12 @@ func (r *rangedReader) fetch(i int, buf []byte) {
 		buf = make([]byte, r.chunk)
 	}
 	buf = buf[:n]
-	var err error
-	for range maxPartAttempts {
-		var rr *blob.Reader
-		rr, err = r.b.cfg.Bucket.NewRangeReader(r.ctx, r.key, off, n, nil)
-		if err == nil {
-			_, err = io.ReadFull(rr, buf)
-			rr.Close()
-		}
-		if err == nil || r.ctx.Err() != nil || gcerrors.Code(err) == gcerrors.NotFound {
-			break
-		}
+	// A failed part fails the read; the store's retry layer resumes it
+	// from the byte the reader reached (store.WithRetries).
+	rr, err := r.b.cfg.Bucket.NewRangeReader(r.ctx, r.key, off, n, nil)
+	if err == nil {
+		_, err = io.ReadFull(rr, buf)
+		rr.Close()
 	}
 	if err != nil {
 		err = fmt.Errorf("reading bytes %d-%d: %w", off, off+n-1, r.b.MapError(err))

@@ -39,10 +39,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/auth"
 	"cloud.google.com/go/storage"
@@ -50,6 +53,8 @@ import (
 	"golang.org/x/oauth2"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
+	"google.golang.org/api/option/internaloption"
+	htransport "google.golang.org/api/transport/http"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
@@ -62,10 +67,6 @@ const Scheme = "gs"
 // sequence, so fewer, larger ones are faster (this is the SDK's default).
 const uploadChunkSize = 16 << 20
 
-// maxAttempts bounds the SDK's retries of one request (its default is to
-// retry until the context ends).
-const maxAttempts = 5
-
 // Open implements store.Opener for gs:// URLs.
 func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
 	b, err := New(ctx, u, opts)
@@ -76,7 +77,7 @@ func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, err
 }
 
 // New opens the bucket a gs:// URL names.
-func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, error) {
+func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
 	name := cloudblob.Name(u)
 	if u.Scheme != Scheme || u.Host == "" {
 		return nil, store.BadURL(fmt.Errorf("%s: no bucket: write gs://BUCKET/PREFIX", name))
@@ -112,11 +113,17 @@ func New(ctx context.Context, u *url.URL, _ store.Options) (*cloudblob.Bucket, e
 		copts = append(copts, option.WithUniverseDomain(ud))
 	}
 	classify := classify(u.Host)
-	client, err := storage.NewClient(ctx, copts...)
+	hc, err := httpClient(ctx, copts, opts.Stall())
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.MapError(err, classify, nil))
 	}
-	client.SetRetry(storage.WithMaxAttempts(maxAttempts), storage.WithErrorFunc(shouldRetry))
+	client, err := storage.NewClient(ctx, append(copts, option.WithHTTPClient(hc))...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.MapError(err, classify, nil))
+	}
+	// One attempt per request: the retries are the store layer's
+	// (store.WithRetries), with one policy and one log line per retry.
+	client.SetRetry(storage.WithPolicy(storage.RetryNever))
 	bkt, err := (&gcsblob.URLOpener{Options: gcsblob.Options{Client: client}}).OpenBucketURL(ctx,
 		&url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
 	if err != nil {
@@ -159,14 +166,21 @@ func checkEndpoint(ep string) error {
 	return fmt.Errorf("endpoint %q refused: the access token goes where the endpoint points, so it must be https://*.googleapis.com (e.g. Private Service Connect) or a loopback emulator", u.Scheme+"://"+u.Host)
 }
 
-// shouldRetry is the SDK's policy, except that a refused connection fails
-// at once: Google's front ends do not refuse connections, so nothing
-// listens there (an emulator that is down, a wrong endpoint).
-func shouldRetry(err error) bool {
-	if cause, ok := cloudblob.Unreachable(err); ok && strings.HasSuffix(cause, "connection refused") {
-		return false
+// httpClient is the client storage.NewClient would build (the same
+// credentials and scopes; none for an emulator) over a transport with
+// stall detection (store.WatchTransport).
+func httpClient(ctx context.Context, copts []option.ClientOption, stall time.Duration) (*http.Client, error) {
+	base := store.WatchTransport(http.DefaultTransport.(*http.Transport).Clone(), stall)
+	opts := append([]option.ClientOption{option.WithScopes(storage.ScopeFullControl, "https://www.googleapis.com/auth/cloud-platform"),
+		internaloption.EnableNewAuthLibrary()}, copts...)
+	if os.Getenv("STORAGE_EMULATOR_HOST") != "" {
+		opts = append(opts, option.WithoutAuthentication())
 	}
-	return storage.ShouldRetry(err)
+	rt, err := htransport.NewTransport(ctx, base, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: rt}, nil
 }
 
 const credHint = "check GOOGLE_APPLICATION_CREDENTIALS (a service account key or workload identity federation file) or the workload identity of the pod, and the bucket's IAM"

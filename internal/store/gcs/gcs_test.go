@@ -35,7 +35,7 @@ func startFakeGCS(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
-	return testserver.FakeGCS(t)
+	return testserver.FakeGCS(t, "")
 }
 
 // TestFakeGCS runs everything against fake-gcs-server.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
@@ -124,5 +128,58 @@ func TestStaleStagingIsSwept(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Fatalf("a recent staged file (a save running now) was removed: %v", err)
+	}
+}
+
+// TestNotARegularFile plants a FIFO, a symbolic link and a directory where
+// blobs go: reading them is an error at once, never a read that blocks
+// (a FIFO without a writer would block forever).
+func TestNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	st, err := local.Open(t.Context(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := filepath.Join(dir, "v1", "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "elsewhere")
+	os.WriteFile(target, []byte("x"), 0o644)
+	plant := map[string]func(p string) error{
+		"a FIFO":             func(p string) error { return unix.Mkfifo(p, 0o644) },
+		"a symbolic link":    func(p string) error { return os.Symlink(target, p) },
+		"not a regular file": func(p string) error { return os.Mkdir(p, 0o755) },
+	}
+	for what, mk := range plant {
+		t.Run(what, func(t *testing.T) {
+			d := digest.FromBytes([]byte(what))
+			if err := mk(filepath.Join(blobs, d.Hex())); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				rc, err := st.GetBlob(t.Context(), d)
+				if err == nil {
+					_, err = io.ReadAll(rc)
+					rc.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("GetBlob of %s: %v, want an error wrapping ErrNotFound", what, err)
+				}
+				if what != "not a regular file" && !strings.Contains(err.Error(), what) {
+					t.Fatalf("GetBlob of %s: %q does not say what is there", what, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("GetBlob of %s blocked", what)
+			}
+			if _, err := st.StatBlob(t.Context(), d); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("StatBlob of %s: %v", what, err)
+			}
+		})
 	}
 }

@@ -137,11 +137,18 @@ func New(ctx context.Context, repository string, opts store.Options, options ...
 		}
 		s.rt = t
 	}
+	// Stall detection on every request; the retries are the store
+	// layer's (store.WithRetries), so go-containerregistry makes one
+	// attempt, and every retry is logged once, by one policy.
+	s.rt = store.WatchTransport(s.rt, opts.Stall())
 	s.ropts = []remote.Option{
 		remote.WithAuth(s.auth),
 		remote.WithTransport(s.rt),
 		remote.WithUserAgent("tekton-cache"),
 		remote.WithJobs(Jobs),
+		remote.WithRetryPredicate(func(error) bool { return false }),
+		remote.WithRetryStatusCodes(),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
 	}
 	if s.puller, err = remote.NewPuller(s.ropts...); err != nil {
 		return nil, fmt.Errorf("%s: %w", s, err)
@@ -199,6 +206,50 @@ func (s *Store) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, er
 		return nil, s.fail(op, err)
 	}
 	return &blobReader{rc: rc, fail: func(err error) error { return s.fail("reading blob "+d.Short(), err) }}, nil
+}
+
+var _ store.BlobRanger = (*Store)(nil)
+
+// GetBlobRange implements store.BlobRanger with a GET of the blob with a
+// Range header (distribution, and most registries, answer 206). A registry
+// that ignores the range answers 200 with the whole blob, and the bytes
+// before off are skipped. Callers verify the blob's digest.
+func (s *Store) GetBlobRange(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	op := fmt.Sprintf("get blob %s from byte %d", d.Short(), off)
+	rt, err := transport.NewWithContext(ctx, s.repo.Registry, s.auth, s.rt, []string{s.repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	u := url.URL{Scheme: s.repo.Scheme(), Host: s.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/blobs/%s", s.repo.RepositoryStr(), d)}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	if off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	if err := transport.CheckError(resp, http.StatusOK, http.StatusPartialContent); err != nil {
+		resp.Body.Close()
+		return nil, s.fail(op, err)
+	}
+	fail := func(err error) error { return s.fail("reading blob "+d.Short(), err) }
+	if resp.StatusCode == http.StatusOK && off > 0 {
+		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+			resp.Body.Close()
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fail(err)
+		}
+	}
+	return &blobReader{rc: resp.Body, fail: fail}, nil
 }
 
 // blobReader names the store in the errors of Read.

@@ -97,8 +97,8 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 		q.Set("response_checksum_validation", "when_required")
 	}
 	// gocloud's opener parses the query; its client is then rebuilt with
-	// the defaults above, a retry policy that gives up on refused
-	// connections, and, with opts.Insecure, unverified TLS.
+	// the defaults above, stall detection, no SDK retries, and, with
+	// opts.Insecure, unverified TLS.
 	opener := &s3blob.URLOpener{}
 	bkt, err := opener.OpenBucketURL(ctx, &url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
 	if err != nil {
@@ -117,14 +117,16 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 		}
 		o.Region = DefaultRegion
 	}
-	if r, ok := o.Retryer.(aws.RetryerV2); ok {
-		o.Retryer = refusedIsFinal{r}
-	}
+	// One attempt per request: the retries are the store layer's
+	// (store.WithRetries), with one policy and one log line per retry.
+	o.Retryer = aws.NopRetryer{}
+	httpClient := awshttp.NewBuildableClient()
 	if opts.Insecure {
-		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		httpClient = httpClient.WithTransportOptions(func(tr *http.Transport) {
 			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
 		})
 	}
+	o.HTTPClient = store.WatchDoer(httpClient, opts.Stall())
 	client := s3.New(o)
 	// opener.Options now holds what the query set (ssetype, kmskeyid,
 	// request_checksum_calculation).
@@ -230,18 +232,6 @@ func firstEnv(names ...string) string {
 		}
 	}
 	return ""
-}
-
-// refusedIsFinal is the SDK's retryer, except that a refused connection
-// fails at once: nothing listens there (a server that is down, a wrong
-// endpoint), and retrying only delays the error.
-type refusedIsFinal struct{ aws.RetryerV2 }
-
-func (r refusedIsFinal) IsErrorRetryable(err error) bool {
-	if cause, ok := cloudblob.Unreachable(err); ok && strings.HasSuffix(cause, "connection refused") {
-		return false
-	}
-	return r.RetryerV2.IsErrorRetryable(err)
 }
 
 // isLocalOrIP reports whether endpoint's host is an IP address or localhost.

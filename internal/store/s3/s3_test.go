@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -37,8 +38,9 @@ func startMinIO(t *testing.T) server {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
-	m := testserver.MinIO(t)
-	return server{name: m.Name, endpoint: m.Endpoint, user: m.User, secret: m.Secret}
+	s := server{name: "minio", user: "tcminioadmin", secret: "tc-minio-secret-8d2f"}
+	s.endpoint = testserver.MinIO(t, s.user, s.secret)
+	return s
 }
 
 func startVersityGW(t *testing.T) server {
@@ -116,8 +118,19 @@ func client(t *testing.T, st *store.ObjectStore) *s3.Client {
 
 func createBucket(t *testing.T, srv server, name string) {
 	st := open(t, srv.storeURL(name, ""))
-	if _, err := client(t, st).CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("creating bucket %s: %v", name, err)
+	// MinIO may answer 503 "not initialized" for a moment after its
+	// health check passes, and the client makes one attempt per request
+	// (the store layer retries, not the SDK).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := client(t, st).CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(name)})
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "StatusCode: 503") || time.Now().After(deadline) {
+			t.Fatalf("creating bucket %s: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -342,4 +342,3 @@ Entries record their key inputs when saved by this version.`,
 	bindEnv(cmd, o)
 	return cmd
 }
-

@@ -218,3 +218,16 @@ func TestFormats(t *testing.T) {
 		t.Errorf("SARIF result %+v for %+v", r.Results[0], fs[0])
 	}
 }
+
+// TestDocsListEveryRule: docs/LINT.md has a section per rule.
+func TestDocsListEveryRule(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/LINT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Rules {
+		if !strings.Contains(string(doc), "\n### "+r.ID+"\n**"+string(r.Severity)+".**") {
+			t.Errorf("docs/LINT.md has no section ### %s starting with **%s.**", r.ID, r.Severity)
+		}
+	}
+}

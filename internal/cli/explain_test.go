@@ -93,3 +93,26 @@ func TestExplain(t *testing.T) {
 		})
 	}
 }
+
+// TestLintCommand: exit 1 on an error-level finding, 0 on warnings only or
+// none, 2 on a bad path; --help shows an example.
+func TestLintCommand(t *testing.T) {
+	if r := cache(t, "lint", "../../test/lint/bad/unknown-param.yaml"); r.code != 1 || !strings.Contains(r.stdout, ":16:17: error unknown-param:") {
+		t.Fatalf("lint of an error: %+v", r)
+	}
+	if r := cache(t, "lint", "../../test/lint/bad/patterns.yaml"); r.code != 0 || !strings.Contains(r.stdout, "warning pattern-dialect") {
+		t.Fatalf("lint of warnings: %+v", r)
+	}
+	if r := cache(t, "lint", "../../tekton", "../../examples"); r.code != 0 || r.stdout != "" {
+		t.Fatalf("lint of our own YAML: %+v", r)
+	}
+	if r := cache(t, "lint", "no-such-dir"); r.code != 2 {
+		t.Fatalf("lint of a missing path: %+v", r)
+	}
+	if r := cache(t, "lint", "--output", "sarif", "../../test/lint/bad/missing-param.yaml"); r.code != 1 || !strings.Contains(r.stdout, `"version": "2.1.0"`) {
+		t.Fatalf("lint --output sarif: %+v", r)
+	}
+	if r := cache(t, "lint", "--help"); r.code != 0 || !strings.Contains(r.stdout, "cache lint .tekton/") {
+		t.Fatalf("lint --help shows no example: %+v", r)
+	}
+}

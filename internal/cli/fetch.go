@@ -84,6 +84,10 @@ func runFetch(ctx context.Context, o *Options) error {
 		status = statusFallback
 	default:
 		out["reason"] = res.MissReason
+		if line := o.diagnoseMiss(ctx, storeURL, key); line != "" {
+			out["diagnosis"] = line
+			res.MissReason += "; " + line
+		}
 	}
 	if err := o.report(out, status, nil); err != nil {
 		o.warnf("%v", err)

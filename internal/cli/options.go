@@ -53,6 +53,8 @@ type Options struct {
 	lastLog        atomic.Int64
 	logMu          sync.Mutex // progress and wait lines come from other goroutines
 	idle           *idleWatch
+	// inputs is what the last keyAndStore computed the key from.
+	inputs *store.KeyInputs
 }
 
 // EnvPrefix starts the environment variable of every flag.
@@ -222,6 +224,7 @@ func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cache
 	if key, err = o.expandKey(template, h, false); err != nil {
 		return "", "", nil, err
 	}
+	o.inputs = keyInputs(template, o.URI, hash)
 	if o.BlobQueryParams != "" {
 		q := strings.TrimLeft(o.BlobQueryParams, "?&")
 		if strings.Contains(storeURL, "?") {

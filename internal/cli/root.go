@@ -43,7 +43,7 @@ name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 		Version:       version(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newVersion())
+	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newLint(), newExplain(), newVersion())
 	return root
 }
 

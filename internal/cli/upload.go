@@ -67,6 +67,7 @@ func runUpload(ctx context.Context, o *Options) error {
 		return engine.Save(ctx, st, engine.SaveOptions{
 			Key: key, Folders: o.Folders, WorkDir: o.WorkDir, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs,
 			AnyPlatform: o.CrossPlatform, Tool: "tekton-cache " + version(), Logf: o.infof,
+			Inputs: o.inputs,
 		})
 	}()
 	stopWatch()

@@ -53,6 +53,8 @@ type SaveOptions struct {
 	Uploads int
 	// Tool is recorded in the ref (the program's version).
 	Tool string
+	// Inputs, recorded in the ref, say what the key was computed from.
+	Inputs *store.KeyInputs
 	// Logf receives progress and diagnostics; nil is silent.
 	Logf func(format string, args ...any)
 	// Progress is how often progress lines are printed. Default 10 s.
@@ -212,6 +214,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		Tool:     opts.Tool,
 		Platform: opts.Platform,
 		Folders:  names,
+		Inputs:   opts.Inputs,
 	}
 	for _, p := range x.Packs {
 		ref.Packs = append(ref.Packs, store.Descriptor{Digest: p.Digest, Size: p.Size})

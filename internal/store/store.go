@@ -104,7 +104,34 @@ type Ref struct {
 	// roots, each as given relative to the working dir of the save (or
 	// absolute when outside it). Empty in entries written before it existed.
 	Folders []string `json:"folders,omitempty"`
+	// Inputs are what the key was computed from, for `cache explain` and
+	// the one-line diagnosis of a miss. Nil in entries written before it
+	// existed, or saved under a key given whole.
+	Inputs *KeyInputs `json:"inputs,omitempty"`
 }
+
+// KeyInputs record how an entry's key was made.
+type KeyInputs struct {
+	// Template is the key template ("go-{{hash}}").
+	Template string `json:"template"`
+	// Patterns are the patterns given (empty: detected from lock files).
+	Patterns []string `json:"patterns,omitempty"`
+	// Files are the matched files, relative to the working dir, with the
+	// hex sha256 of each; at most MaxInputFiles.
+	Files []InputFile `json:"files,omitempty"`
+	// Truncated is set when more files matched than Files holds.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// InputFile is one file a key was computed from.
+type InputFile struct {
+	Path   string `json:"path"`
+	Digest string `json:"digest"`
+}
+
+// MaxInputFiles bounds KeyInputs.Files, so that a ref stays small (an OCI
+// manifest annotation holds it).
+const MaxInputFiles = 500
 
 // Validate checks that r is complete and well formed.
 func (r *Ref) Validate() error {

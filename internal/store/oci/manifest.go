@@ -36,6 +36,9 @@ const (
 	// AnnotationFolders holds the folders the entry holds (store.Ref.Folders),
 	// as a JSON list of strings.
 	AnnotationFolders = "dev.tekton-cache.folders"
+	// AnnotationInputs holds what the key was computed from
+	// (store.Ref.Inputs), as JSON.
+	AnnotationInputs = "dev.tekton-cache.inputs"
 	// AnnotationCreated holds when the entry was saved (RFC 3339, UTC,
 	// nanoseconds): the newest entry wins a restore key.
 	AnnotationCreated = "org.opencontainers.image.created"
@@ -98,6 +101,13 @@ func encodeManifest(ref *store.Ref) ([]byte, error) {
 		}
 		m.Annotations[AnnotationFolders] = string(folders)
 	}
+	if ref.Inputs != nil {
+		inputs, err := json.Marshal(ref.Inputs)
+		if err != nil {
+			return nil, err
+		}
+		m.Annotations[AnnotationInputs] = string(inputs)
+	}
 	for _, p := range ref.Packs {
 		m.Layers = append(m.Layers, descriptor{MediaType: PackMediaType, Digest: p.Digest.String(), Size: p.Size})
 	}
@@ -151,6 +161,14 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 	if f, ok := a[AnnotationFolders]; ok {
 		if err := json.Unmarshal([]byte(f), &ref.Folders); err != nil {
 			return nil, bad("annotation %s is %q, not a JSON list of folders", AnnotationFolders, f)
+		}
+	}
+	if in, ok := a[AnnotationInputs]; ok {
+		// Only diagnoses read it: an unreadable record is left out, the
+		// entry stays usable.
+		var inputs store.KeyInputs
+		if json.Unmarshal([]byte(in), &inputs) == nil {
+			ref.Inputs = &inputs
 		}
 	}
 	for _, l := range m.Layers {

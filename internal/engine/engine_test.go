@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -383,4 +384,52 @@ func TestDirectoryStoreWritesPacksInPlace(t *testing.T) {
 	dst := t.TempDir()
 	restore(t, st, "k", nil, dst)
 	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
+}
+
+// TestNoOpSaveWritesNothingInTheWorkspace: a save right after a restore,
+// with nothing changed, leaves the restore state as it is (no write in the
+// folder at all), and the state still proves nothing it should not: a file
+// then replaced with the same size and mtime is read and saved anew.
+func TestNoOpSaveWritesNothingInTheWorkspace(t *testing.T) {
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "c")
+	testtree.Make(t, src)
+	save(t, st, "k1", src)
+	dst := filepath.Join(t.TempDir(), "c")
+	restore(t, st, "k1", nil, dst)
+	statePath := filepath.Join(dst, archive.StateFileName)
+	before, err := os.Stat(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := save(t, st, "k2", dst)
+	if res.UploadedBytes != 0 || res.HashedFiles != 0 {
+		t.Fatalf("no-op save sent %d bytes, hashed %d files", res.UploadedBytes, res.HashedFiles)
+	}
+	after, err := os.Stat(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatal("a no-op save rewrote the restore state")
+	}
+	// A same-size, same-mtime replacement is still seen.
+	var victim string
+	filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+		if fi, _ := d.Info(); victim == "" && fi != nil && fi.Mode().IsRegular() && fi.Size() > 4 && d.Name() != archive.StateFileName {
+			victim = p
+		}
+		return nil
+	})
+	fi, _ := os.Stat(victim)
+	data, _ := os.ReadFile(victim)
+	data[0] ^= 0xff
+	os.Remove(victim)
+	os.WriteFile(victim, data, fi.Mode().Perm())
+	os.Chtimes(victim, fi.ModTime(), fi.ModTime())
+	want := testtree.Snapshot(t, dst, archive.StateFileName)
+	save(t, st, "k3", dst)
+	fresh := filepath.Join(t.TempDir(), "c")
+	restore(t, st, "k3", nil, fresh)
+	testtree.Equal(t, want, testtree.Snapshot(t, fresh, archive.StateFileName))
 }

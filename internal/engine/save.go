@@ -223,9 +223,13 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return nil, err
 	}
 	// The folders now hold exactly this entry: record it so the next save
-	// in this workspace reads nothing that did not change.
-	if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String()); err != nil {
-		opts.Logf("warning: %v (the next save will read every file)", err)
+	// in this workspace reads nothing that did not change. When the state
+	// already says exactly that (same index, every record proven and equal),
+	// it is left as it is: a no-op save writes nothing in the workspace.
+	if !stateHolds(b, x, blob) {
+		if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String()); err != nil {
+			opts.Logf("warning: %v (the next save will read every file)", err)
+		}
 	}
 	for i := range x.Entries {
 		if x.Entries[i].Type == archive.TypeFile {
@@ -289,6 +293,20 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 		return base{x: x, blob: blob, name: ref.Key}
 	}
 	return base{}
+}
+
+// stateHolds reports whether the restore state b came from already
+// records x (encoded as blob) with the identities the walk saw.
+func stateHolds(b base, x *archive.Index, blob []byte) bool {
+	if b.ids == nil || !bytes.Equal(blob, b.blob) || len(b.ids) != len(x.Entries) || len(x.IDs) != len(x.Entries) {
+		return false
+	}
+	for i := range x.Entries {
+		if hasContent(&x.Entries[i]) && (b.ids[i].IsZero() || b.ids[i] != x.IDs[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // packPlan lists the packs reused from the base and the files to pack anew.

@@ -46,6 +46,7 @@ type Options struct {
 	CrossPlatform   bool
 	LookupOnly      bool
 	FailOnMiss      bool
+	ReadOnly        bool
 
 	stdout, stderr io.Writer
 	start          time.Time

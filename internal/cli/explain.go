@@ -339,6 +339,7 @@ Entries record their key inputs when saved by this version.`,
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: entries of another OS/architecture are not a difference")
 	fs.StringVar(&o.Output, "output", "text", "text, or json")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up after this long")
+	addStallFlag(fs, &o.StallTimeout)
 	bindEnv(cmd, o)
 	return cmd
 }

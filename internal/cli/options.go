@@ -42,6 +42,7 @@ type Options struct {
 	ResultsDir      string
 	Timeout         time.Duration
 	IdleTimeout     time.Duration
+	StallTimeout    time.Duration
 	Jobs            int
 	CrossPlatform   bool
 	LookupOnly      bool
@@ -50,7 +51,8 @@ type Options struct {
 
 	stdout, stderr io.Writer
 	start          time.Time
-	target         string // key's --target, an alias of --source
+	ctx            context.Context // the command's, before --timeout: its cause tells a signal
+	target         string          // key's --target, an alias of --source
 	lastLog        atomic.Int64
 	logMu          sync.Mutex // progress and wait lines come from other goroutines
 	idle           *idleWatch
@@ -110,9 +112,25 @@ func (o *Options) addStoreFlags(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the outcome on stdout")
 	fs.StringVar(&o.ResultsDir, "results-dir", "", "directory to write one file per result into (status, error, key, seconds ...; see README): Tekton step results")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up after this long (a warning, as any transient store problem)")
-	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up when the store sends or takes nothing for this long while a request is in flight (0: never)")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up on the command when the store sends or takes nothing for this long while a request is in flight, retries included (0: never)")
+	addStallFlag(fs, &o.StallTimeout)
 	fs.IntVar(&o.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs")
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: restore entries saved on another OS/architecture (and let a save replace them)")
+}
+
+// addStallFlag adds --stall-timeout, the store layer's per-request stall
+// limit: a request cut by it is retried, where --idle-timeout gives up on
+// the whole command.
+func addStallFlag(fs *pflag.FlagSet, p *time.Duration) {
+	fs.DurationVar(p, "stall-timeout", store.DefaultStallTimeout, "cut a store request that moves no byte for this long and retry it (each attempt; 0: never)")
+}
+
+// stallOption is --stall-timeout as store.Options.StallTimeout wants it.
+func stallOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // envName is the environment variable of a flag.
@@ -375,7 +393,7 @@ func (o *Options) checkOutput() error {
 
 func bindEnv(cmd *cobra.Command, o *Options) {
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
-		o.stdout, o.stderr, o.start = cmd.OutOrStdout(), cmd.ErrOrStderr(), time.Now()
+		o.stdout, o.stderr, o.start, o.ctx = cmd.OutOrStdout(), cmd.ErrOrStderr(), time.Now(), cmd.Context()
 		if err := applyEnv(cmd.Flags()); err != nil {
 			return usageError{err}
 		}

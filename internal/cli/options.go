@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/cachekey"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
@@ -43,6 +44,7 @@ type Options struct {
 	Timeout         time.Duration
 	IdleTimeout     time.Duration
 	StallTimeout    time.Duration
+	MaxIndexEntries int64
 	Jobs            int
 	CrossPlatform   bool
 	LookupOnly      bool
@@ -114,6 +116,7 @@ func (o *Options) addStoreFlags(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up after this long (a warning, as any transient store problem)")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up on the command when the store sends or takes nothing for this long while a request is in flight, retries included (0: never)")
 	addStallFlag(fs, &o.StallTimeout)
+	fs.Int64Var(&o.MaxIndexEntries, "max-index-entries", archive.DefaultMaxIndexEntries, "refuse an entry whose index lists more files than this (a hostile or broken store); decoding costs about 850 bytes per entry")
 	fs.IntVar(&o.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs")
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: restore entries saved on another OS/architecture (and let a save replace them)")
 }
@@ -381,10 +384,16 @@ func (o *Options) warnf(format string, args ...any) {
 	fmt.Fprintf(o.stderr, "warning: "+format+"\n", args...)
 }
 
+// checkOutput checks the flags fetch and upload share, and applies
+// --max-index-entries.
 func (o *Options) checkOutput() error {
 	if o.Output != "text" && o.Output != "json" {
 		return fmt.Errorf("--output %q: use text or json", o.Output)
 	}
+	if o.MaxIndexEntries <= 0 {
+		return fmt.Errorf("--max-index-entries %d: use a positive number of entries", o.MaxIndexEntries)
+	}
+	archive.SetMaxIndexEntries(o.MaxIndexEntries)
 	if len(o.Folders) == 0 {
 		return errors.New("no --folder given: pass the directory to cache, e.g. --folder $GOCACHE")
 	}

@@ -79,3 +79,35 @@ func TestReadOnly(t *testing.T) {
 		t.Errorf("store changed in read-only runs: %v -> %v", before, after)
 	}
 }
+
+// TestMaxIndexEntries: CACHE_MAX_INDEX_ENTRIES below an entry's file count
+// refuses the entry with a line naming the cap (a warning: the store's
+// data, not the command, is at fault), and leaves the folder as it was;
+// a cap that is not a positive number is a misconfiguration.
+func TestMaxIndexEntries(t *testing.T) {
+	wd, folder := workspace(t)
+	src := "file://" + filepath.Join(t.TempDir(), "store") + "/go-{{hash}}"
+	res := filepath.Join(t.TempDir(), "results")
+	common := []string{"--workingdir", wd, "--folder", folder, "--results-dir", res}
+	if r := cache(t, append([]string{"upload", "--target", src}, common...)...); r.code != 0 || readResult(t, res, "status") != "saved" {
+		t.Fatalf("upload: %+v", r)
+	}
+	os.WriteFile(filepath.Join(folder, "local-only"), []byte("mine\n"), 0o644)
+	before := testtree.Snapshot(t, folder)
+
+	t.Setenv("CACHE_MAX_INDEX_ENTRIES", "3")
+	r := cache(t, append([]string{"fetch", "--source", src}, common...)...)
+	if r.code != 0 || readResult(t, res, "fetched") != "false" || !strings.Contains(r.stderr, "past the cap of 3 entries (CACHE_MAX_INDEX_ENTRIES") {
+		t.Fatalf("fetch with a cap of 3 entries: want the entry refused with a line naming the cap: %+v", r)
+	}
+	testtree.Equal(t, before, testtree.Snapshot(t, folder))
+
+	t.Setenv("CACHE_MAX_INDEX_ENTRIES", "0")
+	if r := cache(t, append([]string{"fetch", "--source", src}, common...)...); r.code != 2 || !strings.Contains(r.stderr, "--max-index-entries 0") {
+		t.Fatalf("a cap of 0: want exit 2 naming the flag: %+v", r)
+	}
+	t.Setenv("CACHE_MAX_INDEX_ENTRIES", "")
+	if r := cache(t, append([]string{"fetch", "--source", src}, common...)...); r.code != 0 || readResult(t, res, "fetched") != "true" {
+		t.Fatalf("fetch with the default cap: %+v", r)
+	}
+}

@@ -45,6 +45,8 @@ type Options struct {
 	IdleTimeout     time.Duration
 	StallTimeout    time.Duration
 	MaxIndexEntries int64
+	Scope           string // --scope: keys are SCOPE_KEY
+	FallbackScope   string // --fallback-scope: restore from this scope's entries after Scope's
 	Jobs            int
 	CrossPlatform   bool
 	LookupOnly      bool
@@ -58,6 +60,7 @@ type Options struct {
 	lastLog        atomic.Int64
 	logMu          sync.Mutex // progress and wait lines come from other goroutines
 	idle           *idleWatch
+	scope          string // Scope as keyAndStore mapped it
 	// inputs is what the last keyAndStore computed the key from.
 	inputs *store.KeyInputs
 }
@@ -134,6 +137,49 @@ func stallOption(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// addScopeFlag adds --scope; with fallback, --fallback-scope too (fetch).
+func (o *Options) addScopeFlags(fs *pflag.FlagSet, fallback bool) {
+	fs.StringVar(&o.Scope, "scope", "", "keep entries apart by who wrote them: every key and restore key becomes SCOPE_KEY (letters, digits and '-'; '/', '_' and the rest become '-'), e.g. main, or pr-42 for a pull request")
+	if fallback {
+		fs.StringVar(&o.FallbackScope, "fallback-scope", "", "after --scope's own entries, restore from this scope's (the exact key, then the restore keys), e.g. main for a pull request; never the other way")
+	}
+}
+
+// scopeSeparator ends a scope in a key. A scope never holds it, so a
+// scope's prefix (main_) matches its own entries only, never another
+// scope's (main-x_...), whatever names untrusted runs pick.
+const scopeSeparator = "_"
+
+// scopeName maps a --scope or --fallback-scope value to the scope grammar,
+// [A-Za-z0-9][A-Za-z0-9-]{0,63}, saying so when it changed it.
+func (o *Options) scopeName(flag, v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", nil
+	}
+	mapped := strings.Map(func(r rune) rune {
+		if r < 128 && (r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return '-'
+	}, v)
+	if len(mapped) > 64 || mapped[0] == '-' {
+		return "", fmt.Errorf("%w: --%s %q: use 1-64 letters, digits or '-', starting with a letter or digit", store.ErrInvalidKey, flag, v)
+	}
+	if mapped != v {
+		o.infof("--%s %q: using %q (a scope holds letters, digits and '-' only)", flag, v, mapped)
+	}
+	return mapped, nil
+}
+
+// withScope is key in scope: SCOPE_KEY, unless key already is.
+func withScope(scope, key string) string {
+	if scope == "" || strings.HasPrefix(key, scope+scopeSeparator) {
+		return key
+	}
+	return scope + scopeSeparator + key
 }
 
 // envName is the environment variable of a flag.
@@ -246,6 +292,14 @@ func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cache
 	if key, err = o.expandKey(template, h, false); err != nil {
 		return "", "", nil, err
 	}
+	if o.scope, err = o.scopeName("scope", o.Scope); err != nil {
+		return "", "", nil, err
+	}
+	if key = withScope(o.scope, key); o.scope != "" {
+		if err := store.ValidateKey(key); err != nil {
+			return "", "", nil, fmt.Errorf("the key with its scope: %w", err)
+		}
+	}
 	o.inputs = keyInputs(template, o.URI, hash)
 	if o.BlobQueryParams != "" {
 		q := strings.TrimLeft(o.BlobQueryParams, "?&")
@@ -306,7 +360,44 @@ func (o *Options) resolve() (storeURL, key string, restoreKeys []string, err err
 		o.infof("key %s from %d file(s) matching %s in %s", key, len(hash.Files), strings.Join(hash.Patterns, ", "), hash.WorkDir)
 	}
 	restoreKeys, err = o.restoreKeys(h)
+	if err != nil {
+		return "", "", nil, err
+	}
+	restoreKeys, err = o.scopeRestoreKeys(key, restoreKeys)
 	return storeURL, key, restoreKeys, err
+}
+
+// scopeRestoreKeys puts the restore keys in --scope, then, with
+// --fallback-scope, adds the key and the restore keys in that scope: a
+// pull request's run falls back to main's entries, main's never to a
+// pull request's.
+func (o *Options) scopeRestoreKeys(key string, restoreKeys []string) ([]string, error) {
+	fallback, err := o.scopeName("fallback-scope", o.FallbackScope)
+	switch {
+	case err != nil:
+		return nil, err
+	case fallback != "" && o.scope == "":
+		return nil, errors.New("--fallback-scope without --scope: set the scope this run writes to (e.g. --scope pr-42 --fallback-scope main)")
+	case o.scope == "":
+		return restoreKeys, nil
+	}
+	unscoped := strings.TrimPrefix(key, o.scope+scopeSeparator)
+	var out []string
+	for _, rk := range restoreKeys {
+		out = append(out, withScope(o.scope, rk))
+	}
+	if fallback != "" && fallback != o.scope {
+		out = append(out, withScope(fallback, unscoped))
+		for _, rk := range restoreKeys {
+			out = append(out, withScope(fallback, rk))
+		}
+	}
+	for _, k := range out {
+		if err := store.ValidateKey(k); err != nil {
+			return nil, fmt.Errorf("a restore key with its scope: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // withTimeout bounds a command by --timeout.

@@ -111,3 +111,81 @@ func TestMaxIndexEntries(t *testing.T) {
 		t.Fatalf("fetch with the default cap: %+v", r)
 	}
 }
+
+// TestScopes: --scope prefixes keys and restore keys with SCOPE_; a pull
+// request's run (--scope pr-7 --fallback-scope main) restores main's entry
+// and saves in its own scope; main's runs never restore a pull request's
+// entry, even one with the exact files and the newest, nor one whose scope
+// name tries to look like main's.
+func TestScopes(t *testing.T) {
+	wd, folder := workspace(t)
+	dir := filepath.Join(t.TempDir(), "store")
+	store := "file://" + dir
+	res := filepath.Join(t.TempDir(), "results")
+	do := func(args ...string) run {
+		t.Helper()
+		return cache(t, append(args, "--store", store, "--workingdir", wd, "--folder", folder, "--results-dir", res)...)
+	}
+	want := func(r run, result, value string) {
+		t.Helper()
+		if got := readResult(t, res, result); got != value {
+			t.Fatalf("%s = %q, want %q: %+v", result, got, value, r)
+		}
+	}
+	setSum := func(s string) { os.WriteFile(filepath.Join(wd, "go.sum"), []byte(s), 0o644) }
+
+	// main saves.
+	r := do("upload", "--key", "go-{{hash}}", "--scope", "main")
+	want(r, "status", "saved")
+	mainKey := readResult(t, res, "key")
+	if !strings.HasPrefix(mainKey, "main_go-") {
+		t.Fatalf("main's key %q: want main_go-<hash>", mainKey)
+	}
+
+	// A pull request changes go.sum: it restores main's entry, then saves
+	// under its own scope (the key from fetch is not scoped twice).
+	setSum("dep v2\n")
+	r = do("fetch", "--key", "go-{{hash}}", "--restore-keys", "go-", "--scope", "pr-7", "--fallback-scope", "main")
+	want(r, "status", "fallback")
+	want(r, "matched-key", mainKey)
+	prKey := readResult(t, res, "key")
+	if !strings.HasPrefix(prKey, "pr-7_go-") {
+		t.Fatalf("the PR's key %q: want pr-7_go-<hash>", prKey)
+	}
+	r = do("upload", "--key", prKey, "--scope", "pr-7", "--force")
+	want(r, "status", "saved")
+	want(r, "key", prKey)
+	// Its own scope first: the next PR run hits its own entry.
+	r = do("fetch", "--key", "go-{{hash}}", "--restore-keys", "go-", "--scope", "pr-7", "--fallback-scope", "main")
+	want(r, "status", "hit")
+	want(r, "matched-key", prKey)
+
+	// A scope named to pass for main's prefix is mapped ("main_go" is
+	// "main-go") and stays apart.
+	r = do("upload", "--key", "go-{{hash}}", "--scope", "main_go", "--force")
+	want(r, "status", "saved")
+	if k := readResult(t, res, "key"); !strings.HasPrefix(k, "main-go_") {
+		t.Fatalf("scope main_go gave key %q, want main-go_...", k)
+	}
+
+	// main with the PR's go.sum: the PR's entries (the exact files, and
+	// newer) are never restored; main's older entry is.
+	r = do("fetch", "--key", "go-{{hash}}", "--restore-keys", "go-", "--scope", "main")
+	want(r, "status", "fallback")
+	want(r, "matched-key", mainKey)
+
+	// The key command shows the scoped key.
+	if r := cache(t, "key", "--key", "go-{{hash}}", "--scope", "pr-7", "--workingdir", wd); r.code != 0 || !strings.HasSuffix(strings.TrimSpace(r.stdout), prKey) {
+		t.Fatalf("cache key --scope pr-7: want %s last: %+v", prKey, r)
+	}
+	// Misconfigurations exit 2.
+	for _, args := range [][]string{
+		{"fetch", "--key", "go-{{hash}}", "--fallback-scope", "main"},
+		{"fetch", "--key", "go-{{hash}}", "--scope", "-x"},
+		{"upload", "--key", "go-{{hash}}", "--scope", strings.Repeat("s", 65)},
+	} {
+		if r := do(args...); r.code != 2 {
+			t.Errorf("%v: exit %d, want 2: %+v", args, r.code, r)
+		}
+	}
+}

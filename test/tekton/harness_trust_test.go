@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	v1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
@@ -98,5 +99,45 @@ func TestGoPipelinePullRequestReadOnly(t *testing.T) {
 	}
 	if after := registryTags(t, "http://"+reg); !slices.Equal(after, tags) {
 		t.Errorf("registry tags changed in the PR run: %v -> %v", tags, after)
+	}
+}
+
+// TestGoPipelineScopes runs examples/go/pipeline-go.yaml as
+// pipelinerun-go-pac.yaml does: main saves under scope main; a pull request
+// (scope pr-7, fallback main) with a changed go.sum restores main's entry
+// and saves under pr-7_; main with the pull request's go.sum then restores
+// its own older entry, never the pull request's.
+func TestGoPipelineScopes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a registry and runs the Go pipeline three times")
+	}
+	reg := testserver.Registry(t, "", "")
+	h := newHarness(t)
+	pipeline := loadPipeline(t, "examples/go/pipeline-go.yaml")
+	upstream := freshSource(t, "go-project")
+	run := func(name string, extra ...v1.Param) *TaskRunResult {
+		params := append([]v1.Param{stringParam("repo_url", upstream), stringParam("registry", reg+"/team"),
+			stringParam("buildCommand", "sh "+absTestdata(t, "fake-go-build.sh")), stringParam("insecure", "true")}, extra...)
+		return runGoBuild(t, h, pipeline, name, params...)
+	}
+	main := run("main", stringParam("cache-scope", "main"))
+	mainKey := main.Step("cache-upload").Results["key"]
+	if main.Step("cache-upload").Results["uploaded"] != "true" || !strings.HasPrefix(mainKey, "main_go-") {
+		t.Fatalf("main run: %v; want a save under main_go-", main.Step("cache-upload").Results)
+	}
+	if err := os.WriteFile(filepath.Join(upstream, "go.sum"), []byte("example.com/dep v1.0.1 h1:PRPR=\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pr := run("pr", stringParam("cache-scope", "pr-7"), stringParam("cache-fallback-scope", "main"))
+	if got := pr.Step("cache-fetch").Results["matched-key"]; got != mainKey {
+		t.Errorf("the PR restored %q, want main's %s", got, mainKey)
+	}
+	prKey := pr.Step("cache-upload").Results["key"]
+	if pr.Step("cache-upload").Results["uploaded"] != "true" || !strings.HasPrefix(prKey, "pr-7_go-") {
+		t.Fatalf("PR run: %v; want a save under pr-7_go-", pr.Step("cache-upload").Results)
+	}
+	again := run("main-again", stringParam("cache-scope", "main"))
+	if got := again.Step("cache-fetch").Results["matched-key"]; got != mainKey {
+		t.Errorf("main restored %q after the PR saved %s: want main's own %s", got, prKey, mainKey)
 	}
 }

@@ -47,6 +47,7 @@ lint: ## gofmt, go vet (and golangci-lint when installed)
 fuzz: ## Run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndex$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzExtract$$' -fuzztime 30s ./internal/archive/
+	$(GO) test -run '^$$' -fuzz '^FuzzPackReader$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadState$$' -fuzztime 30s ./internal/engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime 30s ./internal/engine/
 

@@ -5,15 +5,15 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"syscall"
 
 	"github.com/tekton-cache/tekton-cache/internal/cli"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGTERM (a TaskRun's timeout or cancellation) and SIGINT cancel the
+	// command, which cleans up as on any failure and exits 128+signal.
+	ctx, stop := cli.SignalContext(context.Background())
 	// CACHE_CPUPROFILE=file writes a CPU profile, for `go tool pprof`.
 	if p := os.Getenv("CACHE_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)

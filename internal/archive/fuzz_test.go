@@ -1,10 +1,13 @@
 package archive
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -55,6 +58,43 @@ func FuzzExtract(f *testing.F) {
 		entries, _ := os.ReadDir(top)
 		if len(entries) > 1 || (len(entries) == 1 && entries[0].Name() != "target") {
 			t.Fatalf("extraction wrote outside its target: %v", entries)
+		}
+	})
+}
+
+// FuzzPackReader: any bytes as a pack, with any bound, either read as a
+// tar stream or fail; never a panic, and never more than the bound
+// inflated out of it.
+func FuzzPackReader(f *testing.F) {
+	zstdPack := func(files ...tarFile) []byte { return makePack(&testing.T{}, files...) }
+	f.Add(zstdPack(tarFile{name: "a/b", content: "hi"}), int64(4096))
+	f.Add(zstdPack(tarFile{name: "f", content: strings.Repeat("x", 10000)}), int64(2048))
+	f.Add(zstdPack(tarFile{name: "../x", content: "hi"}, tarFile{name: "l", typ: tar.TypeSymlink}), int64(1<<20))
+	f.Add([]byte{}, int64(0))
+	f.Add([]byte("not zstd at all"), int64(100))
+	f.Fuzz(func(t *testing.T, pack []byte, limit int64) {
+		if limit < 0 || limit > 1<<24 {
+			return
+		}
+		tr, finish, err := NewPackReader(bytes.NewReader(pack), limit)
+		if err != nil {
+			return
+		}
+		var inflated int64
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			n, _ := io.Copy(io.Discard, io.LimitReader(tr, 1<<24))
+			inflated += n
+			if h.Size < 0 {
+				t.Fatalf("header %q with a negative size", h.Name)
+			}
+		}
+		finish() //nolint:errcheck // the bound is what matters
+		if inflated > limit {
+			t.Fatalf("%d bytes of file content came out of a pack bounded to %d", inflated, limit)
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 	fastjson "github.com/segmentio/encoding/json"
@@ -150,13 +151,74 @@ func (x *Index) Encode() ([]byte, error) {
 	return enc.EncodeAll(raw, nil), nil
 }
 
-// maxIndexSize bounds a decompressed index: about 4 million entries. A
-// variable so that a test can lower it.
-var maxIndexSize uint64 = 1 << 30
+// DefaultMaxIndexEntries is the most entries an index may hold unless
+// SetMaxIndexEntries says otherwise (CACHE_MAX_INDEX_ENTRIES): decoding
+// costs about 850 bytes allocated and 280 live per entry with 70-character
+// paths (docs/FORMAT.md), so the default bounds a hostile index to about
+// 1.7 GB allocated and 0.6 GB live.
+const DefaultMaxIndexEntries = 2_000_000
 
-// DecodeIndex parses and validates an index blob.
+// IndexBytesPerEntry bounds the decompressed index per allowed entry: an
+// entry's JSON is about 130 bytes and its path, so this leaves room for
+// paths of 350 characters on average.
+const IndexBytesPerEntry = 512
+
+var maxIndexEntries atomic.Int64
+
+func init() { maxIndexEntries.Store(DefaultMaxIndexEntries) }
+
+// SetMaxIndexEntries sets the cap on an index's entries (n > 0), and with
+// it the cap on its decompressed size (n x IndexBytesPerEntry + 1 MiB).
+func SetMaxIndexEntries(n int64) { maxIndexEntries.Store(n) }
+
+// MaxIndexEntries is the cap SetMaxIndexEntries set.
+func MaxIndexEntries() int64 { return maxIndexEntries.Load() }
+
+// ErrIndexTooLarge is wrapped by the error of an index past the caps.
+var ErrIndexTooLarge = errors.New("index too large")
+
+// maxIndexSize is the decompressed size an index may have; a variable so
+// that a test can lower it.
+var maxIndexSize = func() uint64 { return uint64(MaxIndexEntries())*IndexBytesPerEntry + 1<<20 }
+
+func tooManyEntries(what string, max int64) error {
+	return fmt.Errorf("%w: it has %s, past the cap of %d entries (CACHE_MAX_INDEX_ENTRIES, --max-index-entries): refused; raise the cap if the cache really holds that many files", ErrIndexTooLarge, what, max)
+}
+
+// countObjects counts the '{' outside strings of JSON text: an upper
+// bound on the entries it holds (each entry is an object), found before
+// the parser spends memory on them. It stops past limit.
+func countObjects(raw []byte, limit int64) int64 {
+	var n int64
+	inString, escaped := false, false
+	for _, c := range raw {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			switch c {
+			case '\\':
+				escaped = true
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{':
+			if n++; n > limit {
+				return n
+			}
+		}
+	}
+	return n
+}
+
+// DecodeIndex parses and validates an index blob. An index past the cap
+// on entries (SetMaxIndexEntries) is refused before it is parsed: its
+// decompressed size is bounded from the cap, then its objects counted.
 func DecodeIndex(blob []byte) (*Index, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxIndexSize))
+	maxEntries, maxSize := MaxIndexEntries(), maxIndexSize()
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxSize))
 	if err != nil {
 		return nil, err
 	}
@@ -164,10 +226,16 @@ func DecodeIndex(blob []byte) (*Index, error) {
 	// DecodeAll sizes its output from the frame header and stops at the limit.
 	raw, err := dec.DecodeAll(blob, nil)
 	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-		return nil, fmt.Errorf("index is larger than %d bytes uncompressed: refused", maxIndexSize)
+		return nil, fmt.Errorf("%w: it is larger than %d bytes uncompressed (%d entries of %d bytes, CACHE_MAX_INDEX_ENTRIES): refused", ErrIndexTooLarge, maxSize, maxEntries, IndexBytesPerEntry)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("decompressing index: %w", err)
+	}
+	// The top-level object and each pack are objects too: packs hold
+	// about 4 MiB each, so a quarter of the cap leaves room for them
+	// short of terabytes of content.
+	if limit := maxEntries + maxEntries/4 + 16; countObjects(raw, limit) > limit {
+		return nil, tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
 	}
 	// segmentio's parser follows encoding/json's rules at about six times
 	// its speed (28,000 entries: 24 ms instead of 138 ms, which was a third
@@ -179,6 +247,9 @@ func DecodeIndex(blob []byte) (*Index, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("decoding index: %w", err)
+	}
+	if int64(len(x.Entries)) > maxEntries {
+		return nil, tooManyEntries(fmt.Sprintf("%d entries", len(x.Entries)), maxEntries)
 	}
 	if err := x.Validate(); err != nil {
 		return nil, err

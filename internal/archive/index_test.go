@@ -72,8 +72,8 @@ func TestDecodeIndexRefusesOversize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(old uint64) { maxIndexSize = old }(maxIndexSize)
-	maxIndexSize = 16
+	defer func(old func() uint64) { maxIndexSize = old }(maxIndexSize)
+	maxIndexSize = func() uint64 { return 16 }
 	if _, err := DecodeIndex(blob); err == nil || !strings.Contains(err.Error(), "larger than 16 bytes") {
 		t.Fatalf("got %v, want a refusal naming the limit", err)
 	}

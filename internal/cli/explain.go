@@ -274,7 +274,7 @@ func (o *Options) diagnoseMiss(ctx context.Context, storeURL, key string) string
 	if o.CrossPlatform {
 		platform = ""
 	}
-	ex, err := explain(ctx, st, key, keyPrefix(o.inputs.Template), o.inputs, platform)
+	ex, err := explain(ctx, st, key, withScope(o.scope, keyPrefix(o.inputs.Template)), o.inputs, platform)
 	if err != nil {
 		return ""
 	}
@@ -319,7 +319,7 @@ Entries record their key inputs when saved by this version.`,
 			if o.inputs != nil {
 				template = o.inputs.Template
 			}
-			ex, err := explain(ctx, st, key, keyPrefix(template), o.inputs, platform)
+			ex, err := explain(ctx, st, key, withScope(o.scope, keyPrefix(template)), o.inputs, platform)
 			if err != nil {
 				return withStore(err, storeURL)
 			}
@@ -339,6 +339,8 @@ Entries record their key inputs when saved by this version.`,
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: entries of another OS/architecture are not a difference")
 	fs.StringVar(&o.Output, "output", "text", "text, or json")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up after this long")
+	addStallFlag(fs, &o.StallTimeout)
+	o.addScopeFlags(fs, false)
 	bindEnv(cmd, o)
 	return cmd
 }

@@ -30,6 +30,7 @@ func newFetch() *cobra.Command {
 	}
 	o.addKeyFlags(cmd.Flags())
 	o.addStoreFlags(cmd.Flags(), "source", "store URI whose last element is the key, as the reference tool's --source: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, s3://bucket/cache-go:{{hash}}, file:///dir/{{hash}}")
+	o.addScopeFlags(cmd.Flags(), true)
 	cmd.Flags().BoolVar(&o.LookupOnly, "lookup-only", false, "say whether a usable entry exists (status, fetched, matched-key) without restoring it")
 	cmd.Flags().BoolVar(&o.FailOnMiss, "fail-on-miss", false, "exit 1 when no entry was restored (a restore-key fallback is not a miss); store problems stay warnings")
 	bindEnv(cmd, o)

@@ -71,6 +71,7 @@ matters, since files in the cached folders never count.`,
 	cmd.Flags().StringVar(&o.target, "target", "", "same as --source (as upload's --target)")
 	cmd.Flags().StringVar(&o.StoreURL, "store", "", "store URL without a key, shown in the output; use with --key")
 	cmd.Flags().StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the key, the hash and the files")
+	o.addScopeFlags(cmd.Flags(), false)
 	bindEnv(cmd, o)
 	return cmd
 }

@@ -32,6 +32,7 @@ func (m *manageOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&m.Prefix, "prefix", "", "only entries whose key starts with this")
 	fs.StringVar(&m.Output, "output", "text", "text, or json")
 	fs.DurationVar(&m.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	addStallFlag(fs, &m.StallTimeout)
 }
 
 // open checks the flags and opens the store.

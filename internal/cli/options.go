@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/cachekey"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
@@ -42,17 +43,24 @@ type Options struct {
 	ResultsDir      string
 	Timeout         time.Duration
 	IdleTimeout     time.Duration
+	StallTimeout    time.Duration
+	MaxIndexEntries int64
+	Scope           string // --scope: keys are SCOPE_KEY
+	FallbackScope   string // --fallback-scope: restore from this scope's entries after Scope's
 	Jobs            int
 	CrossPlatform   bool
 	LookupOnly      bool
 	FailOnMiss      bool
+	ReadOnly        bool
 
 	stdout, stderr io.Writer
 	start          time.Time
-	target         string // key's --target, an alias of --source
+	ctx            context.Context // the command's, before --timeout: its cause tells a signal
+	target         string          // key's --target, an alias of --source
 	lastLog        atomic.Int64
 	logMu          sync.Mutex // progress and wait lines come from other goroutines
 	idle           *idleWatch
+	scope          string // Scope as keyAndStore mapped it
 	// inputs is what the last keyAndStore computed the key from.
 	inputs *store.KeyInputs
 }
@@ -109,9 +117,69 @@ func (o *Options) addStoreFlags(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the outcome on stdout")
 	fs.StringVar(&o.ResultsDir, "results-dir", "", "directory to write one file per result into (status, error, key, seconds ...; see README): Tekton step results")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up after this long (a warning, as any transient store problem)")
-	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up when the store sends or takes nothing for this long while a request is in flight (0: never)")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "give up on the command when the store sends or takes nothing for this long while a request is in flight, retries included (0: never)")
+	addStallFlag(fs, &o.StallTimeout)
+	fs.Int64Var(&o.MaxIndexEntries, "max-index-entries", archive.DefaultMaxIndexEntries, "refuse an entry whose index lists more files than this (a hostile or broken store); decoding costs about 850 bytes per entry")
 	fs.IntVar(&o.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs")
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: restore entries saved on another OS/architecture (and let a save replace them)")
+}
+
+// addStallFlag adds --stall-timeout, the store layer's per-request stall
+// limit: a request cut by it is retried, where --idle-timeout gives up on
+// the whole command.
+func addStallFlag(fs *pflag.FlagSet, p *time.Duration) {
+	fs.DurationVar(p, "stall-timeout", store.DefaultStallTimeout, "cut a store request that moves no byte for this long and retry it (each attempt; 0: never)")
+}
+
+// stallOption is --stall-timeout as store.Options.StallTimeout wants it.
+func stallOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
+// addScopeFlag adds --scope; with fallback, --fallback-scope too (fetch).
+func (o *Options) addScopeFlags(fs *pflag.FlagSet, fallback bool) {
+	fs.StringVar(&o.Scope, "scope", "", "keep entries apart by who wrote them: every key and restore key becomes SCOPE_KEY (letters, digits and '-'; '/', '_' and the rest become '-'), e.g. main, or pr-42 for a pull request")
+	if fallback {
+		fs.StringVar(&o.FallbackScope, "fallback-scope", "", "after --scope's own entries, restore from this scope's (the exact key, then the restore keys), e.g. main for a pull request; never the other way")
+	}
+}
+
+// scopeSeparator ends a scope in a key. A scope never holds it, so a
+// scope's prefix (main_) matches its own entries only, never another
+// scope's (main-x_...), whatever names untrusted runs pick.
+const scopeSeparator = "_"
+
+// scopeName maps a --scope or --fallback-scope value to the scope grammar,
+// [A-Za-z0-9][A-Za-z0-9-]{0,63}, saying so when it changed it.
+func (o *Options) scopeName(flag, v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", nil
+	}
+	mapped := strings.Map(func(r rune) rune {
+		if r < 128 && (r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return '-'
+	}, v)
+	if len(mapped) > 64 || mapped[0] == '-' {
+		return "", fmt.Errorf("%w: --%s %q: use 1-64 letters, digits or '-', starting with a letter or digit", store.ErrInvalidKey, flag, v)
+	}
+	if mapped != v {
+		o.infof("--%s %q: using %q (a scope holds letters, digits and '-' only)", flag, v, mapped)
+	}
+	return mapped, nil
+}
+
+// withScope is key in scope: SCOPE_KEY, unless key already is.
+func withScope(scope, key string) string {
+	if scope == "" || strings.HasPrefix(key, scope+scopeSeparator) {
+		return key
+	}
+	return scope + scopeSeparator + key
 }
 
 // envName is the environment variable of a flag.
@@ -224,6 +292,14 @@ func (o *Options) keyAndStore(needStore bool) (storeURL, key string, hash *cache
 	if key, err = o.expandKey(template, h, false); err != nil {
 		return "", "", nil, err
 	}
+	if o.scope, err = o.scopeName("scope", o.Scope); err != nil {
+		return "", "", nil, err
+	}
+	if key = withScope(o.scope, key); o.scope != "" {
+		if err := store.ValidateKey(key); err != nil {
+			return "", "", nil, fmt.Errorf("the key with its scope: %w", err)
+		}
+	}
 	o.inputs = keyInputs(template, o.URI, hash)
 	if o.BlobQueryParams != "" {
 		q := strings.TrimLeft(o.BlobQueryParams, "?&")
@@ -284,7 +360,44 @@ func (o *Options) resolve() (storeURL, key string, restoreKeys []string, err err
 		o.infof("key %s from %d file(s) matching %s in %s", key, len(hash.Files), strings.Join(hash.Patterns, ", "), hash.WorkDir)
 	}
 	restoreKeys, err = o.restoreKeys(h)
+	if err != nil {
+		return "", "", nil, err
+	}
+	restoreKeys, err = o.scopeRestoreKeys(key, restoreKeys)
 	return storeURL, key, restoreKeys, err
+}
+
+// scopeRestoreKeys puts the restore keys in --scope, then, with
+// --fallback-scope, adds the key and the restore keys in that scope: a
+// pull request's run falls back to main's entries, main's never to a
+// pull request's.
+func (o *Options) scopeRestoreKeys(key string, restoreKeys []string) ([]string, error) {
+	fallback, err := o.scopeName("fallback-scope", o.FallbackScope)
+	switch {
+	case err != nil:
+		return nil, err
+	case fallback != "" && o.scope == "":
+		return nil, errors.New("--fallback-scope without --scope: set the scope this run writes to (e.g. --scope pr-42 --fallback-scope main)")
+	case o.scope == "":
+		return restoreKeys, nil
+	}
+	unscoped := strings.TrimPrefix(key, o.scope+scopeSeparator)
+	var out []string
+	for _, rk := range restoreKeys {
+		out = append(out, withScope(o.scope, rk))
+	}
+	if fallback != "" && fallback != o.scope {
+		out = append(out, withScope(fallback, unscoped))
+		for _, rk := range restoreKeys {
+			out = append(out, withScope(fallback, rk))
+		}
+	}
+	for _, k := range out {
+		if err := store.ValidateKey(k); err != nil {
+			return nil, fmt.Errorf("a restore key with its scope: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // withTimeout bounds a command by --timeout.
@@ -362,10 +475,16 @@ func (o *Options) warnf(format string, args ...any) {
 	fmt.Fprintf(o.stderr, "warning: "+format+"\n", args...)
 }
 
+// checkOutput checks the flags fetch and upload share, and applies
+// --max-index-entries.
 func (o *Options) checkOutput() error {
 	if o.Output != "text" && o.Output != "json" {
 		return fmt.Errorf("--output %q: use text or json", o.Output)
 	}
+	if o.MaxIndexEntries <= 0 {
+		return fmt.Errorf("--max-index-entries %d: use a positive number of entries", o.MaxIndexEntries)
+	}
+	archive.SetMaxIndexEntries(o.MaxIndexEntries)
 	if len(o.Folders) == 0 {
 		return errors.New("no --folder given: pass the directory to cache, e.g. --folder $GOCACHE")
 	}
@@ -374,7 +493,7 @@ func (o *Options) checkOutput() error {
 
 func bindEnv(cmd *cobra.Command, o *Options) {
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
-		o.stdout, o.stderr, o.start = cmd.OutOrStdout(), cmd.ErrOrStderr(), time.Now()
+		o.stdout, o.stderr, o.start, o.ctx = cmd.OutOrStdout(), cmd.ErrOrStderr(), time.Now(), cmd.Context()
 		if err := applyEnv(cmd.Flags()); err != nil {
 			return usageError{err}
 		}

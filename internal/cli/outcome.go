@@ -98,6 +98,15 @@ func (o *Options) fail(out outcome, err error, what string) error {
 		return usageError{err}
 	}
 	cause := oneLine(err.Error())
+	if in, ok := interrupted(o.ctx); ok {
+		// A signal: the command stopped; it is neither a warning nor
+		// --strict's failure, and the process exits 128+signal.
+		cause = in.Error() + ": " + cause
+		if rerr := o.report(out, statusError, errors.New(cause)); rerr != nil {
+			o.warnf("%v", rerr)
+		}
+		return fmt.Errorf("%s: %w", what, errors.New(cause))
+	}
 	switch {
 	case o.idle != nil && o.idle.fired.Load():
 		cause = fmt.Sprintf("gave up: the store sent and took nothing for %s (--idle-timeout): %s", o.IdleTimeout, cause)

@@ -59,6 +59,14 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	if in, ok := interrupted(ctx); ok {
+		msg := oneLine(err.Error())
+		if !strings.Contains(msg, in.Error()) {
+			msg = in.Error() + ": " + msg
+		}
+		fmt.Fprintf(stderr, "error: %s\n", msg)
+		return in.ExitCode()
+	}
 	fmt.Fprintf(stderr, "error: %s\n", oneLine(err.Error()))
 	if isConfigError(err) || isFlagError(err) {
 		return 2
@@ -125,7 +133,7 @@ func oneLine(s string) string {
 }
 
 func openStore(ctx context.Context, o *Options, url string) (store.Store, error) {
-	return all.Mux().Open(ctx, url, store.Options{Insecure: o.Insecure, Logf: func(f string, a ...any) { o.infof(f, a...) }})
+	return all.Mux().Open(ctx, url, store.Options{Insecure: o.Insecure, StallTimeout: stallOption(o.StallTimeout), Logf: func(f string, a ...any) { o.infof(f, a...) }})
 }
 
 func newVersion() *cobra.Command {

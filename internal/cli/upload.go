@@ -30,6 +30,8 @@ func newUpload() *cobra.Command {
 	o.addKeyFlags(cmd.Flags())
 	o.addStoreFlags(cmd.Flags(), "target", "store URI whose last element is the key, as the reference tool's --target: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, s3://bucket/cache-go:{{hash}}, file:///dir/{{hash}}")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "save even when a whole entry exists under the key")
+	o.addScopeFlags(cmd.Flags(), false)
+	cmd.Flags().BoolVar(&o.ReadOnly, "read-only", false, "restore-only run (an untrusted pull request): work out the key, write nothing to the store, report status skipped")
 	cmd.Flags().StringVar(&o.Fetched, "fetched", "", "the fetch step's fetched result: \"true\" skips the upload (the exact key was restored), unless --force")
 	bindEnv(cmd, o)
 	return cmd
@@ -55,6 +57,11 @@ func runUpload(ctx context.Context, o *Options) error {
 		return o.fail(out, usageError{err}, "upload failed")
 	}
 	out["key"], out["store"] = key, storeName(storeURL)
+	if o.ReadOnly {
+		out["reason"] = "read-only (--read-only, CACHE_READ_ONLY, the READ_ONLY param): this run never writes the store"
+		o.infof("upload skipped: %s", out["reason"])
+		return o.report(out, statusSkipped, nil)
+	}
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	stopWatch := o.watch(storeURL)

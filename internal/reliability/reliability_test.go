@@ -115,17 +115,10 @@ func openS3(t *testing.T, p *faultproxy.Proxy) string {
 	if !direct.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
 		t.Fatal("no *s3.Client behind the bucket")
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testserver.UntilMinIOReady(t, func() error {
 		_, err := c.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(bucket)})
-		if err == nil {
-			break
-		}
-		if !strings.Contains(err.Error(), "StatusCode: 503") || time.Now().After(deadline) {
-			t.Fatalf("creating bucket: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	return raw(p.URL())
 }
 

@@ -155,6 +155,24 @@ func Redact(raw string) string {
 		}
 		if isSecretParam(k) {
 			parts[i] = k + "=REDACTED"
+			continue
+		}
+		// A value that is itself a URL (endpoint=http://user:pw@host)
+		// loses its password too.
+		_, v, _ := strings.Cut(p, "=")
+		if uv, err := url.QueryUnescape(v); err == nil {
+			v = uv
+		}
+		if strings.Contains(v, "@") {
+			vu, err := url.Parse(v)
+			switch {
+			case err != nil:
+				parts[i] = k + "=" + redactUnparsed(v)
+			case vu.User != nil:
+				if _, has := vu.User.Password(); has {
+					parts[i] = k + "=" + Redact(v)
+				}
+			}
 		}
 	}
 	s = base + "?" + strings.Join(parts, "&")

@@ -38,6 +38,16 @@ func TestRedact(t *testing.T) {
 	if !strings.Contains(got, "region=x") {
 		t.Errorf("Redact removed a harmless param: %q", got)
 	}
+	// A query value that is a URL with a password (an S3 endpoint).
+	got = Redact("s3://b/p?endpoint=http://u:pw-in-endpoint@127.0.0.1:9000&region=x&e2=http%3A%2F%2Fv%3Apw-escaped%40h")
+	for _, secret := range []string{"pw-in-endpoint", "pw-escaped"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("Redact left %q in %q", secret, got)
+		}
+	}
+	if !strings.Contains(got, "endpoint=http://u@127.0.0.1:9000") || !strings.Contains(got, "region=x") {
+		t.Errorf("Redact changed more than the endpoint's password: %q", got)
+	}
 }
 
 func TestValidateKey(t *testing.T) {

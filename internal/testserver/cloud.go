@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 )
@@ -34,6 +36,25 @@ func MinIO(t testing.TB, user, secret string) string {
 		[]string{"MINIO_ROOT_USER=" + user, "MINIO_ROOT_PASSWORD=" + secret, "MINIO_BROWSER=off"})
 	p.WaitHTTP(t, "http://"+addr+"/minio/health/ready", 200)
 	return "http://" + addr
+}
+
+// UntilMinIOReady calls create (a CreateBucket) until it succeeds: MinIO
+// may answer 503 "not initialized" for a moment after its health check
+// passes, and the SDK client makes one attempt per request. Any other
+// error, or 20 s of 503s, fails t.
+func UntilMinIOReady(t testing.TB, create func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := create()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "StatusCode: 503") || time.Now().After(deadline) {
+			t.Fatalf("creating bucket: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // FakeGCS starts fake-gcs-server (in memory) on a free port and returns its

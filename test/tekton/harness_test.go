@@ -144,24 +144,8 @@ func TestGoPipeline(t *testing.T) {
 
 	run := func(name string) *TaskRunResult {
 		t.Helper()
-		dir := filepath.Join(t.TempDir(), name)
-		source := filepath.Join(dir, "workspace", "source") // a fresh emptyDir per run
-		if err := os.MkdirAll(source, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		in, err := PipelineTaskRun(context.Background(), pipeline, v1.Params{
-			stringParam("repo_url", upstream),
-			stringParam("registry", reg+"/tekton-cache-test"),
-			stringParam("buildCommand", "sh "+build),
-		}, "build-task", map[string]string{"source": source})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := h.Run(context.Background(), dir, in)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		return res
+		return runGoBuild(t, h, pipeline, name, stringParam("repo_url", upstream),
+			stringParam("registry", reg+"/tekton-cache-test"), stringParam("buildCommand", "sh "+build))
 	}
 	want := func(res *TaskRunResult, step, result, value string) {
 		t.Helper()
@@ -223,6 +207,26 @@ func TestGoPipeline(t *testing.T) {
 	if total < 48*32768 || sent <= 0 || sent > total/4 {
 		t.Errorf("third upload sent %d of %d bytes: want only the new content (64 KiB, compressed or not)", sent, total)
 	}
+}
+
+// runGoBuild runs the build-task of a Go example pipeline with params, in a
+// fresh emptyDir workspace.
+func runGoBuild(t testing.TB, h *Harness, pipeline *v1.Pipeline, name string, params ...v1.Param) *TaskRunResult {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	source := filepath.Join(dir, "workspace", "source")
+	if err := os.MkdirAll(source, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in, err := PipelineTaskRun(context.Background(), pipeline, params, "build-task", map[string]string{"source": source})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Run(context.Background(), dir, in)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return res
 }
 
 func readInt(t testing.TB, dir, name string) int64 {

@@ -303,8 +303,14 @@ func (x *Index) Validate() error {
 	for i := range kinds {
 		kinds[i] = make(map[string]string, len(x.Entries)/len(x.Roots))
 	}
+	// Offsets are informational (restore streams whole packs), but one
+	// outside its pack is a forged index: refused before anything is written.
+	bounds := x.PackBounds()
 	for i := range x.Entries {
 		e := &x.Entries[i]
+		if e.Offset < 0 || (e.Pack >= 0 && e.Pack < len(bounds) && e.Offset >= bounds[e.Pack]) || (e.Pack == NoPack && e.Offset != 0) {
+			return unsafeErr(e, "offset %d is outside its pack", e.Offset)
+		}
 		if e.Root < 0 || e.Root >= len(x.Roots) {
 			return unsafeErr(e, "root %d out of range", e.Root)
 		}

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -57,11 +58,27 @@ func TestDecodeIndexRefusesMalformed(t *testing.T) {
 		"wrong type":      strings.Replace(ok, `"m":420`, `"m":"420"`, 1),
 		"truncated":       ok[:len(ok)-3],
 		"negative mode":   strings.Replace(ok, `"m":420`, `"m":-1`, 1),
+		"negative offset": strings.Replace(ok, `"k":-1`, `"k":-1,"o":-5`, 1),
+		"offset, no pack": strings.Replace(ok, `"k":-1`, `"k":-1,"o":512`, 1),
 		"not json at all": "PK\x03\x04",
 	} {
 		if _, err := DecodeIndex(zstdBlob(t, raw)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestOffsetOutsideThePackIsRefused: a forged index (digests consistent)
+// whose file claims to start past the end of what its pack can hold.
+func TestOffsetOutsideThePackIsRefused(t *testing.T) {
+	x := index(file("f", "content"))
+	x.Packs = []PackInfo{{Digest: digest.FromBytes([]byte("p")), Size: 1}}
+	if err := x.Validate(); err != nil {
+		t.Fatalf("a valid index was refused: %v", err)
+	}
+	x.Entries[len(x.Entries)-1].Offset = 1 << 40
+	if err := x.Validate(); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "outside its pack") {
+		t.Fatalf("an offset 1 TiB into a pack of one small file: %v", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -218,10 +219,11 @@ func (ex *Extractor) removeStages() {
 	}
 }
 
-// RemoveTemps removes what interrupted runs left at the top of dir (names
-// starting with TempPrefix: staging directories, state files being
-// written), without following symlinks. A dir that does not exist is fine.
-func RemoveTemps(dir string) error {
+// RemoveTemps removes what interrupted runs left in dir: the names
+// starting with TempPrefix at its top (staging directories, state files
+// being written) and the paths rels, relative to dir (found deeper by a
+// walk), all without following symlinks. A dir that does not exist is fine.
+func RemoveTemps(dir string, rels ...string) error {
 	r, err := os.OpenRoot(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -240,13 +242,19 @@ func RemoveTemps(dir string) error {
 		return err
 	}
 	for _, n := range names {
-		if len(n) > len(TempPrefix) && n[:len(TempPrefix)] == TempPrefix {
-			if err := r.RemoveAll(n); err != nil {
-				return fmt.Errorf("removing %s: %w", filepath.Join(dir, n), err)
-			}
+		if strings.HasPrefix(n, TempPrefix) {
+			rels = append(rels, n)
 		}
 	}
-	return nil
+	var errs []error
+	for _, rel := range rels {
+		if !strings.HasPrefix(path.Base(rel), TempPrefix) {
+			errs = append(errs, fmt.Errorf("refusing to remove %s: not a temporary file", filepath.Join(dir, rel)))
+		} else if err := r.RemoveAll(rel); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", filepath.Join(dir, rel), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // dirFDs caches open directory descriptors for one goroutine.

@@ -137,3 +137,32 @@ func writeTree(t *testing.T, dir string, files map[string]string) (*Index, error
 	x, _, err := Walk([]string{dir})
 	return x, err
 }
+
+// TestRemoveTempsNeverLeavesTheFolder: the walk reports a temporary file
+// at d/.tcache-tmp-x; by the time it is removed, d is a symlink to a
+// directory outside the folder holding a file of that name. Nothing outside
+// goes, and a path that is not a temporary name is refused.
+func TestRemoveTempsNeverLeavesTheFolder(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	victim := filepath.Join(outside, TempPrefix+"x")
+	if err := os.WriteFile(victim, []byte("not ours"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "d")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, TempPrefix+"top"), []byte("left by a killed run"), 0o600)
+	err := RemoveTemps(dir, "d/"+TempPrefix+"x")
+	if _, serr := os.Stat(victim); serr != nil {
+		t.Fatalf("a file outside the folder was removed through a symlink (err %v): %v", err, serr)
+	}
+	if err == nil {
+		t.Fatal("removing through a symlink that leaves the folder succeeded")
+	}
+	if _, serr := os.Lstat(filepath.Join(dir, TempPrefix+"top")); serr == nil {
+		t.Fatal("the top-level leftover is still there")
+	}
+	if err := RemoveTemps(dir, "d"); err == nil || !strings.Contains(err.Error(), "not a temporary file") {
+		t.Fatalf("removing a path that is not a temporary name: %v", err)
+	}
+}

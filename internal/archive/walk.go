@@ -26,8 +26,10 @@ type Skipped struct {
 	Path   string
 	Reason string
 	// Temp marks a temporary file left by an interrupted run, which the
-	// caller removes.
+	// caller removes (RemoveTemps) by its path Rel in folder Root.
 	Temp bool
+	Root int
+	Rel  string
 }
 
 // Walk lists the folders into a new index whose files are not packed yet
@@ -136,13 +138,13 @@ func (w *walker) readDir(rel string) {
 		if rel == "" && name == StateFileName {
 			continue
 		}
-		if strings.HasPrefix(name, TempPrefix) {
-			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "temporary file of an interrupted run", Temp: true})
-			continue
-		}
 		p := name
 		if rel != "" {
 			p = rel + "/" + name
+		}
+		if strings.HasPrefix(name, TempPrefix) {
+			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "temporary file of an interrupted run", Temp: true, Root: w.root, Rel: p})
+			continue
 		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -141,3 +141,46 @@ func sameFolderSet(held []string, byBase bool, names []string) bool {
 	slices.Sort(c)
 	return slices.Equal(a, c)
 }
+
+// checkFolders refuses folder lists that cannot be saved or restored
+// faithfully: an empty name (an unset variable), the same folder twice, or a
+// folder inside another (its files would be in two roots, and a restore of
+// one would overwrite the other). It returns the absolute paths.
+func checkFolders(folders []string) ([]string, error) {
+	abs := make([]string, len(folders))
+	for i, f := range folders {
+		if strings.TrimSpace(f) == "" {
+			return nil, fmt.Errorf("%w: folder %d is empty (an unset variable?): pass a directory to --folder", ErrConfig, i+1)
+		}
+		a, err := filepath.Abs(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: folder %q: %v", ErrConfig, f, err)
+		}
+		abs[i] = a
+	}
+	for i, a := range abs {
+		for j, b := range abs {
+			if i == j {
+				continue
+			}
+			if a == b {
+				return nil, fmt.Errorf("%w: folder %s is given twice: pass each folder once", ErrConfig, folders[i])
+			}
+			if strings.HasPrefix(b, a+string(filepath.Separator)) || a == string(filepath.Separator) {
+				return nil, fmt.Errorf("%w: folder %s is inside folder %s: pass only the outer one, or folders side by side", ErrConfig, folders[j], folders[i])
+			}
+		}
+	}
+	return abs, nil
+}
+
+// removeLeftovers removes, in each folder, what interrupted runs left: the
+// temporary names at its top, and the deeper ones in temps (by folder
+// position), without following symlinks.
+func removeLeftovers(folders []string, temps map[int][]string, logf func(string, ...any)) {
+	for i, f := range folders {
+		if err := archive.RemoveTemps(f, temps[i]...); err != nil {
+			logf("warning: removing what an interrupted run left: %v", err)
+		}
+	}
+}

@@ -161,11 +161,7 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range folders {
-		if err := archive.RemoveTemps(f); err != nil {
-			opts.Logf("warning: removing what an interrupted run left: %v", err)
-		}
-	}
+	removeLeftovers(folders, nil, opts.Logf)
 	r := &restorer{st: st, opts: opts, res: res, folders: folders, names: folderNames(opts.WorkDir, folders), seen: map[string]bool{}}
 	done, err := r.run(ctx)
 	res.Duration = time.Since(start)

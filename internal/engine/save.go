@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -145,11 +144,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 
 	// Finding the base (reading the restore state, or an index from the
 	// store) overlaps the walk.
-	for _, f := range folders {
-		if err := archive.RemoveTemps(f); err != nil {
-			opts.Logf("warning: removing what an interrupted run left: %v", err)
-		}
-	}
+	removeLeftovers(folders, nil, opts.Logf)
 	// Records of files whose ctime is not before this time are racy: the
 	// walk may have seen them just before a change in the same clock tick.
 	racyBefore := archive.KernelNow()
@@ -165,15 +160,17 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		res.Duration = time.Since(start)
 		return res, nil
 	}
+	temps := map[int][]string{}
 	for _, s := range skipped {
 		if s.Temp {
-			if err := os.RemoveAll(s.Path); err != nil {
-				opts.Logf("warning: removing %s, left by an interrupted run: %v", s.Path, err)
-			}
+			temps[s.Root] = append(temps[s.Root], s.Rel)
 			continue
 		}
 		res.SkippedPaths = append(res.SkippedPaths, s.Path)
 		opts.Logf("skipping %s: %s", s.Path, s.Reason)
+	}
+	if len(temps) > 0 {
+		removeLeftovers(folders, temps, opts.Logf)
 	}
 	// Roots are informational: folder names, not paths, so that the same
 	// cache saved from another workspace path gives the same index.
@@ -349,12 +346,10 @@ func planPacks(ctx context.Context, st store.Store, x *archive.Index, folders []
 			if !ok || base.Entries[j].Size != e.Size {
 				continue
 			}
-			if bs.ids != nil && proven(bs.ids[j], x.IDs[i], e, &base.Entries[j]) {
-				reuse[i] = j + 1
-				continue
-			}
 			reuse[i] = j + 1
-			hash = append(hash, i)
+			if bs.ids == nil || !proven(bs.ids[j], x.IDs[i], e, &base.Entries[j]) {
+				hash = append(hash, i)
+			}
 		}
 		if err := hashFiles(ctx, x, folders, base, hash, reuse, opts.Jobs); err != nil {
 			return nil, err

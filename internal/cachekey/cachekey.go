@@ -112,11 +112,6 @@ func Compute(o Options) (*Result, error) {
 	return res, nil
 }
 
-// Expand replaces {{hash}} in template with hash.
-func Expand(template, hash string) string {
-	return strings.ReplaceAll(template, HashPlaceholder, hash)
-}
-
 func quoteAll(s []string) []string {
 	q := make([]string, len(s))
 	for i, v := range s {

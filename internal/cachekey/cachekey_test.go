@@ -167,9 +167,3 @@ func TestCachedFolderIsWorkDir(t *testing.T) {
 		t.Fatal("caching the working dir itself was accepted")
 	}
 }
-
-func TestExpand(t *testing.T) {
-	if got := Expand("oci://r/repo:go-{{hash}}", "abc"); got != "oci://r/repo:go-abc" {
-		t.Fatal(got)
-	}
-}

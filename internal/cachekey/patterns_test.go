@@ -86,6 +86,9 @@ func TestExpandAll(t *testing.T) {
 	if want := "go-" + runtime.GOOS + "-" + runtime.GOARCH + "-abc"; err != nil || got != want {
 		t.Errorf("ExpandAll = %q, %v; want %q", got, err, want)
 	}
+	if got, err := ExpandAll("oci://r/repo:go-{{hash}}", "abc"); err != nil || got != "oci://r/repo:go-abc" {
+		t.Errorf("ExpandAll of a store URI = %q, %v", got, err)
+	}
 	if !HasHash("x-{{ Hash }}") || HasHash("x-{{os}}") {
 		t.Error("HasHash")
 	}

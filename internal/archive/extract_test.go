@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 func sha(s string) string {
@@ -108,7 +109,7 @@ func extractAll(x *Index, pack []byte, dst string) error {
 }
 
 func index(entries ...Entry) *Index {
-	x := &Index{Format: FormatVersion, Roots: []string{"cache"}, Packs: []PackInfo{{Digest: digest.FromBytes(nil), Size: 1}}, Entries: entries}
+	x := &Index{Format: format.Version, Roots: []string{"cache"}, Packs: []format.Descriptor{{Digest: digest.FromBytes(nil), Size: 1}}, Entries: entries}
 	return x
 }
 

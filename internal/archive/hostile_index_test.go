@@ -6,12 +6,14 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 // manyEntries is an index of n files in nested directories, with paths as
 // long as a Go build cache's.
 func manyEntries(n int) *Index {
-	x := &Index{Format: FormatVersion, Roots: []string{"cache"}}
+	x := &Index{Format: format.Version, Roots: []string{"cache"}}
 	x.Packs = index().Packs
 	dirs := map[string]bool{}
 	for i := range n {
@@ -131,5 +133,33 @@ func TestIndexMemoryPerEntry(t *testing.T) {
 	t.Logf("decoding %d entries (%d bytes compressed): %.0f B allocated and %.0f B live per entry", len(x.Entries), len(blob), allocated, live)
 	if allocated > 1500 || live > 600 {
 		t.Errorf("decoding costs %.0f B allocated and %.0f B live per entry: docs/FORMAT.md says about 730 and 260", allocated, live)
+	}
+}
+
+// TestDecodeIndexDispatchesOnFormat: the format member picks the decoder,
+// wherever it is in the object; a version this build does not read is
+// refused as unsupported, never parsed as version 1.
+func TestDecodeIndexDispatchesOnFormat(t *testing.T) {
+	body := `"roots":["c"],"packs":[],"entries":[{"p":"d","t":"d","m":493,"mt":0,"k":-1}]`
+	first, err := DecodeIndex(zstdBlob(t, `{"format":1,`+body+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := DecodeIndex(zstdBlob(t, `{`+body+`,"format":1}`))
+	if err != nil {
+		t.Fatalf("format as the last member: %v", err)
+	}
+	if !first.Equal(last) {
+		t.Errorf("the same index with its members in another order decoded differently: %+v, %+v", first, last)
+	}
+	for _, raw := range []string{`{"format":2,` + body + `}`, `{` + body + `,"format":0}`} {
+		if _, err := DecodeIndex(zstdBlob(t, raw)); !errors.Is(err, format.ErrUnsupported) {
+			t.Errorf("%s: got %v, want format.ErrUnsupported", raw[:12], err)
+		}
+	}
+	for _, raw := range []string{`{` + body + `}`, `[1]`, `{"format":"1",` + body + `}`} {
+		if _, err := DecodeIndex(zstdBlob(t, raw)); err == nil || errors.Is(err, format.ErrUnsupported) {
+			t.Errorf("%s: got %v, want a decoding error", raw[:5], err)
+		}
 	}
 }

@@ -21,15 +21,7 @@ import (
 	fastjson "github.com/segmentio/encoding/json"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
-)
-
-// FormatVersion is the index format this package writes and reads.
-const FormatVersion = 1
-
-// Media types of the blobs, also used as OCI media types.
-const (
-	IndexMediaType = "application/vnd.tekton-cache.index.v1+json+zstd"
-	PackMediaType  = "application/vnd.oci.image.layer.v1.tar+zstd"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 // Entry types.
@@ -66,20 +58,14 @@ type Entry struct {
 	Offset int64 `json:"o,omitempty"`
 }
 
-// PackInfo describes a pack blob.
-type PackInfo struct {
-	Digest digest.Digest `json:"digest"`
-	Size   int64         `json:"size"`
-}
-
 // Index is the table of contents of a cache entry.
 type Index struct {
 	Format int `json:"format"`
 	// Roots are the folders the entry was saved from, as given; restore maps
 	// them by position to the folders it is given.
-	Roots   []string   `json:"roots"`
-	Packs   []PackInfo `json:"packs"`
-	Entries []Entry    `json:"entries"`
+	Roots   []string            `json:"roots"`
+	Packs   []format.Descriptor `json:"packs"`
+	Entries []Entry             `json:"entries"`
 	// IDs, when set (by Walk), holds each entry's FileID as the walk saw it,
 	// parallel to Entries. It is not part of the encoded index.
 	IDs []FileID `json:"-"`
@@ -237,14 +223,14 @@ func DecodeIndex(blob []byte) (*Index, error) {
 	if limit := maxEntries + maxEntries/4 + 16; countObjects(raw, limit) > limit {
 		return nil, tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
 	}
-	// segmentio's parser follows encoding/json's rules at about six times
-	// its speed (28,000 entries: 24 ms instead of 138 ms, which was a third
-	// of a no-op save's CPU).
-	var x Index
-	rest, err := fastjson.Parse(raw, &x, fastjson.DisallowUnknownFields)
-	if err == nil && len(bytes.TrimSpace(rest)) > 0 {
-		err = errors.New("data after the index")
+	v, err := peekFormat(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decoding index: %w", err)
 	}
+	if err := format.Check("index", v); err != nil {
+		return nil, err
+	}
+	x, err := indexDecoders[v](raw)
 	if err != nil {
 		return nil, fmt.Errorf("decoding index: %w", err)
 	}
@@ -254,7 +240,56 @@ func DecodeIndex(blob []byte) (*Index, error) {
 	if err := x.Validate(); err != nil {
 		return nil, err
 	}
+	return x, nil
+}
+
+// indexDecoders parse the JSON of each format version this build reads
+// (format.MinVersion to format.MaxVersion) into an Index.
+var indexDecoders = map[int]func(raw []byte) (*Index, error){
+	1: decodeIndexV1,
+}
+
+// decodeIndexV1 parses a version 1 index, refusing unknown fields.
+func decodeIndexV1(raw []byte) (*Index, error) {
+	// segmentio's parser follows encoding/json's rules at about six times
+	// its speed (28,000 entries: 24 ms instead of 138 ms, which was a third
+	// of a no-op save's CPU).
+	var x Index
+	rest, err := fastjson.Parse(raw, &x, fastjson.DisallowUnknownFields)
+	if err == nil && len(bytes.TrimSpace(rest)) > 0 {
+		err = errors.New("data after the index")
+	}
+	if err != nil {
+		return nil, err
+	}
 	return &x, nil
+}
+
+// peekFormat returns the "format" member of an index's JSON object, which
+// decides its decoder. Writers put it first, so that reading it costs a few
+// tokens; an index with it elsewhere is read whole once more.
+func peekFormat(raw []byte) (int, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0, errors.New("an index is a JSON object")
+	}
+	if t, err := dec.Token(); err == nil && t == "format" {
+		var v int
+		if err := dec.Decode(&v); err != nil {
+			return 0, fmt.Errorf("format: %w", err)
+		}
+		return v, nil
+	}
+	var head struct {
+		Format *int `json:"format"`
+	}
+	if _, err := fastjson.Parse(raw, &head, 0); err != nil {
+		return 0, err
+	}
+	if head.Format == nil {
+		return 0, errors.New("the index has no format")
+	}
+	return *head.Format, nil
 }
 
 // ErrUnsafe is wrapped by the error of an index entry that extraction
@@ -288,8 +323,8 @@ func ValidPath(p string) error {
 // Validate checks every entry before anything is written: paths, types,
 // parents, links, sizes, digests and pack references.
 func (x *Index) Validate() error {
-	if x.Format != FormatVersion {
-		return fmt.Errorf("index has format %d; this build reads format %d", x.Format, FormatVersion)
+	if err := format.Check("index", x.Format); err != nil {
+		return err
 	}
 	if len(x.Roots) == 0 {
 		return errors.New("index has no roots")

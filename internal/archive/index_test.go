@@ -10,6 +10,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 func zstdBlob(t *testing.T, raw string) []byte {
@@ -24,8 +25,8 @@ func zstdBlob(t *testing.T, raw string) []byte {
 
 func TestDecodeIndexRoundTrip(t *testing.T) {
 	d := strings.Repeat("ab", 32)
-	x := &Index{Format: FormatVersion, Roots: []string{"a", "b"},
-		Packs: []PackInfo{{Digest: digest.FromBytes([]byte("p")), Size: 10}},
+	x := &Index{Format: format.Version, Roots: []string{"a", "b"},
+		Packs: []format.Descriptor{{Digest: digest.FromBytes([]byte("p")), Size: 10}},
 		Entries: []Entry{
 			{Path: "d", Type: TypeDir, Mode: 0o755, MTime: 1, Pack: NoPack},
 			{Path: "d/f", Type: TypeFile, Mode: 0o644, MTime: 2, Size: 3, Digest: d, Pack: 0, Offset: 512},
@@ -72,7 +73,7 @@ func TestDecodeIndexRefusesMalformed(t *testing.T) {
 // whose file claims to start past the end of what its pack can hold.
 func TestOffsetOutsideThePackIsRefused(t *testing.T) {
 	x := index(file("f", "content"))
-	x.Packs = []PackInfo{{Digest: digest.FromBytes([]byte("p")), Size: 1}}
+	x.Packs = []format.Descriptor{{Digest: digest.FromBytes([]byte("p")), Size: 1}}
 	if err := x.Validate(); err != nil {
 		t.Fatalf("a valid index was refused: %v", err)
 	}
@@ -85,7 +86,7 @@ func TestOffsetOutsideThePackIsRefused(t *testing.T) {
 // An index that decompresses beyond the limit is refused before it is
 // parsed, whether its frame says its size or not.
 func TestDecodeIndexRefusesOversize(t *testing.T) {
-	blob, err := (&Index{Format: FormatVersion, Roots: []string{"a"}}).Encode()
+	blob, err := (&Index{Format: format.Version, Roots: []string{"a"}}).Encode()
 	if err != nil {
 		t.Fatal(err)
 	}

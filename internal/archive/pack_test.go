@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 // countReader counts the bytes read through it.
@@ -103,7 +105,7 @@ func TestPackBoundsHoldWhatWritePackWrites(t *testing.T) {
 	if err := WritePack(&buf, 0, files); err != nil {
 		t.Fatal(err)
 	}
-	x.Packs = []PackInfo{{}}
+	x.Packs = []format.Descriptor{{}}
 	raw, err := zstdDecode(buf.Bytes())
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 // StateFileName is the file restore leaves in each folder to record what it
@@ -37,7 +39,7 @@ type Skipped struct {
 // root. Sockets, fifos and devices are skipped, and so are symlinks that
 // restore would refuse (absolute, or leaving their folder).
 func Walk(roots []string) (*Index, []Skipped, error) {
-	x := &Index{Format: FormatVersion, Roots: append([]string(nil), roots...)}
+	x := &Index{Format: format.Version, Roots: append([]string(nil), roots...)}
 	var skipped []Skipped
 	for i, root := range roots {
 		entries, ids, sk, err := walkRoot(i, root)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -17,7 +18,7 @@ import (
 // is in the store, with one cheap stat each (8 at once). It returns a
 // description of what is missing, or an error when the store could not say.
 func checkBlobs(ctx context.Context, st store.Store, ref *store.Ref) (string, error) {
-	blobs := append([]store.Descriptor{ref.Index}, ref.Packs...)
+	blobs := append([]format.Descriptor{ref.Index}, ref.Packs...)
 	var mu sync.Mutex
 	var missing []string
 	g, gctx := errgroup.WithContext(ctx)

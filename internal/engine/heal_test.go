@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
 
-func deleteBlob(t *testing.T, st store.Store, d store.Descriptor) {
+func deleteBlob(t *testing.T, st store.Store, d format.Descriptor) {
 	t.Helper()
 	if err := st.(store.Deleter).DeleteBlob(context.Background(), d.Digest); err != nil {
 		t.Fatal(err)

@@ -109,7 +109,7 @@ func indexFromBlob(ref *store.Ref, blob []byte) (*archive.Index, error) {
 		return nil, fmt.Errorf("entry %s: the ref lists %d packs, its index %d: refusing an inconsistent entry", ref.Key, len(ref.Packs), len(x.Packs))
 	}
 	for i, p := range x.Packs {
-		if p.Digest != ref.Packs[i].Digest || p.Size != ref.Packs[i].Size {
+		if p != ref.Packs[i] {
 			return nil, fmt.Errorf("entry %s: pack %d differs between ref and index: refusing an inconsistent entry", ref.Key, i)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -194,7 +196,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 			return nil, err
 		}
 	}
-	idx := store.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	idx := format.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}
 	sent, err := putIfMissing(ctx, st, idx, func() io.Reader { return bytes.NewReader(blob) })
 	if err != nil {
 		return nil, err
@@ -204,7 +206,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		res.UploadedBytes += idx.Size
 	}
 	ref := &store.Ref{
-		Format:   store.FormatVersion,
+		Format:   format.Version,
 		Key:      opts.Key,
 		Index:    idx,
 		Created:  time.Now().UTC(),
@@ -212,9 +214,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		Platform: opts.Platform,
 		Folders:  names,
 		Inputs:   opts.Inputs,
-	}
-	for _, p := range x.Packs {
-		ref.Packs = append(ref.Packs, store.Descriptor{Digest: p.Digest, Size: p.Size})
+		Packs:    slices.Clone(x.Packs),
 	}
 	if err := st.PutRef(ctx, ref); err != nil {
 		return nil, err
@@ -453,7 +453,7 @@ func hashFiles(ctx context.Context, x *archive.Index, folders []string, base *ar
 
 type builtPack struct {
 	pos    int
-	desc   store.Descriptor
+	desc   format.Descriptor
 	sp     *spool           // the pack's bytes, for PutBlob
 	staged store.StagedBlob // or the pack already written into the store
 }
@@ -508,7 +508,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 		return nil
 	}
 	first := len(x.Packs)
-	x.Packs = append(x.Packs, make([]archive.PackInfo, len(plan.fresh))...)
+	x.Packs = append(x.Packs, make([]format.Descriptor, len(plan.fresh))...)
 	res.NewPacks = len(plan.fresh)
 	var total int64
 	for _, files := range plan.fresh {
@@ -557,7 +557,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 				for _, f := range plan.fresh[j] {
 					packed.Add(f.Entry.Size)
 				}
-				b.pos, b.desc = first+j, store.Descriptor{Digest: dg.Digest(), Size: dg.Size()}
+				b.pos, b.desc = first+j, format.Descriptor{Digest: dg.Digest(), Size: dg.Size()}
 				select {
 				case built <- b:
 				case <-gctx.Done():
@@ -572,7 +572,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 	for range opts.Uploads {
 		g.Go(func() error {
 			for b := range built {
-				x.Packs[b.pos] = archive.PackInfo{Digest: b.desc.Digest, Size: b.desc.Size}
+				x.Packs[b.pos] = b.desc
 				sent, err := upload(gctx, st, b)
 				if err != nil {
 					return err
@@ -600,7 +600,7 @@ func buildAndUpload(ctx context.Context, st store.Store, x *archive.Index, plan 
 
 // putIfMissing uploads a blob unless the store has it already (one cheap
 // stat), and reports whether it sent it.
-func putIfMissing(ctx context.Context, st store.Store, d store.Descriptor, open func() io.Reader) (bool, error) {
+func putIfMissing(ctx context.Context, st store.Store, d format.Descriptor, open func() io.Reader) (bool, error) {
 	if _, err := st.StatBlob(ctx, d.Digest); err == nil {
 		return false, nil
 	} else if !errors.Is(err, store.ErrNotFound) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 // Bucket is the byte-level interface of an object store (a directory, memory,
@@ -78,9 +79,12 @@ type StagedBlob interface {
 	Abort()
 }
 
-const (
-	blobsDir = "v1/blobs/sha256/"
-	refsDir  = "v1/refs/"
+// The layout of docs/FORMAT.md: each format version's objects live under
+// their own prefix ("v1/"), so that a reader of one version never sees
+// another's.
+var (
+	blobsDir = format.Prefix(format.Version) + "blobs/sha256/"
+	refsDir  = format.Prefix(format.Version) + "refs/"
 )
 
 // maxRefSize bounds what GetRef reads: a ref is a few hundred bytes per pack.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
 // ErrNotFound is wrapped by every error that means "no such blob or ref".
@@ -73,27 +74,17 @@ type Deleter interface {
 	DeleteBlob(ctx context.Context, d digest.Digest) error
 }
 
-// Descriptor points at a blob.
-type Descriptor struct {
-	Digest digest.Digest `json:"digest"`
-	Size   int64         `json:"size"`
-}
-
-// FormatVersion is the version of the entry format this build writes and
-// reads. It is stored in every ref and index, and in object paths.
-const FormatVersion = 1
-
 // Ref is the record that maps a key to a cache entry.
 type Ref struct {
-	// Format is the entry format version (FormatVersion).
+	// Format is the entry format version (format.Version when written).
 	Format int `json:"format"`
 	// Key is the cache key the entry is published under.
 	Key string `json:"key"`
 	// Index is the entry's index blob.
-	Index Descriptor `json:"index"`
+	Index format.Descriptor `json:"index"`
 	// Packs lists every pack blob the index points into, so that a store can
 	// keep them alive (OCI layers, garbage collection) without reading the index.
-	Packs []Descriptor `json:"packs"`
+	Packs []format.Descriptor `json:"packs"`
 	// Created is when the entry was saved; the newest entry wins a restore key.
 	Created time.Time `json:"created"`
 	// Tool is the version of the program that saved the entry.
@@ -135,8 +126,8 @@ const MaxInputFiles = 500
 
 // Validate checks that r is complete and well formed.
 func (r *Ref) Validate() error {
-	if r.Format != FormatVersion {
-		return fmt.Errorf("ref %q has format %d; this build reads format %d", r.Key, r.Format, FormatVersion)
+	if err := format.Check(fmt.Sprintf("ref %q", r.Key), r.Format); err != nil {
+		return err
 	}
 	if err := ValidateKey(r.Key); err != nil {
 		return err

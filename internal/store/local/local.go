@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -238,10 +239,16 @@ func (b *Bucket) Put(ctx context.Context, name string, _ int64, r io.Reader) (er
 	return nil
 }
 
+// stagingDir holds staged files, beside the objects of the format version
+// this build writes (v1/staging).
+func (b *Bucket) stagingDir() string {
+	return filepath.Join(b.root, filepath.FromSlash(format.Prefix(format.Version)), "staging")
+}
+
 // Stage implements store.Stager: a temporary file in the bucket's staging
 // directory, renamed into place by Commit.
 func (b *Bucket) Stage(_ context.Context) (store.Staged, error) {
-	dir := filepath.Join(b.root, "v1", "staging")
+	dir := b.stagingDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -304,7 +311,7 @@ func (s *staged) Commit(ctx context.Context, name string) error {
 // the last Sync, and its directory, is on disk.
 func (b *Bucket) Sync(_ context.Context) error {
 	// Once per save (Sync comes before every ref): what killed saves left.
-	sweepStaging(filepath.Join(b.root, "v1", "staging"), time.Now())
+	sweepStaging(b.stagingDir(), time.Now())
 	b.mu.Lock()
 	paths := b.unsynced
 	b.unsynced = nil

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
@@ -120,7 +121,7 @@ func TestStaleStagingIsSwept(t *testing.T) {
 	if err := s.PutBlob(context.Background(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutRef(context.Background(), &store.Ref{Format: store.FormatVersion, Key: "k", Index: store.Descriptor{Digest: d, Size: int64(len(data))}, Created: time.Now()}); err != nil {
+	if err := s.PutRef(context.Background(), &store.Ref{Format: format.Version, Key: "k", Index: format.Descriptor{Digest: d, Size: int64(len(data))}, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -36,8 +37,8 @@ func TestPutRefSyncsStagedBlobs(t *testing.T) {
 	if err := s.PutBlob(ctx, digest.FromBytes(idx), int64(len(idx)), bytes.NewReader(idx)); err != nil {
 		t.Fatal(err)
 	}
-	ref := &store.Ref{Format: store.FormatVersion, Key: "k", Index: store.Descriptor{Digest: digest.FromBytes(idx), Size: int64(len(idx))},
-		Packs: []store.Descriptor{{Digest: d, Size: int64(len(data))}}, Created: time.Now()}
+	ref := &store.Ref{Format: format.Version, Key: "k", Index: format.Descriptor{Digest: digest.FromBytes(idx), Size: int64(len(idx))},
+		Packs: []format.Descriptor{{Digest: d, Size: int64(len(data))}}, Created: time.Now()}
 	if err := s.PutRef(ctx, ref); err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,8 @@
 // A ref is a tag whose manifest is an OCI image manifest:
 //
 //	mediaType     application/vnd.oci.image.manifest.v1+json
-//	artifactType  application/vnd.tekton-cache.entry.v1     (ArtifactType)
-//	config        the index blob, IndexMediaType
+//	artifactType  application/vnd.tekton-cache.entry.v1     (format.ArtifactType)
+//	config        the index blob, format.IndexMediaType
 //	layers        the packs, application/vnd.oci.image.layer.v1.tar+zstd
 //	annotations   dev.tekton-cache.key, dev.tekton-cache.format,
 //	              dev.tekton-cache.tool, dev.tekton-cache.platform,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -106,7 +107,7 @@ func (s *Store) registryCause(te *transport.Error) (string, []error) {
 	case has(transport.ManifestBlobUnknownErrorCode):
 		return "the registry lacks a blob the entry names: put the blobs before the ref", nil
 	case has(transport.ManifestInvalidErrorCode, transport.UnsupportedErrorCode) && te.Request != nil && te.Request.Method == http.MethodPut:
-		return fmt.Sprintf("the registry refused the entry's manifest (%s): it may not accept OCI artifacts of type %s with config type %s; see docs/OCI.md", truncate(flatten(diagnostics(te)), 200), ArtifactType, IndexMediaType), nil
+		return fmt.Sprintf("the registry refused the entry's manifest (%s): it may not accept OCI artifacts of type %s with config type %s; see docs/OCI.md", truncate(flatten(diagnostics(te)), 200), format.ArtifactType, format.IndexMediaType), nil
 	case has(transport.DigestInvalidErrorCode):
 		return "the registry rejected the bytes: they do not match the digest", nil
 	case te.StatusCode == http.StatusTooManyRequests || has(transport.TooManyRequestsErrorCode):

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -15,19 +16,13 @@ import (
 const (
 	// ManifestMediaType is the media type of an entry's manifest.
 	ManifestMediaType = "application/vnd.oci.image.manifest.v1+json"
-	// ArtifactType marks a manifest as a tekton-cache entry.
-	ArtifactType = "application/vnd.tekton-cache.entry.v1"
-	// IndexMediaType is the media type of the config descriptor, which
-	// points at the entry's index (zstd-compressed JSON, docs/FORMAT.md). It
-	// matches archive.IndexMediaType.
-	IndexMediaType = "application/vnd.tekton-cache.index.v1+json+zstd"
-	// PackMediaType is the media type of the layers, the entry's packs: a
-	// zstd-compressed tar stream is a valid OCI layer.
-	PackMediaType = "application/vnd.oci.image.layer.v1.tar+zstd"
+	// The artifact type is format.ArtifactType, the config descriptor
+	// (the entry's index) has format.IndexMediaType and the layers (its
+	// packs) format.PackMediaType.
 
 	// AnnotationKey holds the cache key the entry was saved under.
 	AnnotationKey = "dev.tekton-cache.key"
-	// AnnotationFormat holds the entry format version (store.FormatVersion).
+	// AnnotationFormat holds the entry format version (format.Version).
 	AnnotationFormat = "dev.tekton-cache.format"
 	// AnnotationTool holds the version of the program that saved the entry.
 	AnnotationTool = "dev.tekton-cache.tool"
@@ -75,9 +70,9 @@ func encodeManifest(ref *store.Ref) ([]byte, error) {
 	m := manifest{
 		SchemaVersion: 2,
 		MediaType:     ManifestMediaType,
-		ArtifactType:  ArtifactType,
+		ArtifactType:  format.ArtifactType,
 		Config: &descriptor{
-			MediaType: IndexMediaType,
+			MediaType: format.IndexMediaType,
 			Digest:    ref.Index.Digest.String(),
 			Size:      ref.Index.Size,
 		},
@@ -109,7 +104,7 @@ func encodeManifest(ref *store.Ref) ([]byte, error) {
 		m.Annotations[AnnotationInputs] = string(inputs)
 	}
 	for _, p := range ref.Packs {
-		m.Layers = append(m.Layers, descriptor{MediaType: PackMediaType, Digest: p.Digest.String(), Size: p.Size})
+		m.Layers = append(m.Layers, descriptor{MediaType: format.PackMediaType, Digest: p.Digest.String(), Size: p.Size})
 	}
 	return json.Marshal(m)
 }
@@ -130,18 +125,18 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 	if mt == "" {
 		mt = contentType
 	}
-	if m.ArtifactType != ArtifactType || mt != ManifestMediaType || m.Config == nil {
+	if m.ArtifactType != format.ArtifactType || mt != ManifestMediaType || m.Config == nil {
 		what, refTool := describeForeign(mt, &m)
 		return nil, foreign(where, what, refTool)
 	}
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%s is a damaged tekton-cache entry: %s", where, fmt.Sprintf(format, args...))
+	bad := func(msg string, args ...any) error {
+		return fmt.Errorf("%s is a damaged tekton-cache entry: %s", where, fmt.Sprintf(msg, args...))
 	}
 	a := m.Annotations
 	if a[AnnotationKey] != key {
 		return nil, bad("it holds key %q: the store is inconsistent", a[AnnotationKey])
 	}
-	format, err := strconv.Atoi(a[AnnotationFormat])
+	version, err := strconv.Atoi(a[AnnotationFormat])
 	if err != nil {
 		return nil, bad("annotation %s is %q, not a number", AnnotationFormat, a[AnnotationFormat])
 	}
@@ -150,10 +145,10 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 		return nil, bad("annotation %s is %q, not an RFC 3339 time", AnnotationCreated, a[AnnotationCreated])
 	}
 	ref := &store.Ref{
-		Format:   format,
+		Format:   version,
 		Key:      key,
-		Index:    store.Descriptor{Digest: digest.Digest(m.Config.Digest), Size: m.Config.Size},
-		Packs:    make([]store.Descriptor, 0, len(m.Layers)),
+		Index:    format.Descriptor{Digest: digest.Digest(m.Config.Digest), Size: m.Config.Size},
+		Packs:    make([]format.Descriptor, 0, len(m.Layers)),
 		Created:  created.UTC(),
 		Tool:     a[AnnotationTool],
 		Platform: a[AnnotationPlatform],
@@ -172,10 +167,10 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 		}
 	}
 	for _, l := range m.Layers {
-		if l.MediaType != PackMediaType {
-			return nil, bad("layer %s has media type %q, not %s", l.Digest, l.MediaType, PackMediaType)
+		if l.MediaType != format.PackMediaType {
+			return nil, bad("layer %s has media type %q, not %s", l.Digest, l.MediaType, format.PackMediaType)
 		}
-		ref.Packs = append(ref.Packs, store.Descriptor{Digest: digest.Digest(l.Digest), Size: l.Size})
+		ref.Packs = append(ref.Packs, format.Descriptor{Digest: digest.Digest(l.Digest), Size: l.Size})
 	}
 	if err := ref.Validate(); err != nil {
 		return nil, bad("%s", err)

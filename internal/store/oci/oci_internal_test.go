@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -85,10 +86,10 @@ func TestErrorMessages(t *testing.T) {
 
 func testRef() *store.Ref {
 	return &store.Ref{
-		Format:   store.FormatVersion,
+		Format:   format.Version,
 		Key:      "go-abc",
-		Index:    store.Descriptor{Digest: digest.FromBytes([]byte("index")), Size: 5},
-		Packs:    []store.Descriptor{{Digest: digest.FromBytes([]byte("p1")), Size: 2}, {Digest: digest.FromBytes([]byte("p2")), Size: 2}},
+		Index:    format.Descriptor{Digest: digest.FromBytes([]byte("index")), Size: 5},
+		Packs:    []format.Descriptor{{Digest: digest.FromBytes([]byte("p1")), Size: 2}, {Digest: digest.FromBytes([]byte("p2")), Size: 2}},
 		Created:  time.Date(2026, 11, 22, 10, 11, 12, 123456789, time.UTC),
 		Tool:     "v1.2.3",
 		Platform: "linux/arm64",

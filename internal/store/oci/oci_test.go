@@ -27,6 +27,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/oci"
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
@@ -407,7 +408,7 @@ func TestPacksAreLayers(t *testing.T) {
 	orders := [][]string{{"go/pkg/mod/a.go", "go/pkg/mod/b.go"}, {"go-build/00/0123-d", "go-build/README"}}
 	index, _ := storetest.RandomBlob(t, 500)
 	ref := &store.Ref{
-		Format:   store.FormatVersion,
+		Format:   format.Version,
 		Key:      "export-me",
 		Index:    storetest.PutBlob(t, s, index),
 		Created:  time.Now().UTC(),
@@ -433,7 +434,7 @@ func TestPacksAreLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ArtifactType != oci.ArtifactType || m.Config.MediaType != oci.IndexMediaType || len(m.Layers) != 2 || m.Layers[0].MediaType != types.OCILayerZStd {
+	if m.ArtifactType != format.ArtifactType || m.Config.MediaType != format.IndexMediaType || len(m.Layers) != 2 || m.Layers[0].MediaType != types.OCILayerZStd {
 		t.Errorf("manifest = %+v", m)
 	}
 	if m.Annotations[oci.AnnotationKey] != ref.Key || m.Annotations[oci.AnnotationCreated] != ref.Created.Format(time.RFC3339Nano) ||

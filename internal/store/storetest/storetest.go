@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -106,13 +107,13 @@ func RandomBlob(t testing.TB, n int) ([]byte, digest.Digest) {
 }
 
 // PutBlob stores data in s or fails t.
-func PutBlob(t testing.TB, s store.Store, data []byte) store.Descriptor {
+func PutBlob(t testing.TB, s store.Store, data []byte) format.Descriptor {
 	t.Helper()
 	d := digest.FromBytes(data)
 	if err := s.PutBlob(context.Background(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
 		t.Fatalf("PutBlob: %v", err)
 	}
-	return store.Descriptor{Digest: d, Size: int64(len(data))}
+	return format.Descriptor{Digest: d, Size: int64(len(data))}
 }
 
 func readBlob(t *testing.T, s store.Store, d digest.Digest) []byte {
@@ -284,7 +285,7 @@ func NewRef(t testing.TB, s store.Store, key string, created time.Time, n int) *
 	t.Helper()
 	idx, _ := RandomBlob(t, 300)
 	r := &store.Ref{
-		Format:   store.FormatVersion,
+		Format:   format.Version,
 		Key:      key,
 		Index:    PutBlob(t, s, idx),
 		Created:  created.UTC(),

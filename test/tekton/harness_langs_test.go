@@ -1,8 +1,6 @@
 package tekton
 
 import (
-	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,19 +62,7 @@ func TestLanguagePipelines(t *testing.T) {
 			}, tc.params...)
 			run := func(name string) *TaskRunResult {
 				t.Helper()
-				source := filepath.Join(t.TempDir(), "source")
-				if err := os.MkdirAll(source, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				in, err := PipelineTaskRun(context.Background(), pipeline, params, tc.task, map[string]string{"source": source})
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := h.Run(context.Background(), filepath.Join(t.TempDir(), name), in)
-				if err != nil {
-					t.Fatalf("%s: %v", name, err)
-				}
-				return res
+				return runPipelineTask(t, h, pipeline, tc.task, name, params, nil)
 			}
 			first := run("first")
 			if got := first.Step("cache-upload").Results["uploaded"]; got != "true" {

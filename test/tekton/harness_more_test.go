@@ -100,22 +100,10 @@ func TestPVCPipeline(t *testing.T) {
 	pvc := t.TempDir()
 	run := func(name string) *TaskRunResult {
 		t.Helper()
-		source := filepath.Join(t.TempDir(), "source")
-		if err := os.MkdirAll(source, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		in, err := PipelineTaskRun(context.Background(), pipeline, v1.Params{
+		return runPipelineTask(t, h, pipeline, "build-task", name, v1.Params{
 			stringParam("repo_url", upstream),
 			stringParam("buildCommand", "sh "+absTestdata(t, "fake-go-build.sh")),
-		}, "build-task", map[string]string{"source": source, "cache-store": pvc})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := h.Run(context.Background(), filepath.Join(t.TempDir(), name), in)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		return res
+		}, map[string]string{"cache-store": pvc})
 	}
 	first := run("first")
 	if first.Step("cache-upload").Results["uploaded"] != "true" {

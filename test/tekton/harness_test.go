@@ -213,12 +213,24 @@ func TestGoPipeline(t *testing.T) {
 // fresh emptyDir workspace.
 func runGoBuild(t testing.TB, h *Harness, pipeline *v1.Pipeline, name string, params ...v1.Param) *TaskRunResult {
 	t.Helper()
+	return runPipelineTask(t, h, pipeline, "build-task", name, params, nil)
+}
+
+// runPipelineTask runs task of pipeline with params as a TaskRun named
+// name, with a fresh emptyDir as its "source" workspace and the other
+// workspaces bound to the directories given.
+func runPipelineTask(t testing.TB, h *Harness, pipeline *v1.Pipeline, task, name string, params v1.Params, workspaces map[string]string) *TaskRunResult {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	source := filepath.Join(dir, "workspace", "source")
 	if err := os.MkdirAll(source, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	in, err := PipelineTaskRun(context.Background(), pipeline, params, "build-task", map[string]string{"source": source})
+	bound := map[string]string{"source": source}
+	for w, d := range workspaces {
+		bound[w] = d
+	}
+	in, err := PipelineTaskRun(context.Background(), pipeline, params, task, bound)
 	if err != nil {
 		t.Fatal(err)
 	}

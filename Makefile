@@ -50,6 +50,10 @@ fuzz: ## Run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzPackReader$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadState$$' -fuzztime 30s ./internal/engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime 30s ./internal/engine/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRef$$' -fuzztime 30s ./internal/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeys$$' -fuzztime 30s ./internal/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitKey$$' -fuzztime 30s ./internal/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 30s ./internal/store/oci/
 
 image: ## Build the image with ko and push it to $KO_DOCKER_REPO
 	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO, e.g. registry.example.com/tekton-cache"; exit 1; }

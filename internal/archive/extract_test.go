@@ -37,7 +37,7 @@ type tarFile struct {
 	size          int64 // header size; -1: len(content)
 }
 
-func makePack(t *testing.T, files ...tarFile) []byte {
+func makePack(t testing.TB, files ...tarFile) []byte {
 	t.Helper()
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)

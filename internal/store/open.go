@@ -222,7 +222,7 @@ func SplitKey(raw string) (storeURL, key string, err error) {
 	if u.Scheme == "oci" {
 		slash := strings.LastIndex(rest, "/")
 		colon := strings.LastIndex(rest, ":")
-		if colon <= slash || colon <= len("oci:") {
+		if colon <= slash || colon <= len("oci:") || colon == len(rest)-1 {
 			return "", "", fmt.Errorf("store URI %q has no tag to use as the key: write it as oci://registry/repo:{{hash}}", Redact(raw))
 		}
 		return rest[:colon] + query, rest[colon+1:], nil

@@ -21,7 +21,7 @@ func TestSplitKey(t *testing.T) {
 			t.Errorf("SplitKey(%q) = %q, %q, %v; want %q, %q", tc.in, s, k, err, tc.store, tc.key)
 		}
 	}
-	for _, bad := range []string{"", "oci://registry:5000/repo", "oci://repo", "s3://bucket/", "file:///key", "no-scheme/key"} {
+	for _, bad := range []string{"", "oci://registry:5000/repo", "oci://repo", "oci://registry:5000/repo:", "s3://bucket/", "file:///key", "no-scheme/key"} {
 		if _, _, err := SplitKey(bad); err == nil {
 			t.Errorf("SplitKey(%q) succeeded, want an error", bad)
 		}

@@ -51,8 +51,14 @@ type Extractor struct {
 	// Jobs is how many files Prepare hashes at once. Default 4.
 	Jobs int
 
-	x       *Index
-	dests   []string
+	x     *Index
+	dests []string
+	// rootFDs are the folders' descriptors, from which every path is opened
+	// one component at a time with the *at system calls (O_NOFOLLOW,
+	// renameat, utimensat...): what the extraction itself needs, which
+	// os.Root does not offer. roots are os.Roots of the same folders, used
+	// only to remove trees (RemoveAll, Remove), which os.Root does safely and
+	// which would otherwise mean a hand-written recursive unlinkat.
 	rootFDs []int
 	roots   []*os.Root
 

@@ -61,7 +61,8 @@ type Entry struct {
 // Index is the table of contents of a cache entry.
 type Index struct {
 	Format int `json:"format"`
-	// Roots are the folders the entry was saved from, as given; restore maps
+	// Roots are the base names of the folders the entry was saved from
+	// (store.Ref.Folders has them as given); restore maps
 	// them by position to the folders it is given.
 	Roots   []string            `json:"roots"`
 	Packs   []format.Descriptor `json:"packs"`

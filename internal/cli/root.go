@@ -12,6 +12,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/all"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
@@ -129,7 +130,7 @@ func isFlagError(err error) bool {
 
 // oneLine folds a multi-line error (SDKs like them) into one line.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return storeerr.OneLine(s)
 }
 
 func openStore(ctx context.Context, o *Options, url string) (store.Store, error) {

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // ErrBadURL is wrapped by the error of a store URL that can never work as
@@ -125,10 +127,11 @@ func ParseURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Redact removes a password and query values that may hold secrets (SAS
-// tokens, keys) from a URL so that it can be logged. Everything else stays
-// as it was written: no escaping is added ({{hash}} and endpoint=http://...
-// read as the user typed them).
+// Redact removes a password and the values of the query parameters that
+// storeerr.SecretParam names (SAS tokens, keys) from a URL so that it can
+// be logged: the rules of storeerr.Scrub, applied to a URL's parts.
+// Everything else stays as it was written: no escaping is added ({{hash}}
+// and endpoint=http://... read as the user typed them).
 func Redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -153,8 +156,8 @@ func Redact(raw string) string {
 		if uk, err := url.QueryUnescape(k); err == nil {
 			k = uk
 		}
-		if isSecretParam(k) {
-			parts[i] = k + "=REDACTED"
+		if storeerr.SecretParam(k) {
+			parts[i] = k + "=" + storeerr.Redacted
 			continue
 		}
 		// A value that is itself a URL (endpoint=http://user:pw@host)
@@ -190,16 +193,6 @@ func redactUnparsed(raw string) string {
 		return raw[:i] + "..."
 	}
 	return raw
-}
-
-func isSecretParam(k string) bool {
-	k = strings.ToLower(k)
-	for _, s := range []string{"key", "secret", "token", "sig", "password", "credential"} {
-		if strings.Contains(k, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // SplitKey splits a URI that names an entry, as the reference tool's

@@ -13,6 +13,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // Defaults for Config.
@@ -214,9 +215,9 @@ func (b *Bucket) Put(ctx context.Context, name string, size int64, r io.Reader) 
 func (b *Bucket) mapBucketError(err error) error {
 	err = b.MapError(err)
 	if errors.Is(err, store.ErrNotFound) && b.cfg.MissingBucket != "" {
-		var inner *Error
-		if errors.As(err, &inner) && len(inner.errs) > 1 {
-			return NewError(b.cfg.MissingBucket, inner.errs[1:]...)
+		var inner *storeerr.Error
+		if errors.As(err, &inner) && len(inner.Unwrap()) > 1 {
+			return NewError(b.cfg.MissingBucket, inner.Unwrap()[1:]...)
 		}
 		return NewError(b.cfg.MissingBucket)
 	}

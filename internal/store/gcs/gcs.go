@@ -128,13 +128,7 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 		&url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
 	if err != nil {
 		client.Close()
-		msg := err.Error()
-		if rest, ok := strings.CutPrefix(msg, "open bucket "); ok {
-			if _, after, found := strings.Cut(rest, ": "); found {
-				msg = after
-			}
-		}
-		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.NewError(cloudblob.Scrub(msg), err))
+		return nil, cloudblob.OpenError(name, err, nil)
 	}
 	return cloudblob.New(cloudblob.Config{
 		Bucket:         bkt,

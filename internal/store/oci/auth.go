@@ -11,6 +11,8 @@ import (
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // DockerConfigSecretFile is the file a kubernetes.io/dockerconfigjson
@@ -64,7 +66,7 @@ func fileKeychain(path, desc string) (authn.Keychain, string, error) {
 	defer f.Close()
 	cf, err := config.LoadFromReader(f)
 	if err != nil {
-		return nil, "", fmt.Errorf("reading registry credentials from %s: %s", path, flatten(err.Error()))
+		return nil, "", fmt.Errorf("reading registry credentials from %s: %s", path, storeerr.OneLine(err.Error()))
 	}
 	return authn.NewMultiKeychain(configKeychain{cf}, authn.DefaultKeychain), desc, nil
 }
@@ -102,7 +104,7 @@ func (k configKeychain) Resolve(target authn.Resource) (authn.Authenticator, err
 func resolveAuth(ctx context.Context, kc authn.Keychain, repo name.Repository, desc string) (authn.Authenticator, string, error) {
 	auth, err := authn.Resolve(ctx, kc, repo)
 	if err != nil {
-		return nil, "", fmt.Errorf("oci://%s: reading registry credentials (%s): %s", repo.Name(), desc, flatten(err.Error()))
+		return nil, "", fmt.Errorf("oci://%s: reading registry credentials (%s): %s", repo.Name(), desc, storeerr.OneLine(err.Error()))
 	}
 	if auth == authn.Anonymous {
 		desc += "; none for " + repo.RegistryStr() + " there"

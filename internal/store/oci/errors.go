@@ -5,15 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
-	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // ErrForeignEntry is wrapped by the error of GetRef when the tag holds
@@ -22,29 +21,21 @@ import (
 // wraps store.ErrNotFound as well.
 var ErrForeignEntry = store.ErrForeign
 
-// opError is a one-line error whose message was written for people while
-// errors.Is and errors.As still see the causes (store.ErrNotFound, the
-// go-containerregistry *transport.Error, context.Canceled ...).
-type opError struct {
-	msg  string
-	errs []error
-}
-
-func (e *opError) Error() string   { return e.msg }
-func (e *opError) Unwrap() []error { return e.errs }
-
 // fail turns err, returned by go-containerregistry while doing op, into a
-// one-line error that names the store, op and the cause.
+// one-line error that names the store, op and the cause, while errors.Is
+// and errors.As still see the causes (store.ErrNotFound, the
+// go-containerregistry *transport.Error, context.Canceled, a
+// *storeerr.NetError ...).
 func (s *Store) fail(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var oe *opError
+	var oe *storeerr.Error
 	if errors.As(err, &oe) {
 		return err // already ours
 	}
 	cause, extra := s.cause(err)
-	return &opError{msg: fmt.Sprintf("%s: %s: %s", s, op, cause), errs: append(extra, err)}
+	return storeerr.New(fmt.Sprintf("%s: %s: %s", s, op, cause), append(extra, err)...)
 }
 
 // cause describes err in one short line and returns the sentinels it means.
@@ -60,26 +51,22 @@ func (s *Store) cause(err error) (string, []error) {
 		return s.registryCause(te)
 	}
 	host := s.repo.RegistryStr()
-	var opErr *net.OpError
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Sprintf("cannot reach the registry at %s: connection refused (is it running, and are the host and port right?)", host), nil
-	case errors.As(err, &opErr) && opErr.Op == "dial":
-		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) {
-			return fmt.Sprintf("cannot reach the registry at %s: no such host", host), nil
+	if ne, ok := storeerr.Unreachable(err); ok {
+		why := storeerr.OneLine(ne.Reason)
+		if ne.Refused {
+			why += " (is it running, and are the host and port right?)"
 		}
-		return fmt.Sprintf("cannot reach the registry at %s: %s", host, flatten(opErr.Err.Error())), nil
+		return fmt.Sprintf("cannot reach the registry at %s: %s", host, why), []error{ne}
 	}
 	var certErr *tls.CertificateVerificationError
 	if errors.As(err, &certErr) {
-		return fmt.Sprintf("TLS certificate of %s not trusted (%s): add its CA to the system, or use --insecure", host, flatten(lastPart(certErr.Err.Error()))), nil
+		return fmt.Sprintf("TLS certificate of %s not trusted (%s): add its CA to the system, or use --insecure", host, storeerr.OneLine(lastPart(certErr.Err.Error()))), nil
 	}
 	msg := err.Error()
 	if strings.Contains(msg, "server gave HTTP response to HTTPS client") {
 		return fmt.Sprintf("%s speaks plain HTTP, not HTTPS: use --insecure", host), nil
 	}
-	return flatten(msg), nil
+	return storeerr.OneLine(msg), nil
 }
 
 // registryCause describes an error response of the registry.
@@ -107,13 +94,13 @@ func (s *Store) registryCause(te *transport.Error) (string, []error) {
 	case has(transport.ManifestBlobUnknownErrorCode):
 		return "the registry lacks a blob the entry names: put the blobs before the ref", nil
 	case has(transport.ManifestInvalidErrorCode, transport.UnsupportedErrorCode) && te.Request != nil && te.Request.Method == http.MethodPut:
-		return fmt.Sprintf("the registry refused the entry's manifest (%s): it may not accept OCI artifacts of type %s with config type %s; see docs/OCI.md", truncate(flatten(diagnostics(te)), 200), format.ArtifactType, format.IndexMediaType), nil
+		return fmt.Sprintf("the registry refused the entry's manifest (%s): it may not accept OCI artifacts of type %s with config type %s; see docs/OCI.md", storeerr.Cut(storeerr.OneLine(diagnostics(te)), 200), format.ArtifactType, format.IndexMediaType), nil
 	case has(transport.DigestInvalidErrorCode):
 		return "the registry rejected the bytes: they do not match the digest", nil
 	case te.StatusCode == http.StatusTooManyRequests || has(transport.TooManyRequestsErrorCode):
 		return "rate limited by the registry (429 Too Many Requests): try again later", nil
 	}
-	return "registry answered " + truncate(flatten(diagnostics(te)), 300), nil
+	return "registry answered " + storeerr.Cut(storeerr.OneLine(diagnostics(te)), 300), nil
 }
 
 // diagnostics lists the error codes and messages of a registry answer, or
@@ -133,20 +120,10 @@ func diagnostics(te *transport.Error) string {
 	return strings.Join(parts, "; ")
 }
 
-// flatten puts a message on one line.
-func flatten(s string) string { return strings.Join(strings.Fields(s), " ") }
-
 // lastPart returns what follows the last ": " of a chain of wrapped messages.
 func lastPart(s string) string {
 	if i := strings.LastIndex(s, ": "); i >= 0 && i+2 < len(s) {
 		return s[i+2:]
 	}
 	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

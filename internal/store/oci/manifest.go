@@ -10,6 +10,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // Media types and annotations of an entry's manifest (docs/OCI.md).
@@ -119,7 +120,7 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 	}
 	var m manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, foreign(where, fmt.Sprintf("an unreadable manifest (%s)", truncate(flatten(err.Error()), 100)), false)
+		return nil, foreign(where, fmt.Sprintf("an unreadable manifest (%s)", storeerr.Cut(storeerr.OneLine(err.Error()), 100)), false)
 	}
 	mt := m.MediaType
 	if mt == "" {
@@ -184,10 +185,7 @@ func foreign(where, what string, refTool bool) error {
 	if refTool {
 		hint = "it was pushed by openshift-pipelines/tekton-caches or another tool; save a new entry with this tool"
 	}
-	return &opError{
-		msg:  fmt.Sprintf("%s is %s, not a tekton-cache entry: %s", where, what, hint),
-		errs: []error{ErrForeignEntry, store.ErrNotFound},
-	}
+	return storeerr.New(fmt.Sprintf("%s is %s, not a tekton-cache entry: %s", where, what, hint), ErrForeignEntry, store.ErrNotFound)
 }
 
 // describeForeign says what a manifest that is not an entry is, and whether

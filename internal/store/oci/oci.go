@@ -22,6 +22,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // Store keeps cache entries in one repository of an OCI registry.
@@ -111,7 +112,7 @@ func New(ctx context.Context, repository string, opts store.Options, options ...
 	}
 	repo, err := name.NewRepository(repository, nopts...)
 	if err != nil {
-		return nil, store.BadURL(fmt.Errorf("oci://%s: %s", repository, flatten(err.Error())))
+		return nil, store.BadURL(fmt.Errorf("oci://%s: %s", repository, storeerr.OneLine(err.Error())))
 	}
 	host, _, _ := strings.Cut(repository, "/")
 	if repo.RegistryStr() != host && host != "docker.io" {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 func testStore(t *testing.T) *Store {
@@ -163,6 +165,37 @@ func TestForeignManifests(t *testing.T) {
 			}
 			if got := strings.Contains(err.Error(), "openshift-pipelines/tekton-caches"); got != tc.refTool {
 				t.Errorf("mentions the reference tool: %v, want %v (%v)", got, tc.refTool, err)
+			}
+		})
+	}
+}
+
+// TestUnreachableIsTyped: a registry that cannot be reached gives a
+// *storeerr.NetError that says why (what the retry policy reads), worded as
+// the registry's.
+func TestUnreachableIsTyped(t *testing.T) {
+	s := testStore(t)
+	dial := func(err error) error {
+		return &url.Error{Op: "Get", URL: "https://registry.example:5000/v2/", Err: &net.OpError{Op: "dial", Net: "tcp", Err: err}}
+	}
+	for _, tc := range []struct {
+		name         string
+		err          error
+		want         string
+		refused, dns bool
+	}{
+		{"refused", dial(os.NewSyscallError("connect", syscall.ECONNREFUSED)), "connection refused (is it running, and are the host and port right?)", true, false},
+		{"no such host", dial(&net.DNSError{Err: "no such host", Name: "registry.example", IsNotFound: true}), "no such host", false, true},
+		{"no route", dial(os.NewSyscallError("connect", syscall.EHOSTUNREACH)), "no route to host", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.fail("stat blob", tc.err)
+			if want := "oci://registry.example:5000/team/cache: stat blob: cannot reach the registry at registry.example:5000: " + tc.want; err.Error() != want {
+				t.Errorf("message\n%q\nwant\n%q", err, want)
+			}
+			var ne *storeerr.NetError
+			if !errors.As(err, &ne) || ne.Refused != tc.refused || ne.DNS != tc.dns || !errors.Is(err, tc.err) {
+				t.Errorf("fail = %#v: no NetError{Refused: %v, DNS: %v} wrapping the cause", err, tc.refused, tc.dns)
 			}
 		})
 	}

@@ -102,7 +102,7 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 	opener := &s3blob.URLOpener{}
 	bkt, err := opener.OpenBucketURL(ctx, &url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
 	if err != nil {
-		return nil, openError(name, err, secrets)
+		return nil, cloudblob.OpenError(name, err, secrets)
 	}
 	var parsed *s3.Client
 	ok := bkt.As(&parsed)
@@ -131,7 +131,7 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 	// opener.Options now holds what the query set (ssetype, kmskeyid,
 	// request_checksum_calculation).
 	if bkt, err = s3blob.OpenBucket(ctx, client, u.Host, &opener.Options); err != nil {
-		return nil, openError(name, err, secrets)
+		return nil, cloudblob.OpenError(name, err, secrets)
 	}
 	return cloudblob.New(cloudblob.Config{
 		Bucket:      bkt,
@@ -212,17 +212,6 @@ func classify(bucket string) cloudblob.Classifier {
 		}
 		return "", false
 	}
-}
-
-// openError explains why gocloud could not open the bucket.
-func openError(name string, err error, secrets []string) error {
-	msg := err.Error()
-	if rest, ok := strings.CutPrefix(msg, "open bucket "); ok {
-		if _, after, found := strings.Cut(rest, ": "); found {
-			msg = after
-		}
-	}
-	return fmt.Errorf("%s: opening: %w", name, cloudblob.NewError(cloudblob.Scrub(msg, secrets...), err))
 }
 
 func firstEnv(names ...string) string {

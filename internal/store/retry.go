@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // Defaults of the retry policy (see Options).
@@ -213,17 +214,21 @@ func retryable(ctx context.Context, kind opKind, err error, ex *exchange) (why s
 // definiteStatus is an answer that settles an operation's failure.
 func definiteStatus(code int) bool { return code >= 400 && !transientStatus(code) }
 
+// isDialError recognises a connection that never opened, so the request
+// was not applied, for a reason that may pass (a timeout, no route, a name
+// that did not resolve); not a refused one.
 func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial" && !errors.Is(err, syscall.ECONNREFUSED)
+	ne, ok := storeerr.Unreachable(err)
+	return ok && !ne.Refused
 }
 
-// isNetworkError recognises a connection that broke: reset, closed early,
-// timed out. A refused connection is not one: nothing listens there, and
-// retrying only delays the error.
+// isNetworkError recognises a connection that broke (reset, closed early,
+// timed out) or could not be made (see storeerr.Unreachable). A refused
+// connection is not one: nothing listens there, and retrying only delays
+// the error.
 func isNetworkError(err error) bool {
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return false
+	if ne, ok := storeerr.Unreachable(err); ok {
+		return !ne.Refused
 	}
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {

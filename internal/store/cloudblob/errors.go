@@ -53,12 +53,7 @@ func MapError(err error, classify Classifier, secrets []string) error {
 		return NewError(stalled.Error(), err)
 	}
 	if ne, ok := storeerr.Unreachable(err); ok {
-		// ne wraps err, unless err already held it.
-		var cause error = ne
-		if ne.Err != err {
-			cause = err
-		}
-		return NewError(storeerr.Scrub(ne.Error(), secrets...), cause)
+		return NewError(storeerr.Scrub(ne.Error(), secrets...), ne, err)
 	}
 	if classify != nil {
 		if cause, ok := classify(err); ok {

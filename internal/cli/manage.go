@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/tekton-cache/tekton-cache/internal/engine"
 	"github.com/tekton-cache/tekton-cache/internal/store"
@@ -18,27 +17,31 @@ import (
 
 // manageOptions are the flags of list and delete.
 type manageOptions struct {
-	Options
+	console
+	StoreFlags
+	Output    string
 	Prefix    string
 	Keys      []string
 	OlderThan time.Duration
 	DryRun    bool
 }
 
-func (m *manageOptions) addFlags(fs *pflag.FlagSet) {
+func (m *manageOptions) addFlags(cmd *cobra.Command) {
+	fs := cmd.Flags()
 	fs.StringVar(&m.StoreURL, "store", "", "store URL without a key (file:///dir, oci://registry/repo, s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix)")
 	fs.StringVar(&m.BlobQueryParams, "blob-query-params", "", "query parameters appended to the store URL")
 	fs.BoolVar(&m.Insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the store")
 	fs.StringVar(&m.Prefix, "prefix", "", "only entries whose key starts with this")
 	fs.StringVar(&m.Output, "output", "text", "text, or json")
 	fs.DurationVar(&m.Timeout, "timeout", 10*time.Minute, "give up after this long")
-	addStallFlag(fs, &m.StallTimeout)
+	m.addStall(fs)
+	bindEnv(cmd, &m.console, nil)
 }
 
 // open checks the flags and opens the store.
 func (m *manageOptions) open(ctx context.Context) (store.Store, string, error) {
-	if m.Output != "text" && m.Output != "json" {
-		return nil, "", usageError{fmt.Errorf("--output %q: use text or json", m.Output)}
+	if err := checkOutput(m.Output); err != nil {
+		return nil, "", err
 	}
 	if m.StoreURL == "" {
 		return nil, "", usageError{errors.New("no store: pass --store URL, e.g. oci://registry/repo or s3://bucket/prefix")}
@@ -47,15 +50,7 @@ func (m *manageOptions) open(ctx context.Context) (store.Store, string, error) {
 	if err != nil {
 		return nil, "", usageError{fmt.Errorf("--prefix: %w", err)}
 	}
-	url := m.StoreURL
-	if m.BlobQueryParams != "" {
-		sep := "?"
-		if strings.Contains(url, "?") {
-			sep = "&"
-		}
-		url += sep + strings.TrimLeft(m.BlobQueryParams, "?&")
-	}
-	st, err := openStore(ctx, &m.Options, url)
+	st, err := openStore(ctx, &m.console, &m.StoreFlags, m.withQuery(m.StoreURL))
 	if err != nil {
 		if isConfigError(err) {
 			return nil, "", usageError{err}
@@ -125,8 +120,7 @@ func newListCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	m.addFlags(cmd.Flags())
-	bindEnv(cmd, &m.Options)
+	m.addFlags(cmd)
 	return cmd
 }
 
@@ -205,10 +199,9 @@ does yet.`,
 			return nil
 		},
 	}
-	m.addFlags(cmd.Flags())
+	m.addFlags(cmd)
 	cmd.Flags().Var(newList(&m.Keys, false), "key", "key of an entry to delete (repeatable or a comma list)")
 	cmd.Flags().DurationVar(&m.OlderThan, "older-than", 0, "only entries older than this (e.g. 168h), with or without --prefix")
 	cmd.Flags().BoolVar(&m.DryRun, "dry-run", false, "print what would be deleted")
-	bindEnv(cmd, &m.Options)
 	return cmd
 }

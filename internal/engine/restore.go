@@ -155,7 +155,7 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 		}
 	}
 	if len(opts.Folders) == 0 {
-		return nil, fmt.Errorf("%w: no folder to restore into: pass --folder", ErrConfig)
+		return nil, fmt.Errorf("%w to restore into", ErrNoFolders)
 	}
 	folders, err := checkFolders(opts.Folders)
 	if err != nil {

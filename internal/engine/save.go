@@ -121,7 +121,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return nil, err
 	}
 	if len(opts.Folders) == 0 {
-		return nil, fmt.Errorf("%w: no folder to save: pass --folder", ErrConfig)
+		return nil, fmt.Errorf("%w to save", ErrNoFolders)
 	}
 	folders, err := checkFolders(opts.Folders)
 	if err != nil {

@@ -98,10 +98,5 @@ func writeKeyJSON(w io.Writer, k *keyed) error {
 			out.Detected = hash.Detected
 		}
 	}
-	data, err := marshalResults(out)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(data))
-	return err
+	return printResults(w, out)
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -78,6 +77,34 @@ func storedSize(r *store.Ref) int64 {
 	return n
 }
 
+// listResult is what list --output json prints.
+type listResult struct {
+	Store   string      `result:"store"`
+	Entries []listEntry `result:"entries"`
+}
+
+// listEntry is one entry of listResult.
+type listEntry struct {
+	Key         string   `result:"key"`
+	Created     string   `result:"created"`
+	AgeSeconds  int64    `result:"age-seconds"`
+	Platform    string   `result:"platform"`
+	Tool        string   `result:"tool"`
+	StoredBytes int64    `result:"stored-bytes"`
+	Packs       int      `result:"packs"`
+	Folders     []string `result:"folders"`
+}
+
+// MarshalJSON writes the entry as results are written.
+func (e listEntry) MarshalJSON() ([]byte, error) { return marshalResults(e) }
+
+// deleteResult is what delete --output json prints.
+type deleteResult struct {
+	Store   string   `result:"store"`
+	Deleted []string `result:"deleted"`
+	DryRun  bool     `result:"dry-run"`
+}
+
 func newListCmd() *cobra.Command {
 	m := &manageOptions{}
 	cmd := &cobra.Command{
@@ -100,17 +127,12 @@ func newListCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if m.Output == "json" {
-				list := make([]map[string]any, len(refs))
+				out := listResult{Store: storeName(m.StoreURL), Entries: make([]listEntry, len(refs))}
 				for i, r := range refs {
-					list[i] = map[string]any{"key": r.Key, "created": r.Created.UTC().Format(time.RFC3339), "age-seconds": int64(time.Since(r.Created).Seconds()),
-						"platform": r.Platform, "tool": r.Tool, "stored-bytes": storedSize(r), "packs": len(r.Packs), "folders": r.Folders}
+					out.Entries[i] = listEntry{Key: r.Key, Created: r.Created.UTC().Format(time.RFC3339), AgeSeconds: int64(time.Since(r.Created).Seconds()),
+						Platform: r.Platform, Tool: r.Tool, StoredBytes: storedSize(r), Packs: len(r.Packs), Folders: r.Folders}
 				}
-				data, err := json.Marshal(map[string]any{"store": storeName(m.StoreURL), "entries": list})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, string(data))
-				return nil
+				return printResults(w, out)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tAGE\tPLATFORM\tSTORED\tPACKS\tFOLDERS")
@@ -190,11 +212,7 @@ does yet.`,
 				}
 			}
 			if m.Output == "json" {
-				data, err := json.Marshal(map[string]any{"store": storeName(m.StoreURL), "deleted": deleted, "dry-run": m.DryRun})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, string(data))
+				return printResults(w, deleteResult{Store: storeName(m.StoreURL), Deleted: deleted, DryRun: m.DryRun})
 			}
 			return nil
 		},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -194,13 +195,19 @@ func (o *transferOptions) report(res results, status string, cause error) error 
 		}
 	}
 	if o.Output == "json" {
-		data, err := marshalResults(res)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(o.stdout, string(data))
+		return printResults(o.stdout, res)
 	}
 	return nil
+}
+
+// printResults writes v's results as one JSON line.
+func printResults(w io.Writer, v any) error {
+	data, err := marshalResults(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(data))
+	return err
 }
 
 // ErrStrict is returned when --strict (or --fail-on-miss) turns a miss or a

@@ -60,8 +60,19 @@ type Result struct {
 	Hash string
 }
 
-// ErrNoMatch is wrapped by the error of patterns that match no file.
-var ErrNoMatch = errors.New("no file matches")
+// Errors of a configuration that cannot make a key, to check with
+// errors.Is. They speak of options, not flags: the CLI says which flag to
+// change.
+var (
+	// ErrNoMatch is wrapped by the error of patterns that match no file.
+	ErrNoMatch = errors.New("no file matches")
+	// ErrNoPattern is wrapped by the error of no pattern given and no
+	// known lock file to detect in the working dir.
+	ErrNoPattern = errors.New("no pattern given and no known lock file")
+	// ErrNotDir is wrapped by the error of a working dir that is not a
+	// directory.
+	ErrNotDir = errors.New("not a directory")
+)
 
 // Compute finds the files and hashes them.
 func Compute(o Options) (*Result, error) {
@@ -74,13 +85,13 @@ func Compute(o Options) (*Result, error) {
 		return nil, err
 	}
 	if fi, err := os.Stat(absWD); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("working dir %s is not a directory: set --workingdir", absWD)
+		return nil, fmt.Errorf("working dir %s is %w", absWD, ErrNotDir)
 	}
 	res := &Result{WorkDir: absWD, Patterns: o.Patterns}
 	if len(res.Patterns) == 0 {
 		res.Detected, res.Patterns = Detect(absWD)
 		if len(res.Patterns) == 0 {
-			return nil, fmt.Errorf("no --pattern given and no known lock file in %s (go.sum, package-lock.json, yarn.lock, pnpm-lock.yaml, bun.lock, poetry.lock, uv.lock, Pipfile.lock, requirements.txt, pom.xml, build.gradle, Gemfile.lock, composer.lock, Cargo.lock): pass --pattern", absWD)
+			return nil, fmt.Errorf("%w in %s (%s)", ErrNoPattern, absWD, strings.Join(lockFiles(), ", "))
 		}
 	}
 	ps, err := compilePatterns(res.Patterns)
@@ -96,7 +107,7 @@ func Compute(o Options) (*Result, error) {
 		return nil, err
 	}
 	if len(paths) == 0 {
-		return nil, fmt.Errorf("%w pattern(s) %s in %s (patterns match paths relative to it, such as go.sum or sub/go.sum, or paths that start with the working dir as given, such as %s; files in .git and in the cached folders never match): fix --pattern or --workingdir", ErrNoMatch, strings.Join(quoteAll(res.Patterns), ", "), absWD, filepath.ToSlash(filepath.Join(wd, "go.sum")))
+		return nil, fmt.Errorf("%w pattern(s) %s in %s (patterns match paths relative to it, such as go.sum or sub/go.sum, or paths that start with the working dir as given, such as %s; files in .git and in the cached folders never match)", ErrNoMatch, strings.Join(quoteAll(res.Patterns), ", "), absWD, filepath.ToSlash(filepath.Join(wd, "go.sum")))
 	}
 	total := sha256.New()
 	io.WriteString(total, hashVersion) //nolint:errcheck // hashing never fails

@@ -155,8 +155,31 @@ func TestDetect(t *testing.T) {
 			t.Errorf("Compute without patterns on %v: detected %v, files %v", tc.files, r.Detected, r.Files)
 		}
 	}
-	if _, err := Compute(Options{WorkDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "--pattern") {
-		t.Fatalf("no lock file and no pattern: err = %v, want advice to pass --pattern", err)
+	_, err := Compute(Options{WorkDir: t.TempDir()})
+	if !errors.Is(err, ErrNoPattern) {
+		t.Fatalf("no lock file and no pattern: err = %v, want ErrNoPattern", err)
+	}
+	// The message lists every lock file Detect looks for.
+	for _, e := range ecosystems {
+		for _, m := range e.markers {
+			if !strings.Contains(err.Error(), m) {
+				t.Errorf("no lock file and no pattern: %q does not name %s", err, m)
+			}
+		}
+	}
+	if strings.Contains(err.Error(), "--") {
+		t.Errorf("no lock file and no pattern: %q names a flag (the CLI words it)", err)
+	}
+}
+
+func TestWorkDirNotADirectory(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "file")
+	write(t, filepath.Dir(f), "file", "x")
+	for _, wd := range []string{f, filepath.Join(t.TempDir(), "missing")} {
+		_, err := Compute(Options{WorkDir: wd, Patterns: []string{"go.sum"}})
+		if !errors.Is(err, ErrNotDir) || !strings.Contains(err.Error(), wd+" is not a directory") {
+			t.Errorf("Compute(WorkDir %s) = %v, want ErrNotDir naming it", wd, err)
+		}
 	}
 }
 

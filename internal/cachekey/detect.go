@@ -30,6 +30,16 @@ var ecosystems = []ecosystem{
 	{"rust", []string{"Cargo.lock"}, []string{"**/Cargo.lock", "rust-toolchain", "rust-toolchain.toml"}},
 }
 
+// lockFiles lists the markers of every ecosystem, in the table's order: the
+// files whose presence Detect looks for.
+func lockFiles() []string {
+	var out []string
+	for _, e := range ecosystems {
+		out = append(out, e.markers...)
+	}
+	return out
+}
+
 // Detect names the ecosystems whose lock files sit at the root of wd and
 // returns the patterns of all of them.
 func Detect(wd string) (names, patterns []string) {

@@ -262,27 +262,42 @@ func orDash(s string) string {
 
 // diagnoseMiss is the one-line diagnosis a fetch that missed prints: any
 // problem reading the store only drops the line.
-func (o *Options) diagnoseMiss(ctx context.Context, storeURL, key string) string {
+func (o *fetchOptions) diagnoseMiss(ctx context.Context) string {
 	if o.inputs == nil {
 		return ""
 	}
-	st, err := openStore(ctx, o, storeURL)
+	st, err := openStore(ctx, &o.console, &o.StoreFlags, o.storeURL)
 	if err != nil {
 		return ""
 	}
-	platform := engine.Platform()
-	if o.CrossPlatform {
-		platform = ""
-	}
-	ex, err := explain(ctx, st, key, withScope(o.scope, keyPrefix(o.inputs.Template)), o.inputs, platform)
+	ex, err := explain(ctx, st, o.key, withScope(o.scope, keyPrefix(o.inputs.Template)), o.inputs, platformFor(o.CrossPlatform))
 	if err != nil {
 		return ""
 	}
 	return ex.line()
 }
 
+// platformFor is the platform entries must match: none for a
+// --cross-platform cache.
+func platformFor(crossPlatform bool) string {
+	if crossPlatform {
+		return ""
+	}
+	return engine.Platform()
+}
+
+// explainOptions are the flags of explain: the key flags, the store flags
+// but --source's key, and --cross-platform.
+type explainOptions struct {
+	console
+	KeyFlags
+	StoreFlags
+	CrossPlatform bool
+	Output        string
+}
+
 func newExplain() *cobra.Command {
-	o := &Options{}
+	o := &explainOptions{}
 	cmd := &cobra.Command{
 		Use:   "explain",
 		Short: "Say why a key misses: the store's entries under the same prefix, the nearest one, and what differs file by file",
@@ -295,33 +310,29 @@ Entries record their key inputs when saved by this version.`,
   cache explain --store file:///mnt/cache --key 'npm-{{hash}}' --output json`,
 		Args: noArgs("source"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Output != "text" && o.Output != "json" {
-				return usageError{fmt.Errorf("--output %q: use text or json", o.Output)}
+			if err := checkOutput(o.Output); err != nil {
+				return err
 			}
-			storeURL, key, _, err := o.keyAndStore(true)
+			k, err := keyAndStore(&o.console, &o.KeyFlags, &o.StoreFlags, true)
 			if err != nil {
 				return usageError{err}
 			}
 			ctx, cancel := o.withTimeout(cmd.Context())
 			defer cancel()
-			st, err := openStore(ctx, o, storeURL)
+			st, err := openStore(ctx, &o.console, &o.StoreFlags, k.storeURL)
 			if err != nil {
 				if isConfigError(err) {
 					return usageError{err}
 				}
 				return err
 			}
-			platform := engine.Platform()
-			if o.CrossPlatform {
-				platform = ""
+			template := k.key
+			if k.inputs != nil {
+				template = k.inputs.Template
 			}
-			template := key
-			if o.inputs != nil {
-				template = o.inputs.Template
-			}
-			ex, err := explain(ctx, st, key, withScope(o.scope, keyPrefix(template)), o.inputs, platform)
+			ex, err := explain(ctx, st, k.key, withScope(k.scope, keyPrefix(template)), k.inputs, platformFor(o.CrossPlatform))
 			if err != nil {
-				return withStore(err, storeURL)
+				return withStore(err, k.storeURL)
 			}
 			if o.Output == "json" {
 				return json.NewEncoder(o.stdout).Encode(ex)
@@ -330,8 +341,8 @@ Entries record their key inputs when saved by this version.`,
 			return nil
 		},
 	}
-	o.addKeyFlags(cmd.Flags())
 	fs := cmd.Flags()
+	o.KeyFlags.add(fs)
 	fs.StringVar(&o.URI, "source", "", "store URI whose last element is the key template, as fetch's --source")
 	fs.StringVar(&o.StoreURL, "store", "", "store URL without a key; use with --key")
 	fs.StringVar(&o.BlobQueryParams, "blob-query-params", "", "query parameters appended to the store URL")
@@ -339,8 +350,7 @@ Entries record their key inputs when saved by this version.`,
 	fs.BoolVar(&o.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: entries of another OS/architecture are not a difference")
 	fs.StringVar(&o.Output, "output", "text", "text, or json")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up after this long")
-	addStallFlag(fs, &o.StallTimeout)
-	o.addScopeFlags(fs, false)
-	bindEnv(cmd, o)
+	o.addStall(fs)
+	bindEnv(cmd, &o.console, nil)
 	return cmd
 }

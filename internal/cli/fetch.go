@@ -9,10 +9,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tekton-cache/tekton-cache/internal/engine"
+	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
+// fetchOptions are the flags of fetch.
+type fetchOptions struct {
+	transferOptions
+	FallbackScope string // --fallback-scope: restore from this scope's entries after Scope's
+	LookupOnly    bool
+	FailOnMiss    bool
+}
+
 func newFetch() *cobra.Command {
-	o := &Options{}
+	o := &fetchOptions{}
 	cmd := &cobra.Command{
 		Use:     "fetch",
 		Aliases: []string{"restore"},
@@ -22,60 +31,47 @@ func newFetch() *cobra.Command {
   cache restore --store file:///mnt/cache --key 'npm-{{os}}-{{arch}}-{{hash}}' --folder node_modules`,
 		Args: noArgs("source"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.checkOutput(); err != nil {
-				return usageError{err}
+			if err := o.check(); err != nil {
+				return err
 			}
 			return runFetch(cmd.Context(), o)
 		},
 	}
-	o.addKeyFlags(cmd.Flags())
-	o.addStoreFlags(cmd.Flags(), "source", "store URI whose last element is the key, as the reference tool's --source: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, s3://bucket/cache-go:{{hash}}, file:///dir/{{hash}}")
-	o.addScopeFlags(cmd.Flags(), true)
-	cmd.Flags().BoolVar(&o.LookupOnly, "lookup-only", false, "say whether a usable entry exists (status, fetched, matched-key) without restoring it")
-	cmd.Flags().BoolVar(&o.FailOnMiss, "fail-on-miss", false, "exit 1 when no entry was restored (a restore-key fallback is not a miss); store problems stay warnings")
-	bindEnv(cmd, o)
+	o.addFlags(cmd, "source", "store URI whose last element is the key, as the reference tool's --source: oci://registry/repo:{{hash}}, s3://bucket/prefix/{{hash}}, s3://bucket/cache-go:{{hash}}, file:///dir/{{hash}}")
+	fs := cmd.Flags()
+	fs.StringVar(&o.FallbackScope, "fallback-scope", "", "after --scope's own entries, restore from this scope's (the exact key, then the restore keys), e.g. main for a pull request; never the other way")
+	fs.BoolVar(&o.LookupOnly, "lookup-only", false, "say whether a usable entry exists (status, fetched, matched-key) without restoring it")
+	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, "exit 1 when no entry was restored (a restore-key fallback is not a miss); store problems stay warnings")
+	bindEnv(cmd, &o.console, &o.Quiet)
 	return cmd
 }
 
-func fetchOutcome() outcome {
-	return outcome{
-		"fetched": false, "restored": false, "key": "", "matched-key": "", "restore-key": "", "store": "",
-		"bytes": int64(0), "files": 0, "downloaded": int64(0), "written": int64(0), "present": 0,
-		"age-seconds": int64(0), "created": "", "platform": "", "reason": "",
-	}
-}
-
-func runFetch(ctx context.Context, o *Options) error {
-	out := fetchOutcome()
-	storeURL, key, restoreKeys, err := o.resolve()
+func runFetch(ctx context.Context, o *fetchOptions) error {
+	out := &fetchResult{}
+	restoreKeys, err := o.resolve(o.FallbackScope)
 	if err != nil {
 		return o.fail(out, usageError{err}, "cache error")
 	}
-	out["key"], out["store"] = key, storeName(storeURL)
-	ctx, cancel := o.withTimeout(ctx)
-	defer cancel()
-	stopWatch := o.watch(storeURL)
-	res, err := func() (*engine.RestoreResult, error) {
-		st, stop, err := o.openWatched(ctx, storeURL, cancel)
-		defer stop()
-		if err != nil {
-			return nil, err
-		}
-		return engine.Restore(ctx, st, engine.RestoreOptions{
-			Key: key, RestoreKeys: restoreKeys, Folders: o.Folders, WorkDir: o.WorkDir, Jobs: o.Jobs, Logf: o.infof,
+	out.Key, out.Store = o.key, storeName(o.storeURL)
+	var res *engine.RestoreResult
+	if ok, err := o.runWithStore(ctx, out, "cache error: restore failed (the build runs without a cache)", func(ctx context.Context, st store.Store) (err error) {
+		res, err = engine.Restore(ctx, st, engine.RestoreOptions{
+			Key: o.key, RestoreKeys: restoreKeys, Folders: o.Folders, WorkDir: o.WorkDir, Jobs: o.Jobs, Logf: o.infof,
 			AnyPlatform: o.CrossPlatform, LookupOnly: o.LookupOnly,
 		})
-	}()
-	stopWatch()
-	if err != nil {
-		return o.fail(out, withStore(err, storeURL), "cache error: restore failed (the build runs without a cache)")
+		if err == nil && !res.Found {
+			out.Diagnosis = o.diagnoseMiss(ctx)
+		}
+		return err
+	}); !ok {
+		return err
 	}
-	out["fetched"], out["restored"], out["matched-key"], out["restore-key"] = res.Fetched, res.Restored, res.MatchedKey, res.RestoreKey
-	out["bytes"], out["files"], out["downloaded"], out["written"], out["present"] = res.Bytes, res.Files, res.Downloaded, res.Written, res.Present
-	out["platform"], out["hashed-files"] = res.Platform, res.HashedFiles
+	out.Fetched, out.Restored, out.MatchedKey, out.RestoreKey = res.Fetched, res.Restored, res.MatchedKey, res.RestoreKey
+	out.Bytes, out.Files, out.Downloaded, out.Written, out.Present = res.Bytes, res.Files, res.Downloaded, res.Written, res.Present
+	out.Platform, out.HashedFiles = res.Platform, &res.HashedFiles
 	if !res.Created.IsZero() {
-		out["created"] = res.Created.UTC().Format(time.RFC3339)
-		out["age-seconds"] = int64(time.Since(res.Created).Seconds())
+		out.Created = res.Created.UTC().Format(time.RFC3339)
+		out.AgeSeconds = int64(time.Since(res.Created).Seconds())
 	}
 	status := statusMiss
 	switch {
@@ -84,10 +80,9 @@ func runFetch(ctx context.Context, o *Options) error {
 	case res.Found:
 		status = statusFallback
 	default:
-		out["reason"] = res.MissReason
-		if line := o.diagnoseMiss(ctx, storeURL, key); line != "" {
-			out["diagnosis"] = line
-			res.MissReason += "; " + line
+		out.Reason = res.MissReason
+		if out.Diagnosis != "" {
+			res.MissReason += "; " + out.Diagnosis
 		}
 	}
 	if err := o.report(out, status, nil); err != nil {
@@ -102,7 +97,7 @@ func runFetch(ctx context.Context, o *Options) error {
 	}
 	how := "exact key"
 	if res.RestoreKey != "" {
-		how = fmt.Sprintf("restore key %q; no usable entry for %s", res.RestoreKey, key)
+		how = fmt.Sprintf("restore key %q; no usable entry for %s", res.RestoreKey, o.key)
 	} else if !res.Fetched {
 		how = fmt.Sprintf("exact key, but it lacks folder(s) %s", strings.Join(res.Extra, ", "))
 	}

@@ -1,14 +1,41 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 )
 
+// keyOptions are the flags of key: the key flags, and of the store flags
+// only the URL (shown, never opened).
+type keyOptions struct {
+	console
+	KeyFlags
+	StoreFlags
+	target string // --target, an alias of --source
+	Output string
+}
+
+// keyResult is what key --output json prints.
+type keyResult struct {
+	Key      string    `result:"key"`
+	Store    string    `result:"store"`
+	Hash     string    `result:"hash"`
+	WorkDir  string    `result:"workdir"`
+	Patterns []string  `result:"patterns"`
+	Detected []string  `result:"detected"`
+	Files    []keyFile `result:"files"`
+}
+
+// keyFile is a matched file in keyResult (its fields in JSON's key order).
+type keyFile struct {
+	Digest string `json:"digest"`
+	Path   string `json:"path"`
+}
+
 func newKey() *cobra.Command {
-	o := &Options{}
+	o := &keyOptions{}
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Print the files the key is computed from, their digests, and the key alone on the last line",
@@ -18,37 +45,21 @@ one JSON line). It takes the same key flags as fetch and upload; --folder
 matters, since files in the cached folders never count.`,
 		Args: noArgs("source"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Output != "text" && o.Output != "json" {
-				return usageError{fmt.Errorf("--output %q: use text or json", o.Output)}
+			if err := checkOutput(o.Output); err != nil {
+				return err
 			}
 			if o.URI == "" {
 				o.URI = o.target
 			}
-			storeURL, key, hash, err := o.keyAndStore(false)
+			k, err := keyAndStore(&o.console, &o.KeyFlags, &o.StoreFlags, false)
 			if err != nil {
 				return usageError{err}
 			}
-			w := cmd.OutOrStdout()
 			if o.Output == "json" {
-				out := map[string]any{"key": key, "store": storeName(storeURL), "hash": "", "workdir": "", "patterns": []string{}, "detected": []string{}, "files": []map[string]string{}}
-				if hash != nil {
-					files := make([]map[string]string, len(hash.Files))
-					for i, f := range hash.Files {
-						files[i] = map[string]string{"path": f.Path, "digest": f.Digest}
-					}
-					out["hash"], out["workdir"], out["patterns"], out["files"] = hash.Hash, hash.WorkDir, hash.Patterns, files
-					if hash.Detected != nil {
-						out["detected"] = hash.Detected
-					}
-				}
-				data, err := json.Marshal(out)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, string(data))
-				return nil
+				return writeKeyJSON(o.stdout, k)
 			}
-			if hash != nil {
+			w := o.stdout
+			if hash := k.hash; hash != nil {
 				fmt.Fprintf(w, "# working dir: %s\n", hash.WorkDir)
 				if len(hash.Detected) > 0 {
 					fmt.Fprintf(w, "# detected: %v\n", hash.Detected)
@@ -59,19 +70,33 @@ matters, since files in the cached folders never count.`,
 				}
 				fmt.Fprintf(w, "# hash: %s\n", hash.Hash)
 			}
-			if storeURL != "" {
-				fmt.Fprintf(w, "# store: %s\n", storeName(storeURL))
+			if k.storeURL != "" {
+				fmt.Fprintf(w, "# store: %s\n", storeName(k.storeURL))
 			}
-			fmt.Fprintln(w, key)
+			fmt.Fprintln(w, k.key)
 			return nil
 		},
 	}
-	o.addKeyFlags(cmd.Flags())
-	cmd.Flags().StringVar(&o.URI, "source", "", "store URI with the key template as its last element (as fetch's --source)")
-	cmd.Flags().StringVar(&o.target, "target", "", "same as --source (as upload's --target)")
-	cmd.Flags().StringVar(&o.StoreURL, "store", "", "store URL without a key, shown in the output; use with --key")
-	cmd.Flags().StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the key, the hash and the files")
-	o.addScopeFlags(cmd.Flags(), false)
-	bindEnv(cmd, o)
+	fs := cmd.Flags()
+	o.KeyFlags.add(fs)
+	fs.StringVar(&o.URI, "source", "", "store URI with the key template as its last element (as fetch's --source)")
+	fs.StringVar(&o.target, "target", "", "same as --source (as upload's --target)")
+	fs.StringVar(&o.StoreURL, "store", "", "store URL without a key, shown in the output; use with --key")
+	fs.StringVar(&o.Output, "output", "text", "text, or json: one JSON line with the key, the hash and the files")
+	bindEnv(cmd, &o.console, nil)
 	return cmd
+}
+
+func writeKeyJSON(w io.Writer, k *keyed) error {
+	out := keyResult{Key: k.key, Store: storeName(k.storeURL), Patterns: []string{}, Detected: []string{}, Files: []keyFile{}}
+	if hash := k.hash; hash != nil {
+		out.Hash, out.WorkDir, out.Patterns = hash.Hash, hash.WorkDir, hash.Patterns
+		for _, f := range hash.Files {
+			out.Files = append(out.Files, keyFile{Digest: f.Digest, Path: f.Path})
+		}
+		if hash.Detected != nil {
+			out.Detected = hash.Detected
+		}
+	}
+	return printResults(w, out)
 }

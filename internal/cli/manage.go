@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/tekton-cache/tekton-cache/internal/engine"
 	"github.com/tekton-cache/tekton-cache/internal/store"
@@ -18,27 +16,31 @@ import (
 
 // manageOptions are the flags of list and delete.
 type manageOptions struct {
-	Options
+	console
+	StoreFlags
+	Output    string
 	Prefix    string
 	Keys      []string
 	OlderThan time.Duration
 	DryRun    bool
 }
 
-func (m *manageOptions) addFlags(fs *pflag.FlagSet) {
+func (m *manageOptions) addFlags(cmd *cobra.Command) {
+	fs := cmd.Flags()
 	fs.StringVar(&m.StoreURL, "store", "", "store URL without a key (file:///dir, oci://registry/repo, s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix)")
 	fs.StringVar(&m.BlobQueryParams, "blob-query-params", "", "query parameters appended to the store URL")
 	fs.BoolVar(&m.Insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the store")
 	fs.StringVar(&m.Prefix, "prefix", "", "only entries whose key starts with this")
 	fs.StringVar(&m.Output, "output", "text", "text, or json")
 	fs.DurationVar(&m.Timeout, "timeout", 10*time.Minute, "give up after this long")
-	addStallFlag(fs, &m.StallTimeout)
+	m.addStall(fs)
+	bindEnv(cmd, &m.console, nil)
 }
 
 // open checks the flags and opens the store.
 func (m *manageOptions) open(ctx context.Context) (store.Store, string, error) {
-	if m.Output != "text" && m.Output != "json" {
-		return nil, "", usageError{fmt.Errorf("--output %q: use text or json", m.Output)}
+	if err := checkOutput(m.Output); err != nil {
+		return nil, "", err
 	}
 	if m.StoreURL == "" {
 		return nil, "", usageError{errors.New("no store: pass --store URL, e.g. oci://registry/repo or s3://bucket/prefix")}
@@ -47,15 +49,7 @@ func (m *manageOptions) open(ctx context.Context) (store.Store, string, error) {
 	if err != nil {
 		return nil, "", usageError{fmt.Errorf("--prefix: %w", err)}
 	}
-	url := m.StoreURL
-	if m.BlobQueryParams != "" {
-		sep := "?"
-		if strings.Contains(url, "?") {
-			sep = "&"
-		}
-		url += sep + strings.TrimLeft(m.BlobQueryParams, "?&")
-	}
-	st, err := openStore(ctx, &m.Options, url)
+	st, err := openStore(ctx, &m.console, &m.StoreFlags, m.withQuery(m.StoreURL))
 	if err != nil {
 		if isConfigError(err) {
 			return nil, "", usageError{err}
@@ -83,6 +77,34 @@ func storedSize(r *store.Ref) int64 {
 	return n
 }
 
+// listResult is what list --output json prints.
+type listResult struct {
+	Store   string      `result:"store"`
+	Entries []listEntry `result:"entries"`
+}
+
+// listEntry is one entry of listResult.
+type listEntry struct {
+	Key         string   `result:"key"`
+	Created     string   `result:"created"`
+	AgeSeconds  int64    `result:"age-seconds"`
+	Platform    string   `result:"platform"`
+	Tool        string   `result:"tool"`
+	StoredBytes int64    `result:"stored-bytes"`
+	Packs       int      `result:"packs"`
+	Folders     []string `result:"folders"`
+}
+
+// MarshalJSON writes the entry as results are written.
+func (e listEntry) MarshalJSON() ([]byte, error) { return marshalResults(e) }
+
+// deleteResult is what delete --output json prints.
+type deleteResult struct {
+	Store   string   `result:"store"`
+	Deleted []string `result:"deleted"`
+	DryRun  bool     `result:"dry-run"`
+}
+
 func newListCmd() *cobra.Command {
 	m := &manageOptions{}
 	cmd := &cobra.Command{
@@ -105,17 +127,12 @@ func newListCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if m.Output == "json" {
-				list := make([]map[string]any, len(refs))
+				out := listResult{Store: storeName(m.StoreURL), Entries: make([]listEntry, len(refs))}
 				for i, r := range refs {
-					list[i] = map[string]any{"key": r.Key, "created": r.Created.UTC().Format(time.RFC3339), "age-seconds": int64(time.Since(r.Created).Seconds()),
-						"platform": r.Platform, "tool": r.Tool, "stored-bytes": storedSize(r), "packs": len(r.Packs), "folders": r.Folders}
+					out.Entries[i] = listEntry{Key: r.Key, Created: r.Created.UTC().Format(time.RFC3339), AgeSeconds: int64(time.Since(r.Created).Seconds()),
+						Platform: r.Platform, Tool: r.Tool, StoredBytes: storedSize(r), Packs: len(r.Packs), Folders: r.Folders}
 				}
-				data, err := json.Marshal(map[string]any{"store": storeName(m.StoreURL), "entries": list})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, string(data))
-				return nil
+				return printResults(w, out)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tAGE\tPLATFORM\tSTORED\tPACKS\tFOLDERS")
@@ -125,8 +142,7 @@ func newListCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	m.addFlags(cmd.Flags())
-	bindEnv(cmd, &m.Options)
+	m.addFlags(cmd)
 	return cmd
 }
 
@@ -196,19 +212,14 @@ does yet.`,
 				}
 			}
 			if m.Output == "json" {
-				data, err := json.Marshal(map[string]any{"store": storeName(m.StoreURL), "deleted": deleted, "dry-run": m.DryRun})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(w, string(data))
+				return printResults(w, deleteResult{Store: storeName(m.StoreURL), Deleted: deleted, DryRun: m.DryRun})
 			}
 			return nil
 		},
 	}
-	m.addFlags(cmd.Flags())
+	m.addFlags(cmd)
 	cmd.Flags().Var(newList(&m.Keys, false), "key", "key of an entry to delete (repeatable or a comma list)")
 	cmd.Flags().DurationVar(&m.OlderThan, "older-than", 0, "only entries older than this (e.g. 168h), with or without --prefix")
 	cmd.Flags().BoolVar(&m.DryRun, "dry-run", false, "print what would be deleted")
-	bindEnv(cmd, &m.Options)
 	return cmd
 }

@@ -9,10 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/tekton-cache/tekton-cache/internal/store"
-	"github.com/tekton-cache/tekton-cache/internal/store/all"
-	"github.com/tekton-cache/tekton-cache/internal/store/storeerr"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
@@ -44,6 +40,9 @@ name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 		Version:       version(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	// Every flag cobra cannot parse (unknown, missing its value, a value
+	// of the wrong type) is a usage error: exit 2.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newLint(), newExplain(), newVersion())
 	return root
 }
@@ -53,13 +52,21 @@ name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 // (a usage error, a bad store URL, key, pattern, working dir or value).
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot()
-	root.SetArgs(joinBoolValues(root, args))
+	stopProfile := addProfileFlag(root, stderr)
+	defer stopProfile()
+	args, findErr := joinBoolValues(root, args)
+	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
+	if findErr != nil {
+		// No such command: cobra's Find failed before any flag was read.
+		err = usageError{err}
+	}
+	err = inFlagTerms(err)
 	if in, ok := interrupted(ctx); ok {
 		msg := oneLine(err.Error())
 		if !strings.Contains(msg, in.Error()) {
@@ -69,7 +76,7 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return in.ExitCode()
 	}
 	fmt.Fprintf(stderr, "error: %s\n", oneLine(err.Error()))
-	if isConfigError(err) || isFlagError(err) {
+	if isConfigError(err) {
 		return 2
 	}
 	return 1
@@ -78,16 +85,17 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // joinBoolValues turns "--insecure false" into "--insecure=false" for the
 // boolean flags of the command args run: the reference tool's StepAction
 // scripts (and their vendored copies) pass booleans that way.
-func joinBoolValues(root *cobra.Command, args []string) []string {
+// The error is Find's: an unknown command.
+func joinBoolValues(root *cobra.Command, args []string) ([]string, error) {
 	cmd, _, err := root.Find(args)
 	if err != nil || cmd == nil {
-		return args
+		return args, err
 	}
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
-			return append(out, args[i:]...)
+			return append(out, args[i:]...), nil
 		}
 		name, isLong := strings.CutPrefix(a, "--")
 		if isLong && !strings.Contains(name, "=") && i+1 < len(args) {
@@ -101,7 +109,7 @@ func joinBoolValues(root *cobra.Command, args []string) []string {
 		}
 		out = append(out, a)
 	}
-	return out
+	return out, nil
 }
 
 // noArgs refuses positional arguments with a line that says what to write.
@@ -115,26 +123,6 @@ func noArgs(uriFlag string) cobra.PositionalArgs {
 		}
 		return usageError{fmt.Errorf("unexpected argument %q: every value goes with a flag (--flag value or --flag=value); see cache %s --help", args[0], cmd.Name())}
 	}
-}
-
-type usageError struct{ error }
-
-func (u usageError) Unwrap() error { return u.error }
-
-func isFlagError(err error) bool {
-	s := err.Error()
-	return strings.HasPrefix(s, "unknown flag") || strings.HasPrefix(s, "unknown shorthand") ||
-		strings.HasPrefix(s, "unknown command") || strings.Contains(s, "flag needs an argument") ||
-		strings.HasPrefix(s, "invalid argument")
-}
-
-// oneLine folds a multi-line error (SDKs like them) into one line.
-func oneLine(s string) string {
-	return storeerr.OneLine(s)
-}
-
-func openStore(ctx context.Context, o *Options, url string) (store.Store, error) {
-	return all.Mux().Open(ctx, url, store.Options{Insecure: o.Insecure, StallTimeout: stallOption(o.StallTimeout), Logf: func(f string, a ...any) { o.infof(f, a...) }})
 }
 
 func newVersion() *cobra.Command {

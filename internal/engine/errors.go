@@ -1,7 +1,14 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrConfig is wrapped by errors of a configuration that can never work
 // (the CLI exits 2 on them): not a transient failure of the store.
 var ErrConfig = errors.New("invalid configuration")
+
+// ErrNoFolders is wrapped by the error of a Save or Restore given no
+// folder (and wraps ErrConfig). The CLI says which flag to pass.
+var ErrNoFolders = fmt.Errorf("%w: no folder", ErrConfig)

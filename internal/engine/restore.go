@@ -47,41 +47,41 @@ type RestoreOptions struct {
 
 // RestoreResult says what a restore did.
 type RestoreResult struct {
-	Key        string `json:"key"`
-	MatchedKey string `json:"matched_key,omitempty"`
+	Key        string
+	MatchedKey string
 	// Fetched: the exact key was restored. Restored: an entry was restored
 	// (exact or from a restore key).
-	Fetched  bool `json:"fetched"`
-	Restored bool `json:"restored"`
+	Fetched  bool
+	Restored bool
 	// MissReason says why nothing was restored.
-	MissReason string `json:"miss_reason,omitempty"`
+	MissReason string
 	// Found: a usable entry exists (with LookupOnly, nothing was restored).
-	Found bool `json:"found"`
+	Found bool
 	// RestoreKey is the restore-key prefix that matched ("" for the exact key).
-	RestoreKey string `json:"restore_key,omitempty"`
+	RestoreKey string
 	// Created and Platform are the restored entry's.
-	Created  time.Time `json:"created,omitzero"`
-	Platform string    `json:"platform,omitempty"`
+	Created  time.Time
+	Platform string
 	// Skipped says, per unusable entry that was passed over (damaged, saved
 	// on another platform, holding other folders), why.
-	Skipped []string `json:"skipped,omitempty"`
+	Skipped []string
 	// Extra are asked-for folders the entry does not hold: left as they were.
-	Extra []string `json:"extra,omitempty"`
+	Extra []string
 	// Empty counts the entry's empty files (restored, never "in place").
-	Empty int `json:"empty"`
-	Files int `json:"files"`
+	Empty int
+	Files int
 	// Present counts files that were already on disk and kept; HashedFiles
 	// those of them, and of the files replaced, that had to be read to know
 	// (no record of the restore state proved their content).
-	Present     int   `json:"present"`
-	HashedFiles int   `json:"hashed_files"`
-	Bytes       int64 `json:"bytes"`
+	Present     int
+	HashedFiles int
+	Bytes       int64
 	// Written is the content written; Downloaded the pack bytes fetched.
-	Written         int64         `json:"written"`
-	Downloaded      int64         `json:"downloaded"`
-	Packs           int           `json:"packs"`
-	PacksDownloaded int           `json:"packs_downloaded"`
-	Duration        time.Duration `json:"-"`
+	Written         int64
+	Downloaded      int64
+	Packs           int
+	PacksDownloaded int
+	Duration        time.Duration
 }
 
 func (o *RestoreOptions) defaults() {
@@ -155,7 +155,7 @@ func Restore(ctx context.Context, st store.Store, opts RestoreOptions) (*Restore
 		}
 	}
 	if len(opts.Folders) == 0 {
-		return nil, fmt.Errorf("%w: no folder to restore into: pass --folder", ErrConfig)
+		return nil, fmt.Errorf("%w to restore into", ErrNoFolders)
 	}
 	folders, err := checkFolders(opts.Folders)
 	if err != nil {

@@ -64,30 +64,30 @@ type SaveOptions struct {
 
 // SaveResult says what a save did.
 type SaveResult struct {
-	Key string `json:"key"`
+	Key string
 	// Skipped is set when nothing was saved, and SkipReason says why.
-	Skipped    bool   `json:"skipped"`
-	SkipReason string `json:"skip_reason,omitempty"`
+	Skipped    bool
+	SkipReason string
 	// Replaced says why an entry that existed under the key was replaced
 	// (damaged, or holding other folders).
-	Replaced string `json:"replaced,omitempty"`
+	Replaced string
 	// Base is where unchanged files were taken from: "state" (what restore
 	// left in the folders), a key, or "" (none: every file was read).
-	Base        string `json:"base,omitempty"`
-	Files       int    `json:"files"`
-	Bytes       int64  `json:"bytes"`
-	ReusedFiles int    `json:"reused_files"`
+	Base        string
+	Files       int
+	Bytes       int64
+	ReusedFiles int
 	// HashedFiles counts the files read only to check that they still hold
 	// the base's content (no record proved it).
-	HashedFiles int `json:"hashed_files"`
-	NewPacks    int `json:"new_packs"`
-	ReusedPacks int `json:"reused_packs"`
+	HashedFiles int
+	NewPacks    int
+	ReusedPacks int
 	// Uploaded counts the blobs (packs and index) sent, and their bytes.
-	UploadedBlobs int   `json:"uploaded_blobs"`
-	UploadedBytes int64 `json:"uploaded_bytes"`
+	UploadedBlobs int
+	UploadedBytes int64
 	// SkippedPaths are what the walk left out (sockets, links out of the folder).
-	SkippedPaths []string      `json:"skipped_paths,omitempty"`
-	Duration     time.Duration `json:"-"`
+	SkippedPaths []string
+	Duration     time.Duration
 }
 
 func (o *SaveOptions) defaults() {
@@ -123,7 +123,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		return nil, err
 	}
 	if len(opts.Folders) == 0 {
-		return nil, fmt.Errorf("%w: no folder to save: pass --folder", ErrConfig)
+		return nil, fmt.Errorf("%w to save", ErrNoFolders)
 	}
 	folders, err := checkFolders(opts.Folders)
 	if err != nil {

@@ -17,6 +17,10 @@ import (
 // misconfiguration, not a transient problem. Check it with errors.Is.
 var ErrBadURL = errors.New("invalid store URL")
 
+// ErrNoURL is wrapped (with ErrBadURL) by the error of an empty store URL.
+// The CLI says which flag to pass.
+var ErrNoURL = errors.New("no store URL")
+
 // BadURL marks err as a misconfigured store URL (errors.Is(err, ErrBadURL))
 // without changing its message.
 func BadURL(err error) error {
@@ -111,7 +115,7 @@ func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error)
 // ParseURL parses a store URL and checks that it has a scheme.
 func ParseURL(raw string) (*url.URL, error) {
 	if raw == "" {
-		return nil, BadURL(errors.New("no store URL: pass --source/--target (or --store), e.g. file:///var/cache/tekton or oci://registry/repo"))
+		return nil, BadURL(ErrNoURL)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {

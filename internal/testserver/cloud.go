@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
+	"github.com/tekton-cache/tekton-cache/internal/testenv"
 )
 
 // Install commands of the object-store servers.
@@ -111,7 +111,7 @@ func AzuriteBinary(t testing.TB) string {
 		}
 	}
 	if _, err := exec.LookPath("node"); err != nil {
-		storetest.SkipUnless(t, false, "node is not installed: Azurite needs Node.js 20")
+		testenv.SkipUnless(t, false, "node is not installed: Azurite needs Node.js 20")
 	}
 	return Binary(t, "azurite-blob", InstallAzurite)
 }

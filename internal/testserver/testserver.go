@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
+	"github.com/tekton-cache/tekton-cache/internal/testenv"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -50,7 +50,7 @@ func Binary(t testing.TB, name, install string) string {
 			return p
 		}
 	}
-	storetest.SkipUnless(t, false, fmt.Sprintf("%s is not installed: run `make tools` or `%s`", name, install))
+	testenv.SkipUnless(t, false, fmt.Sprintf("%s is not installed: run `make tools` or `%s`", name, install))
 	return ""
 }
 

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -32,22 +31,6 @@ type Options struct {
 	// LargeSize is the size of the large-blob test, which should pass the
 	// backend's multipart threshold. Default 12 MiB.
 	LargeSize int
-}
-
-// DisallowSkipEnv, when set (CI sets it), turns SkipUnlessServer's skips
-// into failures: in CI a missing server is a failure.
-const DisallowSkipEnv = "CACHE_TEST_DISALLOW_SKIP"
-
-// SkipUnless skips t with why, or fails it when DisallowSkipEnv is set.
-func SkipUnless(t testing.TB, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv(DisallowSkipEnv) != "" {
-		t.Fatalf("%s (and %s is set, so this cannot be skipped)", why, DisallowSkipEnv)
-	}
-	t.Skip(why)
 }
 
 // Run runs every conformance test against stores made by newStore. Each

@@ -34,6 +34,7 @@ var flagHints = []struct {
 	hint string
 }{
 	{engine.ErrNoFolders, "pass --folder"},
+	{engine.ErrEmptyFolder, "pass a directory to --folder"},
 	{cachekey.ErrNoPattern, "pass --pattern"},
 	{cachekey.ErrNotDir, "set --workingdir"},
 	{cachekey.ErrNoMatch, "fix --pattern or --workingdir"},

@@ -53,6 +53,7 @@ func TestLowerLayersSentinelsInFlagTerms(t *testing.T) {
 	_, patternErr := cachekey.Compute(cachekey.Options{WorkDir: t.TempDir()})
 	_, dirErr := cachekey.Compute(cachekey.Options{WorkDir: "/nonexistent/dir"})
 	_, urlErr := store.ParseURL("")
+	_, emptyErr := engine.Save(context.Background(), nil, engine.SaveOptions{Key: "k", Folders: []string{""}})
 	for _, tc := range []struct {
 		err      error
 		sentinel error
@@ -64,6 +65,7 @@ func TestLowerLayersSentinelsInFlagTerms(t *testing.T) {
 		{patternErr, cachekey.ErrNoPattern, "Cargo.lock): pass --pattern"},
 		{dirErr, cachekey.ErrNotDir, "/nonexistent/dir is not a directory: set --workingdir"},
 		{urlErr, store.ErrNoURL, "no store URL: pass --source/--target (or --store)"},
+		{emptyErr, engine.ErrEmptyFolder, "folder 1 is empty (an unset variable?): pass a directory to --folder"},
 	} {
 		if !errors.Is(tc.err, tc.sentinel) {
 			t.Errorf("%v: not %v", tc.err, tc.sentinel)

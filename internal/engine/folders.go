@@ -150,7 +150,7 @@ func checkFolders(folders []string) ([]string, error) {
 	abs := make([]string, len(folders))
 	for i, f := range folders {
 		if strings.TrimSpace(f) == "" {
-			return nil, fmt.Errorf("%w: folder %d is empty (an unset variable?): pass a directory to --folder", ErrConfig, i+1)
+			return nil, fmt.Errorf("%w: folder %d is empty (an unset variable?)", ErrEmptyFolder, i+1)
 		}
 		a, err := filepath.Abs(f)
 		if err != nil {

@@ -97,7 +97,7 @@ func (r *recorder) PutRef(context.Context, *store.Ref) error { return r.record("
 func (r *recorder) ListRefs(context.Context, string) ([]string, error) {
 	return nil, r.record("ListRefs")
 }
-func (r *recorder) DeleteRef(context.Context, string) error        { return r.record("DeleteRef") }
+func (r *recorder) DeleteRef(context.Context, string) error         { return r.record("DeleteRef") }
 func (r *recorder) DeleteBlob(context.Context, digest.Digest) error { return r.record("DeleteBlob") }
 func (r *recorder) ListBlobs(context.Context) ([]store.BlobMeta, error) {
 	return nil, r.record("ListBlobs")

@@ -101,11 +101,7 @@ func (k *killer) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.
 
 // StageBlob implements store.BlobStager when the store does.
 func (k *killer) StageBlob(ctx context.Context) (store.StagedBlob, error) {
-	bs, ok := store.As[store.BlobStager](k.Store)
-	if !ok {
-		return nil, errors.ErrUnsupported
-	}
-	sb, err := bs.StageBlob(ctx)
+	sb, err := store.StageBlob(ctx, k.Store)
 	if err != nil {
 		return nil, err
 	}

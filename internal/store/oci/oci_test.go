@@ -107,36 +107,7 @@ func TestUnauthorized(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.setup(t)
 			s := openStore(t, host)
-			data, d := storetest.RandomBlob(t, 100)
-			errs := map[string]error{
-				"PutBlob": s.PutBlob(ctx(t), d, int64(len(data)), bytes.NewReader(data)),
-			}
-			_, errs["GetRef"] = s.GetRef(ctx(t), "some-key")
-			_, errs["StatBlob"] = s.StatBlob(ctx(t), d)
-			_, errs["ListRefs"] = s.ListRefs(ctx(t), "")
-			for op, err := range errs {
-				if err == nil {
-					t.Fatalf("%s succeeded with bad credentials", op)
-				}
-				msg := err.Error()
-				t.Logf("%s: %s", op, msg)
-				if errors.Is(err, store.ErrNotFound) {
-					t.Errorf("%s: unauthorized must not look like a miss: %v", op, err)
-				}
-				for _, want := range []string{s.String(), "unauthorized", host} {
-					if !strings.Contains(msg, want) {
-						t.Errorf("%s: error %q does not contain %q", op, msg, want)
-					}
-				}
-				for _, secret := range []string{wrong, authPass} {
-					if strings.Contains(msg, secret) {
-						t.Errorf("%s: error contains the password: %q", op, msg)
-					}
-				}
-				if strings.Contains(msg, "\n") {
-					t.Errorf("%s: error is not one line: %q", op, msg)
-				}
-			}
+			storetest.CheckAllOps(t, s, storetest.ErrorWant{Store: s.String(), Says: []string{"unauthorized", host}, Secrets: []string{wrong, authPass}})
 		})
 	}
 }

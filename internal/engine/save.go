@@ -470,7 +470,7 @@ func (b builtPack) discard() {
 // newPackSink returns where a pack is written: straight into the store when
 // it can stage blobs of unknown digest (a directory), else a spool.
 func newPackSink(ctx context.Context, st store.Store) (io.Writer, builtPack, error) {
-	if bs, ok := st.(store.BlobStager); ok {
+	if bs, ok := store.As[store.BlobStager](st); ok {
 		staged, err := bs.StageBlob(ctx)
 		if err == nil {
 			return staged, builtPack{staged: staged}, nil

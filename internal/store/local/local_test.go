@@ -47,15 +47,6 @@ func files(t *testing.T, dir string) []string {
 	return found
 }
 
-// noTempFiles checks that no failed or cancelled put left a temp file behind.
-func noTempFiles(t *testing.T, dir string) {
-	for _, p := range files(t, dir) {
-		if strings.HasPrefix(filepath.Base(p), ".tmp-") {
-			t.Errorf("temporary file left behind: %s", p)
-		}
-	}
-}
-
 func TestOpenErrors(t *testing.T) {
 	for _, raw := range []string{"file://host/path", "file://", "file:///"} {
 		u, _ := url.Parse(raw)
@@ -63,46 +54,6 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("Open(%q) succeeded, want an error", raw)
 		}
 	}
-}
-
-func TestStagedBlobs(t *testing.T) {
-	dir := t.TempDir()
-	s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs := s.(store.BlobStager)
-	data, d := storetest.RandomBlob(t, 1000)
-	ctx := context.Background()
-
-	sb, err := bs.StageBlob(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb.Write(data)
-	sb.Abort()
-	if _, err := s.StatBlob(ctx, d); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("aborted blob is visible: %v", err)
-	}
-
-	sb, _ = bs.StageBlob(ctx)
-	sb.Write(data)
-	if err := sb.Commit(ctx, d, int64(len(data))+1); err == nil {
-		t.Fatal("Commit with a size that lies succeeded")
-	}
-	if _, err := s.StatBlob(ctx, d); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("blob with a wrong size is visible: %v", err)
-	}
-
-	sb, _ = bs.StageBlob(ctx)
-	sb.Write(data)
-	if err := sb.Commit(ctx, d, int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.StatBlob(ctx, d); err != nil || info.Size != int64(len(data)) {
-		t.Fatalf("committed blob: %+v, %v", info, err)
-	}
-	noTempFiles(t, dir)
 }
 
 // TestStaleStagingIsSwept: a save killed while it staged a pack leaves a

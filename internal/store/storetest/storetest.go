@@ -42,6 +42,10 @@ type Options struct {
 	// Secrets are what no error of the Missing store may hold (credentials).
 	Secrets []string
 
+	// NoModTime says the store cannot tell when a blob was written (a
+	// registry): BlobInfo.Modified is zero. Otherwise it must be set.
+	NoModTime bool
+
 	// Leftovers, when set, returns everything s holds or half holds: its
 	// objects and files, and what a failed or cancelled put may leave behind
 	// (temporary files, incomplete multipart uploads, uncommitted blocks).
@@ -87,7 +91,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Options)
 	}{
 		{"MissingBlob", testMissingBlob, clean},
 		{"MissingRef", testMissingRef, clean},
-		{"BlobRoundTrip", testBlobRoundTrip, false},
+		{"BlobRoundTrip", func(t *testing.T, s store.Store) { testBlobRoundTrip(t, s, o) }, false},
 		{"EmptyBlob", testEmptyBlob, false},
 		{"LargeBlob", func(t *testing.T, s store.Store) { testLargeBlob(t, s, o.LargeSize) }, false},
 		{"PutBlobTwice", testPutBlobTwice, false},
@@ -112,6 +116,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Options)
 			}
 		})
 	}
+	runCapabilities(t, newStore, o)
 	if o.Leftovers != nil {
 		t.Run("LeftoversSeesABlob", func(t *testing.T) {
 			s := newStore(t)
@@ -200,13 +205,15 @@ func testMissingRef(t *testing.T, s store.Store) {
 	wantNotFound(t, "Newest on an empty store", err)
 }
 
-func testBlobRoundTrip(t *testing.T, s store.Store) {
+func testBlobRoundTrip(t *testing.T, s store.Store, o Options) {
+	from := time.Now()
 	data, d := RandomBlob(t, 100_000)
 	PutBlob(t, s, data)
 	info, err := s.StatBlob(ctx(t), d)
 	if err != nil || info.Size != int64(len(data)) {
 		t.Fatalf("StatBlob = %d, %v; want %d, nil", info.Size, err, len(data))
 	}
+	wantModified(t, "StatBlob", info.Modified, from, o)
 	if got := readBlob(t, s, d); !bytes.Equal(got, data) {
 		t.Fatalf("GetBlob returned %d different bytes", len(got))
 	}

@@ -1,0 +1,159 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// BenchBlobSize is the size of the blobs Bench moves.
+const BenchBlobSize = 1 << 20
+
+// benchRefs is how many refs ListRefs lists.
+const benchRefs = 50
+
+// Bench measures the operations of the suite on stores made by open: one
+// store per sub-benchmark, each operation on BenchBlobSize blobs (with
+// b.SetBytes) or small refs. StageBlob runs when store.As finds a
+// BlobStager.
+//
+//	func BenchmarkConformance(b *testing.B) { storetest.Bench(b, func(b *testing.B) store.Store { ... }) }
+func Bench(b *testing.B, open func(b *testing.B) store.Store) {
+	c := context.Background()
+	// blob returns BenchBlobSize bytes that differ from those of every
+	// other i, and their digest, so that no put finds its blob there.
+	seed, _ := RandomBlob(b, BenchBlobSize)
+	blob := func(i int) ([]byte, digest.Digest) {
+		data := bytes.Clone(seed)
+		binary.BigEndian.PutUint64(data, uint64(time.Now().UnixNano()))
+		binary.BigEndian.PutUint64(data[8:], uint64(i))
+		return data, digest.FromBytes(data)
+	}
+	b.Run("PutBlob", func(b *testing.B) {
+		s := open(b)
+		b.SetBytes(BenchBlobSize)
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			data, d := blob(i)
+			b.StartTimer()
+			if err := s.PutBlob(c, d, BenchBlobSize, bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("GetBlob", func(b *testing.B) {
+		s := open(b)
+		data, d := blob(0)
+		PutBlob(b, s, data)
+		b.SetBytes(BenchBlobSize)
+		for b.Loop() {
+			rc, err := s.GetBlob(c, d)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil || n != BenchBlobSize {
+				b.Fatalf("GetBlob read %d bytes, %v", n, err)
+			}
+		}
+	})
+	b.Run("StatBlob", func(b *testing.B) {
+		s := open(b)
+		data, d := blob(0)
+		PutBlob(b, s, data)
+		for b.Loop() {
+			if _, err := s.StatBlob(c, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PutRef", func(b *testing.B) {
+		s := open(b)
+		ref := NewRef(b, s, "bench", time.Now(), 1)
+		for b.Loop() {
+			if err := s.PutRef(c, ref); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("GetRef", func(b *testing.B) {
+		s := open(b)
+		ref := NewRef(b, s, "bench", time.Now(), 1)
+		if err := s.PutRef(c, ref); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := s.GetRef(c, ref.Key); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run(fmt.Sprintf("ListRefs%d", benchRefs), func(b *testing.B) {
+		s := open(b)
+		ref := NewRef(b, s, "bench", time.Now(), 1)
+		for i := range benchRefs {
+			r := *ref
+			r.Key = fmt.Sprintf("bench-%03d", i)
+			if err := s.PutRef(c, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for b.Loop() {
+			keys, err := s.ListRefs(c, "bench-")
+			if err != nil || len(keys) != benchRefs {
+				b.Fatalf("ListRefs = %d keys, %v; want %d", len(keys), err, benchRefs)
+			}
+		}
+	})
+	if stager(b, open(b)) == nil {
+		return
+	}
+	b.Run("StageBlob", func(b *testing.B) {
+		bs := stager(b, open(b))
+		b.SetBytes(BenchBlobSize)
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			data, d := blob(i)
+			b.StartTimer()
+			sb, err := bs.StageBlob(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := sb.Write(data); err != nil {
+				b.Fatal(err)
+			}
+			if err := sb.Commit(c, d, BenchBlobSize); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// stager returns the BlobStager of s, or nil when s has none or its
+// StageBlob says errors.ErrUnsupported (an object store over a bucket that
+// cannot stage).
+func stager(t testing.TB, s store.Store) store.BlobStager {
+	t.Helper()
+	bs, ok := store.As[store.BlobStager](s)
+	if !ok {
+		return nil
+	}
+	sb, err := bs.StageBlob(context.Background())
+	if errors.Is(err, errors.ErrUnsupported) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("StageBlob: %v", err)
+	}
+	sb.Abort()
+	return bs
+}

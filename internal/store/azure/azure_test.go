@@ -25,7 +25,7 @@ const (
 
 // startAzurite starts Azurite's blob service and returns its endpoint,
 // http://127.0.0.1:PORT/devstoreaccount1.
-func startAzurite(t *testing.T) string {
+func startAzurite(t testing.TB) string {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
@@ -36,10 +36,7 @@ func connString(endpoint, key string) string { return testserver.AzuriteConnStri
 
 // TestAzurite runs everything against Azurite.
 func TestAzurite(t *testing.T) {
-	endpoint := startAzurite(t)
-	isolateAzure(t)
-	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint, accountKey))
-	createContainer(t, containerName)
+	endpoint := setUp(t)
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "azblob://"+containerName+"/"+storetest.NewPrefix()) },
 			storetest.Options{
@@ -67,12 +64,28 @@ func TestAzurite(t *testing.T) {
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "azblob://"+containerName+"/"+storetest.NewPrefix())) })
 }
 
-func open(t *testing.T, raw string) *store.ObjectStore {
+// BenchmarkConformance measures the store operations against Azurite.
+func BenchmarkConformance(b *testing.B) {
+	setUp(b)
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b, "azblob://"+containerName+"/"+storetest.NewPrefix()) })
+}
+
+// setUp starts Azurite for t, points the client at it, creates the
+// container and returns the endpoint.
+func setUp(t testing.TB) string {
+	endpoint := startAzurite(t)
+	isolateAzure(t)
+	t.Setenv("AZURE_STORAGE_CONNECTION_STRING", connString(endpoint, accountKey))
+	createContainer(t, containerName)
+	return endpoint
+}
+
+func open(t testing.TB, raw string) *store.ObjectStore {
 	return storetest.OpenObjectStore(t, azstore.Open, raw)
 }
 
 // isolateAzure keeps the developer's Azure settings out of the tests.
-func isolateAzure(t *testing.T) {
+func isolateAzure(t testing.TB) {
 	for _, k := range []string{"AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
 		"AZURE_STORAGEBLOB_CONNECTIONSTRING", "AZURE_STORAGE_DOMAIN", "AZURE_STORAGE_PROTOCOL", "AZURE_STORAGE_IS_CDN",
 		"AZURE_STORAGE_IS_LOCAL_EMULATOR", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"} {
@@ -81,7 +94,7 @@ func isolateAzure(t *testing.T) {
 	}
 }
 
-func createContainer(t *testing.T, name string) {
+func createContainer(t testing.TB, name string) {
 	st := open(t, "azblob://"+name)
 	var c *container.Client
 	if !st.Bucket().(*cloudblob.Bucket).Blob().As(&c) {

@@ -30,7 +30,7 @@ import (
 const bucket = "tekton-cache-test"
 
 // startFakeGCS starts fake-gcs-server on a free port and returns host:port.
-func startFakeGCS(t *testing.T) string {
+func startFakeGCS(t testing.TB) string {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
@@ -39,10 +39,7 @@ func startFakeGCS(t *testing.T) string {
 
 // TestFakeGCS runs everything against fake-gcs-server.
 func TestFakeGCS(t *testing.T) {
-	host := startFakeGCS(t)
-	isolateGoogle(t)
-	t.Setenv("STORAGE_EMULATOR_HOST", host)
-	createBucket(t, bucket)
+	host := setUp(t)
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "gs://"+bucket+"/"+storetest.NewPrefix()) },
 			storetest.Options{
@@ -80,13 +77,29 @@ func TestFakeGCS(t *testing.T) {
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "gs://"+bucket+"/"+storetest.NewPrefix())) })
 }
 
-func open(t *testing.T, raw string) *store.ObjectStore {
+// BenchmarkConformance measures the store operations against fake-gcs-server.
+func BenchmarkConformance(b *testing.B) {
+	setUp(b)
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b, "gs://"+bucket+"/"+storetest.NewPrefix()) })
+}
+
+// setUp starts fake-gcs-server for t, points the client at it, creates the
+// bucket and returns the server's host:port.
+func setUp(t testing.TB) string {
+	host := startFakeGCS(t)
+	isolateGoogle(t)
+	t.Setenv("STORAGE_EMULATOR_HOST", host)
+	createBucket(t, bucket)
+	return host
+}
+
+func open(t testing.TB, raw string) *store.ObjectStore {
 	return storetest.OpenObjectStore(t, gcsstore.Open, raw)
 }
 
 // isolateGoogle keeps the developer's gcloud credentials and any metadata
 // server out of the tests.
-func isolateGoogle(t *testing.T) {
+func isolateGoogle(t testing.TB) {
 	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
 	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
 	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
@@ -94,7 +107,7 @@ func isolateGoogle(t *testing.T) {
 	t.Setenv("STORAGE_EMULATOR_HOST_GRPC", "")
 }
 
-func createBucket(t *testing.T, name string) {
+func createBucket(t testing.TB, name string) {
 	st := open(t, "gs://"+name)
 	var c *storage.Client
 	if !st.Bucket().(*cloudblob.Bucket).Blob().As(&c) {

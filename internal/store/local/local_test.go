@@ -21,14 +21,22 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 )
 
+// open opens a store in a new directory of t.
+func open(t testing.TB) store.Store {
+	s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: t.TempDir()}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// BenchmarkConformance measures the store operations on a directory.
+func BenchmarkConformance(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
+}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: t.TempDir()}, store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}, storetest.Options{Leftovers: func(t *testing.T, s store.Store) []string { return files(t, strings.TrimPrefix(s.String(), "file://")) }})
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t) }, storetest.Options{Leftovers: func(t *testing.T, s store.Store) []string { return files(t, strings.TrimPrefix(s.String(), "file://")) }})
 }
 
 // files lists every file under dir (temporary ones included): what a failed

@@ -19,3 +19,8 @@ func TestConformanceWrapped(t *testing.T) {
 		return store.Checked(store.WithRetries(memory.NewStore(t.Name()), store.Options{}))
 	})
 }
+
+// BenchmarkConformance measures the store operations in memory.
+func BenchmarkConformance(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return memory.NewStore(b.Name()) })
+}

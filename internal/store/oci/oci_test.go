@@ -45,6 +45,12 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, host) }, storetest.Options{NoModTime: true})
 }
 
+// BenchmarkConformance measures the store operations against a registry.
+func BenchmarkConformance(b *testing.B) {
+	host := registry(b, false)
+	storetest.Bench(b, func(b *testing.B) store.Store { return openStore(b, host) })
+}
+
 // TestConformanceBasicAuth runs the suite against a registry that requires
 // basic auth, with the credentials in $DOCKER_CONFIG/config.json.
 func TestConformanceBasicAuth(t *testing.T) {

@@ -30,7 +30,7 @@ type server struct {
 
 const bucket = "tekton-cache-test"
 
-func startMinIO(t *testing.T) server {
+func startMinIO(t testing.TB) server {
 	if testing.Short() {
 		t.Skip("starts a server: not with -short")
 	}
@@ -58,9 +58,21 @@ func TestMinIO(t *testing.T) { testServer(t, startMinIO(t)) }
 // TestVersityGW runs everything against versitygw (posix backend).
 func TestVersityGW(t *testing.T) { testServer(t, startVersityGW(t)) }
 
-func testServer(t *testing.T, srv server) {
+// BenchmarkConformance measures the store operations against MinIO.
+func BenchmarkConformance(b *testing.B) {
+	srv := startMinIO(b)
+	setUp(b, srv)
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b, srv.storeURL(bucket, storetest.NewPrefix())) })
+}
+
+// setUp gives the test the server's credentials and creates its bucket.
+func setUp(t testing.TB, srv server) {
 	isolateAWS(t, srv.user, srv.secret)
 	createBucket(t, srv, bucket)
+}
+
+func testServer(t *testing.T, srv server) {
+	setUp(t, srv)
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, srv.storeURL(bucket, storetest.NewPrefix())) },
 			storetest.Options{
@@ -82,13 +94,13 @@ func (s server) storeURL(bucket, prefix string) string {
 	return fmt.Sprintf("s3://%s/%s?endpoint=%s&use_path_style=true&disable_https=true&region=us-east-1", bucket, prefix, s.endpoint)
 }
 
-func open(t *testing.T, raw string) *store.ObjectStore {
+func open(t testing.TB, raw string) *store.ObjectStore {
 	return storetest.OpenObjectStore(t, s3store.Open, raw)
 }
 
 // isolateAWS keeps the developer's ~/.aws, instance metadata and AWS_*
 // settings out of the tests, and sets the server's credentials.
-func isolateAWS(t *testing.T, user, secret string) {
+func isolateAWS(t testing.TB, user, secret string) {
 	for _, k := range []string{"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN",
 		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
 		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_USE_DUALSTACK_ENDPOINT", "AWS_USE_FIPS_ENDPOINT"} {
@@ -109,7 +121,7 @@ func isolateAWS(t *testing.T, user, secret string) {
 }
 
 // client returns the S3 client of a store, through gocloud's As.
-func client(t *testing.T, st *store.ObjectStore) *s3.Client {
+func client(t testing.TB, st *store.ObjectStore) *s3.Client {
 	var c *s3.Client
 	if !st.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
 		t.Fatal("no *s3.Client behind the bucket")
@@ -117,7 +129,7 @@ func client(t *testing.T, st *store.ObjectStore) *s3.Client {
 	return c
 }
 
-func createBucket(t *testing.T, srv server, name string) {
+func createBucket(t testing.TB, srv server, name string) {
 	st := open(t, srv.storeURL(name, ""))
 	// MinIO may answer 503 "not initialized" for a moment after its
 	// health check passes, and the client makes one attempt per request

@@ -114,17 +114,17 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 			}
 		}
 	})
-	if stager(b, open(b)) == nil {
+	if !canStage(b, open(b)) {
 		return
 	}
 	b.Run("StageBlob", func(b *testing.B) {
-		bs := stager(b, open(b))
+		s := open(b)
 		b.SetBytes(BenchBlobSize)
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
 			data, d := blob(i)
 			b.StartTimer()
-			sb, err := bs.StageBlob(c)
+			sb, err := store.StageBlob(c, s)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -138,22 +138,18 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 	})
 }
 
-// stager returns the BlobStager of s, or nil when s has none or its
-// StageBlob says errors.ErrUnsupported (an object store over a bucket that
-// cannot stage).
-func stager(t testing.TB, s store.Store) store.BlobStager {
+// canStage reports whether s stages blobs: store.StageBlob finds its
+// BlobStager and that does not say errors.ErrUnsupported (an object store
+// over a bucket that cannot stage).
+func canStage(t testing.TB, s store.Store) bool {
 	t.Helper()
-	bs, ok := store.As[store.BlobStager](s)
-	if !ok {
-		return nil
-	}
-	sb, err := bs.StageBlob(context.Background())
+	sb, err := store.StageBlob(context.Background(), s)
 	if errors.Is(err, errors.ErrUnsupported) {
-		return nil
+		return false
 	}
 	if err != nil {
 		t.Fatalf("StageBlob: %v", err)
 	}
 	sb.Abort()
-	return bs
+	return true
 }

@@ -27,7 +27,7 @@ func hasDeleter(_ *testing.T, s store.Store) bool {
 	return ok
 }
 
-func hasStager(t *testing.T, s store.Store) bool { return stager(t, s) != nil }
+func hasStager(t *testing.T, s store.Store) bool { return canStage(t, s) }
 
 func hasLister(_ *testing.T, s store.Store) bool {
 	_, ok := store.As[store.BlobLister](s)
@@ -133,8 +133,7 @@ func testDeleteBlob(t *testing.T, s store.Store, _ Options) {
 // Digest and Size as it goes.
 func stage(t *testing.T, s store.Store, data []byte) store.StagedBlob {
 	t.Helper()
-	bs, _ := store.As[store.BlobStager](s)
-	sb, err := bs.StageBlob(ctx(t))
+	sb, err := store.StageBlob(ctx(t), s)
 	if err != nil {
 		t.Fatalf("StageBlob: %v", err)
 	}

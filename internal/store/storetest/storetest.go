@@ -1,8 +1,17 @@
 // Package storetest is the conformance suite every store backend passes:
-// each contract of store.Store, checked against a real instance.
+// each contract of store.Store, checked against a real instance, and each
+// optional capability (store.Deleter, store.BlobStager, store.BlobLister)
+// that store.As finds in it. Options add what only the backend can tell: a
+// store whose bucket is missing and what its errors say, and how to see
+// what failed puts left behind. CheckAllOps checks the errors of a store
+// that cannot work; Bench measures the same operations.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) })
+//	}
+//
+//	func BenchmarkConformance(b *testing.B) {
+//		storetest.Bench(b, func(b *testing.B) store.Store { return newStore(b) })
 //	}
 package storetest
 
@@ -48,7 +57,7 @@ type Options struct {
 
 	// Leftovers, when set, returns everything s holds or half holds: its
 	// objects and files, and what a failed or cancelled put may leave behind
-	// (temporary files, incomplete multipart uploads, uncommitted blocks).
+	// that can be removed (temporary files, incomplete multipart uploads).
 	// The suite calls it after each test that puts nothing successfully into
 	// its fresh store, so anything it returns is a leftover.
 	Leftovers func(t *testing.T, s store.Store) []string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -310,5 +311,25 @@ func TestStatBlobModified(t *testing.T) {
 		if err != nil || len(blobs) != 1 || blobs[0].Digest != desc.Digest || blobs[0].BlobInfo != info {
 			t.Errorf("%s: ListBlobs = %+v, %v; want [%s %+v]", b, blobs, err, desc.Digest.Short(), info)
 		}
+	}
+}
+
+// TestRefs: every ref under a prefix, however many; none is no error.
+func TestRefs(t *testing.T) {
+	s := memory.NewStore("refs")
+	for i := range store.MaxRestoreCandidates + 1 {
+		ref := storetest.NewRef(t, s, fmt.Sprintf("go-%d", i), time.Unix(int64(i), 0), 0)
+		if err := s.PutRef(t.Context(), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if refs, err := store.Refs(t.Context(), s, "go-"); err != nil || len(refs) != store.MaxRestoreCandidates+1 {
+		t.Fatalf("Refs(go-) = %d refs, %v; want %d", len(refs), err, store.MaxRestoreCandidates+1)
+	}
+	if refs, err := store.Refs(t.Context(), s, "py-"); err != nil || len(refs) != 0 {
+		t.Fatalf("Refs(py-) = %v, %v; want none", refs, err)
+	}
+	if _, err := store.Newest(t.Context(), s, "go-"); err == nil {
+		t.Fatal("Newest over more than MaxRestoreCandidates keys succeeded")
 	}
 }

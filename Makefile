@@ -35,8 +35,9 @@ test-short: ## Unit tests only, no servers
 demo: build ## Save a real directory to a local file:// store, restore it elsewhere, show what happened
 	@bash hack/demo.sh
 
-bench: build ## Benchmarks: save/restore vs tar|zstd on real caches (see docs/BENCHMARKS.md)
+bench: build ## Benchmarks: save/restore vs tar|zstd on real caches (see docs/BENCHMARKS.md), then each store's operations
 	@bash hack/bench.sh
+	$(GO) test -run '^$$' -bench '^BenchmarkConformance$$' -benchtime 20x ./internal/store/...
 
 lint: ## gofmt, go vet (and golangci-lint when installed)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

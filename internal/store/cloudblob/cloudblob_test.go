@@ -33,10 +33,26 @@ func newBucket(t *testing.T, partSize int) (*cloudblob.Bucket, *blob.Bucket) {
 // TestConformance runs the store suite over gocloud's in-memory driver, with
 // a tiny part size so that large blobs take the ranged, parallel read path.
 func TestConformance(t *testing.T) {
+	raw := map[store.Store]*blob.Bucket{}
 	storetest.Run(t, func(t *testing.T) store.Store {
-		b, _ := newBucket(t, 256<<10)
-		return store.NewObjectStore(b)
-	}, storetest.Options{LargeSize: 5<<20 + 12345})
+		b, bb := newBucket(t, 256<<10)
+		s := store.NewObjectStore(b)
+		raw[s] = bb
+		return s
+	}, storetest.Options{LargeSize: 5<<20 + 12345, Leftovers: func(t *testing.T, s store.Store) []string {
+		var left []string
+		it := raw[s].List(nil)
+		for {
+			o, err := it.Next(t.Context())
+			if err == io.EOF {
+				return left
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, o.Key)
+		}
+	}})
 }
 
 func TestRangedRead(t *testing.T) {

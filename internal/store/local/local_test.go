@@ -21,26 +21,38 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 )
 
-func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		dir := t.TempDir()
-		t.Cleanup(func() { noTempFiles(t, dir) })
-		s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+// open opens a store in a new directory of t.
+func open(t testing.TB) store.Store {
+	s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: t.TempDir()}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
-// noTempFiles checks that no failed or cancelled put left a temp file behind.
-func noTempFiles(t *testing.T, dir string) {
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasPrefix(d.Name(), ".tmp-") {
-			t.Errorf("temporary file left behind: %s", p)
+// BenchmarkConformance measures the store operations on a directory.
+func BenchmarkConformance(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t) }, storetest.Options{Leftovers: func(t *testing.T, s store.Store) []string { return files(t, strings.TrimPrefix(s.String(), "file://")) }})
+}
+
+// files lists every file under dir (temporary ones included): what a failed
+// or cancelled put left behind in a store that holds nothing else.
+func files(t *testing.T, dir string) []string {
+	var found []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			found = append(found, p)
 		}
-		return nil
+		return err
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }
 
 func TestOpenErrors(t *testing.T) {
@@ -50,46 +62,6 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("Open(%q) succeeded, want an error", raw)
 		}
 	}
-}
-
-func TestStagedBlobs(t *testing.T) {
-	dir := t.TempDir()
-	s, err := local.Open(context.Background(), &url.URL{Scheme: "file", Path: dir}, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs := s.(store.BlobStager)
-	data, d := storetest.RandomBlob(t, 1000)
-	ctx := context.Background()
-
-	sb, err := bs.StageBlob(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb.Write(data)
-	sb.Abort()
-	if _, err := s.StatBlob(ctx, d); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("aborted blob is visible: %v", err)
-	}
-
-	sb, _ = bs.StageBlob(ctx)
-	sb.Write(data)
-	if err := sb.Commit(ctx, d, int64(len(data))+1); err == nil {
-		t.Fatal("Commit with a size that lies succeeded")
-	}
-	if _, err := s.StatBlob(ctx, d); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("blob with a wrong size is visible: %v", err)
-	}
-
-	sb, _ = bs.StageBlob(ctx)
-	sb.Write(data)
-	if err := sb.Commit(ctx, d, int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.StatBlob(ctx, d); err != nil || info.Size != int64(len(data)) {
-		t.Fatalf("committed blob: %+v, %v", info, err)
-	}
-	noTempFiles(t, dir)
 }
 
 // TestStaleStagingIsSwept: a save killed while it staged a pack leaves a

@@ -11,3 +11,16 @@ import (
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return memory.NewStore(t.Name()) })
 }
+
+// TestConformanceWrapped runs the suite through the wrappers Mux.Open puts
+// around a backend: store.As finds the capabilities through them.
+func TestConformanceWrapped(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return store.Checked(store.WithRetries(memory.NewStore(t.Name()), store.Options{}))
+	})
+}
+
+// BenchmarkConformance measures the store operations in memory.
+func BenchmarkConformance(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return memory.NewStore(b.Name()) })
+}

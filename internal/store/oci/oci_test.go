@@ -42,7 +42,14 @@ func ctx(t *testing.T) context.Context {
 
 func TestConformance(t *testing.T) {
 	host := registry(t, false)
-	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) })
+	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) }, storetest.Options{NoModTime: true})
+}
+
+// BenchmarkConformance measures the store operations against a registry,
+// through the checks Mux.Open adds.
+func BenchmarkConformance(b *testing.B) {
+	host := registry(b, false)
+	storetest.Bench(b, func(b *testing.B) store.Store { return store.Checked(openStore(b, host)) })
 }
 
 // TestConformanceBasicAuth runs the suite against a registry that requires
@@ -50,7 +57,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceBasicAuth(t *testing.T) {
 	host := registry(t, true)
 	dockerConfig(t, host, authUser, authPass, "config.json")
-	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) })
+	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) }, storetest.Options{NoModTime: true})
 }
 
 // roundTrip puts a blob and a ref and reads them back.
@@ -107,36 +114,7 @@ func TestUnauthorized(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.setup(t)
 			s := openStore(t, host)
-			data, d := storetest.RandomBlob(t, 100)
-			errs := map[string]error{
-				"PutBlob": s.PutBlob(ctx(t), d, int64(len(data)), bytes.NewReader(data)),
-			}
-			_, errs["GetRef"] = s.GetRef(ctx(t), "some-key")
-			_, errs["StatBlob"] = s.StatBlob(ctx(t), d)
-			_, errs["ListRefs"] = s.ListRefs(ctx(t), "")
-			for op, err := range errs {
-				if err == nil {
-					t.Fatalf("%s succeeded with bad credentials", op)
-				}
-				msg := err.Error()
-				t.Logf("%s: %s", op, msg)
-				if errors.Is(err, store.ErrNotFound) {
-					t.Errorf("%s: unauthorized must not look like a miss: %v", op, err)
-				}
-				for _, want := range []string{s.String(), "unauthorized", host} {
-					if !strings.Contains(msg, want) {
-						t.Errorf("%s: error %q does not contain %q", op, msg, want)
-					}
-				}
-				for _, secret := range []string{wrong, authPass} {
-					if strings.Contains(msg, secret) {
-						t.Errorf("%s: error contains the password: %q", op, msg)
-					}
-				}
-				if strings.Contains(msg, "\n") {
-					t.Errorf("%s: error is not one line: %q", op, msg)
-				}
-			}
+			storetest.CheckAllOps(t, s, storetest.ErrorWant{Store: s.String(), Says: []string{"unauthorized", host}, Secrets: []string{wrong, authPass}})
 		})
 	}
 }
@@ -434,50 +412,6 @@ func keys(m map[string]string) []string {
 		ks = append(ks, k)
 	}
 	return ks
-}
-
-func TestDelete(t *testing.T) {
-	host := registry(t, false)
-	s := openStore(t, host)
-	ref := storetest.NewRef(t, s, "to-delete", time.Now(), 1)
-	if err := s.PutRef(ctx(t), ref); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.DeleteRef(ctx(t), ref.Key); err != nil {
-		t.Fatalf("DeleteRef: %v", err)
-	}
-	if _, err := s.GetRef(ctx(t), ref.Key); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("GetRef after DeleteRef: %v, want ErrNotFound", err)
-	}
-	if err := s.DeleteRef(ctx(t), ref.Key); err != nil {
-		t.Errorf("DeleteRef of a missing key: %v", err)
-	}
-	d := ref.Packs[0].Digest
-	if err := s.DeleteBlob(ctx(t), d); err != nil {
-		t.Fatalf("DeleteBlob: %v", err)
-	}
-	if _, err := s.StatBlob(ctx(t), d); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("StatBlob after DeleteBlob: %v, want ErrNotFound", err)
-	}
-	if err := s.DeleteBlob(ctx(t), d); err != nil {
-		t.Errorf("DeleteBlob of a missing blob: %v", err)
-	}
-}
-
-// TestDeletedBlobIsPutAgain: the Store forgets the blobs it put when it
-// deletes one.
-func TestDeletedBlobIsPutAgain(t *testing.T) {
-	host := registry(t, false)
-	s := openStore(t, host)
-	data, d := storetest.RandomBlob(t, 1000)
-	storetest.PutBlob(t, s, data)
-	if err := s.DeleteBlob(ctx(t), d); err != nil {
-		t.Fatal(err)
-	}
-	storetest.PutBlob(t, s, data)
-	if info, err := s.StatBlob(ctx(t), d); err != nil || info.Size != 1000 {
-		t.Fatalf("StatBlob after delete and put = %+v, %v", info, err)
-	}
 }
 
 func TestOpenURL(t *testing.T) {

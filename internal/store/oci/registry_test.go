@@ -29,7 +29,7 @@ const (
 // registry starts a distribution registry for t (with basic auth when auth
 // is set) and returns its host:port; it skips t when the registry binary is
 // missing, and fails it when CACHE_TEST_DISALLOW_SKIP is set.
-func registry(t *testing.T, auth bool) string {
+func registry(t testing.TB, auth bool) string {
 	t.Helper()
 	if auth {
 		return testserver.Registry(t, authUser, authPass)
@@ -42,7 +42,7 @@ var repoSeq atomic.Int64
 var notRepoChars = regexp.MustCompile(`[^a-z0-9]+`)
 
 // newRepo returns a repository name used by no other test.
-func newRepo(t *testing.T) string {
+func newRepo(t testing.TB) string {
 	n := strings.Trim(notRepoChars.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	if len(n) > 60 {
 		n = n[len(n)-60:]
@@ -52,12 +52,12 @@ func newRepo(t *testing.T) string {
 }
 
 // openStore opens oci://host/<fresh repo>.
-func openStore(t *testing.T, host string, options ...oci.Option) *oci.Store {
+func openStore(t testing.TB, host string, options ...oci.Option) *oci.Store {
 	t.Helper()
 	return openRepo(t, host, newRepo(t), options...)
 }
 
-func openRepo(t *testing.T, host, repo string, options ...oci.Option) *oci.Store {
+func openRepo(t testing.TB, host, repo string, options ...oci.Option) *oci.Store {
 	t.Helper()
 	u := &url.URL{Scheme: "oci", Host: host, Path: "/" + repo}
 	s, err := oci.OpenURL(context.Background(), u, store.Options{Logf: t.Logf}, options...)

@@ -1,8 +1,17 @@
 // Package storetest is the conformance suite every store backend passes:
-// each contract of store.Store, checked against a real instance.
+// each contract of store.Store, checked against a real instance, and each
+// optional capability (store.Deleter, store.BlobStager, store.BlobLister)
+// that store.As finds in it. Options add what only the backend can tell: a
+// store whose bucket is missing and what its errors say, and how to see
+// what failed puts left behind. CheckAllOps checks the errors of a store
+// that cannot work; Bench measures the same operations.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) })
+//	}
+//
+//	func BenchmarkConformance(b *testing.B) {
+//		storetest.Bench(b, func(b *testing.B) store.Store { return newStore(b) })
 //	}
 package storetest
 
@@ -15,7 +24,6 @@ import (
 	"io"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,9 +36,30 @@ import (
 
 // Options tune the suite for a backend.
 type Options struct {
-	// LargeSize is the size of the large-blob test, which should pass the
-	// backend's multipart threshold. Default 12 MiB.
+	// LargeSize is the size of the large-blob tests, which should pass the
+	// backend's first upload part (multipart threshold). Default 12 MiB.
 	LargeSize int
+
+	// Missing, when set, opens a store whose bucket (container, repository)
+	// does not exist: each operation on it must fail with an error that says
+	// each of MissingWant, except the reads MissingMisses names, which
+	// answer a plain miss (see ErrorWant.Misses).
+	Missing       func(t *testing.T) store.Store
+	MissingWant   []string
+	MissingMisses []string
+	// Secrets are what no error of the Missing store may hold (credentials).
+	Secrets []string
+
+	// NoModTime says the store cannot tell when a blob was written (a
+	// registry): BlobInfo.Modified is zero. Otherwise it must be set.
+	NoModTime bool
+
+	// Leftovers, when set, returns everything s holds or half holds: its
+	// objects and files, and what a failed or cancelled put may leave behind
+	// that can be removed (temporary files, incomplete multipart uploads).
+	// The suite calls it after each test that puts nothing successfully into
+	// its fresh store, so anything it returns is a leftover.
+	Leftovers func(t *testing.T, s store.Store) []string
 }
 
 // Run runs every conformance test against stores made by newStore. Each
@@ -44,32 +73,53 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Options)
 	if o.LargeSize == 0 {
 		o.LargeSize = 12 << 20
 	}
+	// clean marks the tests that put nothing successfully: checked
+	// with o.Leftovers.
+	const clean = true
 	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store)
+		name  string
+		fn    func(t *testing.T, s store.Store)
+		clean bool
 	}{
-		{"MissingBlob", testMissingBlob},
-		{"MissingRef", testMissingRef},
-		{"BlobRoundTrip", testBlobRoundTrip},
-		{"EmptyBlob", testEmptyBlob},
-		{"LargeBlob", func(t *testing.T, s store.Store) { testLargeBlob(t, s, o.LargeSize) }},
-		{"PutBlobTwice", testPutBlobTwice},
-		{"CorruptBlobRejected", testCorruptBlobRejected},
-		{"FailedPutLeavesNothing", testFailedPut},
-		{"CancelledPutLeavesNothing", testCancelledPut},
-		{"RefRoundTrip", testRefRoundTrip},
-		{"RefOverwrite", testRefOverwrite},
-		{"InvalidKeys", testInvalidKeys},
-		{"OddKeys", testOddKeys},
-		{"ListRefs", testListRefs},
-		{"NewestByPrefix", testNewest},
-		{"ConcurrentPuts", testConcurrentPuts},
+		{"MissingBlob", testMissingBlob, clean},
+		{"MissingRef", testMissingRef, clean},
+		{"BlobRoundTrip", func(t *testing.T, s store.Store) { testBlobRoundTrip(t, s, o) }, false},
+		{"EmptyBlob", testEmptyBlob, false},
+		{"LargeBlob", func(t *testing.T, s store.Store) { testLargeBlob(t, s, o.LargeSize) }, false},
+		{"PutBlobTwice", testPutBlobTwice, false},
+		{"CorruptBlobRejected", testCorruptBlobRejected, clean},
+		{"FailedPutLeavesNothing", testFailedPut, clean},
+		{"CancelledPutLeavesNothing", testCancelledPut, clean},
+		{"FailedLargePutLeavesNothing", func(t *testing.T, s store.Store) { testFailedLargePut(t, s, o.LargeSize) }, clean},
+		{"RefRoundTrip", testRefRoundTrip, false},
+		{"RefOverwrite", testRefOverwrite, false},
+		{"InvalidKeys", testInvalidKeys, false},
+		{"OddKeys", testOddKeys, false},
+		{"ListRefs", testListRefs, false},
+		{"NewestByPrefix", testNewest, false},
+		{"ConcurrentPuts", testConcurrentPuts, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
 			tc.fn(t, s)
+			if tc.clean {
+				checkLeftovers(t, o, s)
+			}
 		})
+	}
+	runCapabilities(t, newStore, o)
+	if o.Leftovers != nil {
+		t.Run("LeftoversSeesABlob", func(t *testing.T) {
+			s := newStore(t)
+			PutBlob(t, s, []byte("a blob the store holds"))
+			if len(o.Leftovers(t, s)) == 0 {
+				t.Fatal("Options.Leftovers finds nothing in a store that holds a blob: it would miss leftovers too")
+			}
+		})
+	}
+	if o.Missing != nil {
+		t.Run("MissingBucket", func(t *testing.T) { testMissing(t, o) })
 	}
 }
 
@@ -147,13 +197,15 @@ func testMissingRef(t *testing.T, s store.Store) {
 	wantNotFound(t, "Newest on an empty store", err)
 }
 
-func testBlobRoundTrip(t *testing.T, s store.Store) {
+func testBlobRoundTrip(t *testing.T, s store.Store, o Options) {
+	from := time.Now()
 	data, d := RandomBlob(t, 100_000)
 	PutBlob(t, s, data)
 	info, err := s.StatBlob(ctx(t), d)
 	if err != nil || info.Size != int64(len(data)) {
 		t.Fatalf("StatBlob = %d, %v; want %d, nil", info.Size, err, len(data))
 	}
+	wantModified(t, "StatBlob", info.Modified, from, o)
 	if got := readBlob(t, s, d); !bytes.Equal(got, data) {
 		t.Fatalf("GetBlob returned %d different bytes", len(got))
 	}
@@ -181,86 +233,6 @@ func testPutBlobTwice(t *testing.T, s store.Store) {
 	if got := readBlob(t, s, d); !bytes.Equal(got, data) {
 		t.Fatal("blob changed after a second put")
 	}
-}
-
-func testCorruptBlobRejected(t *testing.T, s store.Store) {
-	data, d := RandomBlob(t, 5000)
-	bad := append([]byte{}, data...)
-	bad[100] ^= 0xff
-	err := s.PutBlob(ctx(t), d, int64(len(bad)), bytes.NewReader(bad))
-	if err == nil {
-		t.Fatal("PutBlob of bytes that do not match the digest succeeded")
-	}
-	_, err = s.StatBlob(ctx(t), d)
-	wantNotFound(t, "StatBlob after a rejected put", err)
-	err = s.PutBlob(ctx(t), d, int64(len(data))+1, bytes.NewReader(data))
-	if err == nil {
-		t.Fatal("PutBlob with a size that lies succeeded")
-	}
-	_, err = s.StatBlob(ctx(t), d)
-	wantNotFound(t, "StatBlob after a put whose size lied", err)
-}
-
-// failingReader gives n bytes then an error.
-type failingReader struct {
-	r   io.Reader
-	n   int
-	err error
-}
-
-func (f *failingReader) Read(p []byte) (int, error) {
-	if f.n <= 0 {
-		return 0, f.err
-	}
-	if len(p) > f.n {
-		p = p[:f.n]
-	}
-	n, err := f.r.Read(p)
-	f.n -= n
-	return n, err
-}
-
-func testFailedPut(t *testing.T, s store.Store) {
-	data, d := RandomBlob(t, 3<<20)
-	boom := errors.New("source broke")
-	err := s.PutBlob(ctx(t), d, int64(len(data)), &failingReader{r: bytes.NewReader(data), n: 1 << 20, err: boom})
-	if err == nil {
-		t.Fatal("PutBlob from a failing reader succeeded")
-	}
-	_, err = s.StatBlob(ctx(t), d)
-	wantNotFound(t, "StatBlob after a failed put", err)
-}
-
-// cancelReader cancels its context after n bytes.
-type cancelReader struct {
-	r      io.Reader
-	n      int
-	cancel func()
-}
-
-func (c *cancelReader) Read(p []byte) (int, error) {
-	if c.n <= 0 {
-		c.cancel()
-		return 0, context.Canceled
-	}
-	if len(p) > c.n {
-		p = p[:c.n]
-	}
-	n, err := c.r.Read(p)
-	c.n -= n
-	return n, err
-}
-
-func testCancelledPut(t *testing.T, s store.Store) {
-	data, d := RandomBlob(t, 3<<20)
-	c, cancel := context.WithCancel(ctx(t))
-	defer cancel()
-	err := s.PutBlob(c, d, int64(len(data)), &cancelReader{r: bytes.NewReader(data), n: 1 << 20, cancel: cancel})
-	if err == nil {
-		t.Fatal("cancelled PutBlob succeeded")
-	}
-	_, err = s.StatBlob(ctx(t), d)
-	wantNotFound(t, "StatBlob after a cancelled put", err)
 }
 
 // NewRef puts an index and n packs of random bytes and returns a ref to them.
@@ -434,36 +406,6 @@ func testConcurrentPuts(t *testing.T, s store.Store) {
 		}
 	}
 	t.Fatalf("after concurrent PutRef the ref is none of those put: %+v", got)
-}
-
-// CheckError asserts that err is one line, names the store, says each of
-// wants, is not a plain miss, and holds no secret.
-func CheckError(t testing.TB, op string, err error, storeName string, wants []string, secrets ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s succeeded, want an error", op)
-	}
-	msg := err.Error()
-	t.Logf("%s: %s", op, msg)
-	if strings.ContainsAny(msg, "\r\n") {
-		t.Errorf("%s: error is not one line: %q", op, msg)
-	}
-	if !strings.Contains(msg, storeName) {
-		t.Errorf("%s: error does not name the store %s: %q", op, storeName, msg)
-	}
-	for _, w := range wants {
-		if !strings.Contains(msg, w) {
-			t.Errorf("%s: error does not say %q: %q", op, w, msg)
-		}
-	}
-	for _, s := range secrets {
-		if strings.Contains(msg, s) {
-			t.Errorf("%s: error holds a secret: %q", op, msg)
-		}
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		t.Errorf("%s: error wraps store.ErrNotFound: a broken store would look like a cache miss", op)
-	}
 }
 
 var prefixes atomic.Int64

@@ -71,7 +71,10 @@ type watchedStore struct {
 	w *idleWatch
 }
 
-func (s *watchedStore) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
+// Unwrap implements store.Unwrapper.
+func (s *watchedStore) Unwrap() store.Store { return s.Store }
+
+func (s *watchedStore) StatBlob(ctx context.Context, d digest.Digest) (store.BlobInfo, error) {
 	defer s.w.begin()()
 	return s.Store.StatBlob(ctx, d)
 }
@@ -109,7 +112,7 @@ func (s *watchedStore) ListRefs(ctx context.Context, prefix string) ([]string, e
 // StageBlob keeps the store's staging (packs written straight into it), or
 // says it has none, as the engine expects.
 func (s *watchedStore) StageBlob(ctx context.Context) (store.StagedBlob, error) {
-	bs, ok := s.Store.(store.BlobStager)
+	bs, ok := store.As[store.BlobStager](s.Store)
 	if !ok {
 		return nil, errors.ErrUnsupported
 	}

@@ -38,7 +38,7 @@ const maxIndexBlob = 256 << 20
 // are the ref's, it decodes and validates, and it lists the ref's packs.
 // It does not check that the packs are in the store. An entry that fails a
 // check gives an error wrapping ErrDamaged.
-func Load(ctx context.Context, st store.Store, ref *store.Ref) (*Entry, error) {
+func Load(ctx context.Context, st store.BlobStore, ref *store.Ref) (*Entry, error) {
 	if ref.Index.Size > maxIndexBlob {
 		return nil, fmt.Errorf("entry %s: index of %d bytes is too large", ref.Key, ref.Index.Size)
 	}

@@ -23,7 +23,7 @@ func checkBlobs(ctx context.Context, st store.Store, ref *store.Ref) (string, er
 	g.SetLimit(8)
 	for i, b := range blobs {
 		g.Go(func() error {
-			size, err := st.StatBlob(gctx, b.Digest)
+			info, err := st.StatBlob(gctx, b.Digest)
 			what := "pack " + b.Digest.Short()
 			if i == 0 {
 				what = "index " + b.Digest.Short()
@@ -33,8 +33,8 @@ func checkBlobs(ctx context.Context, st store.Store, ref *store.Ref) (string, er
 				what += " is missing"
 			case err != nil:
 				return err
-			case size != b.Size:
-				what = fmt.Sprintf("%s has %d bytes, not %d", what, size, b.Size)
+			case info.Size != b.Size:
+				what = fmt.Sprintf("%s has %d bytes, not %d", what, info.Size, b.Size)
 			default:
 				return nil
 			}

@@ -147,16 +147,17 @@ func (p *packPipeline) run(ctx context.Context, groups [][]archive.PackFile) (pi
 // can stage blobs of unknown digest (a directory), else into a spool.
 func (p *packPipeline) build(ctx context.Context, pos int, files []archive.PackFile) (builtPack, error) {
 	var b builtPack
+	// Both sinks hash what is written to them.
 	var sink interface {
 		io.Writer
 		Digest() digest.Digest
 		Size() int64
 	}
-	if bs, ok := p.st.(store.BlobStager); ok {
+	if bs, ok := store.As[store.BlobStager](p.st); ok {
 		staged, err := bs.StageBlob(ctx)
 		switch {
 		case err == nil:
-			b.staged, sink = staged, stagedDigest(staged)
+			b.staged, sink = staged, staged
 		case !errors.Is(err, errors.ErrUnsupported):
 			return builtPack{}, err
 		}
@@ -202,17 +203,4 @@ func putIfMissing(ctx context.Context, st store.Store, d format.Descriptor, open
 		return false, err
 	}
 	return true, nil
-}
-
-// TEMPORARY until the store API's StagedBlob hashes itself.
-type stagedHasher struct {
-	io.Writer
-	*digest.Digester
-}
-
-func (s stagedHasher) Write(p []byte) (int, error) { return s.Writer.Write(p) }
-
-func stagedDigest(w io.Writer) stagedHasher {
-	d := digest.NewDigester()
-	return stagedHasher{io.MultiWriter(w, d), d}
 }

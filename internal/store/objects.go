@@ -11,6 +11,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
+	"golang.org/x/sync/errgroup"
 )
 
 // Bucket is the byte-level interface of an object store (a directory, memory,
@@ -24,8 +25,9 @@ import (
 type Bucket interface {
 	// Get opens the object name. A missing object gives ErrNotFound.
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
-	// Stat returns the size of the object name, or ErrNotFound.
-	Stat(ctx context.Context, name string) (int64, error)
+	// Stat returns the size of the object name and when it was written
+	// (zero when the bucket cannot tell), or ErrNotFound.
+	Stat(ctx context.Context, name string) (BlobInfo, error)
 	// Put writes r as the object name, all-or-nothing: the object becomes
 	// visible (replacing any older one) only when r reached io.EOF without
 	// error; a failed or cancelled Put leaves the old object or none.
@@ -69,14 +71,36 @@ type BlobStager interface {
 	StageBlob(ctx context.Context) (StagedBlob, error)
 }
 
-// StagedBlob is a blob being written.
+// StagedBlob is a blob being written. It hashes what is written, so that
+// the name it is committed under is checked, never taken on trust: a
+// server that stages an upload refuses a client's false digest.
 type StagedBlob interface {
 	io.Writer
-	// Commit names the bytes written as blob d, checking their count against
-	// size; the caller computed d from the same bytes.
-	Commit(ctx context.Context, d digest.Digest, size int64) error
+	// Digest is the digest of the bytes written so far.
+	Digest() digest.Digest
+	// Size is the number of bytes written so far.
+	Size() int64
+	// Commit names the bytes written as blob want. It fails with an error
+	// wrapping digest.ErrMismatch, and leaves nothing readable, when they
+	// are not size bytes hashing to want. After Commit (whatever its
+	// result) the staged blob is done: Abort is a no-op.
+	Commit(ctx context.Context, want digest.Digest, size int64) error
 	// Abort drops the bytes written.
 	Abort()
+}
+
+// CheckStaged returns nil when the bytes a StagedBlob hashed (got, n) are
+// the blob want of size bytes, else an error wrapping digest.ErrMismatch
+// that says how they differ. Every StagedBlob's Commit calls it before it
+// makes the bytes readable.
+func CheckStaged(got digest.Digest, n int64, want digest.Digest, size int64) error {
+	switch {
+	case n != size:
+		return fmt.Errorf("%w: wrote %d bytes, want %d", digest.ErrMismatch, n, size)
+	case got != want:
+		return fmt.Errorf("%w: wrote bytes of %s, want %s", digest.ErrMismatch, got.Short(), want.Short())
+	}
+	return nil
 }
 
 // The layout of docs/FORMAT.md: each format version's objects live under
@@ -98,6 +122,7 @@ var (
 	_ Deleter    = (*ObjectStore)(nil)
 	_ BlobStager = (*ObjectStore)(nil)
 	_ BlobRanger = (*ObjectStore)(nil)
+	_ BlobLister = (*ObjectStore)(nil)
 )
 
 // NewObjectStore returns the Store laid out in b.
@@ -116,15 +141,58 @@ func RefName(key string) string { return refsDir + key }
 func (s *ObjectStore) String() string { return s.b.String() }
 
 // StatBlob implements Store.
-func (s *ObjectStore) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
+func (s *ObjectStore) StatBlob(ctx context.Context, d digest.Digest) (BlobInfo, error) {
 	if err := d.Validate(); err != nil {
-		return 0, err
+		return BlobInfo{}, err
 	}
-	n, err := s.b.Stat(ctx, BlobName(d))
+	info, err := s.b.Stat(ctx, BlobName(d))
 	if err != nil {
-		return 0, fmt.Errorf("%s: stat blob %s: %w", s.b, d.Short(), err)
+		return BlobInfo{}, fmt.Errorf("%s: stat blob %s: %w", s.b, d.Short(), err)
 	}
-	return n, nil
+	return info, nil
+}
+
+// ListBlobs implements BlobLister: it lists the blobs directory and stats
+// each blob (8 at a time). A blob deleted since the listing is left out;
+// names that are not a blob's (a stray file) are skipped.
+func (s *ObjectStore) ListBlobs(ctx context.Context) ([]BlobMeta, error) {
+	names, err := s.b.List(ctx, blobsDir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list blobs: %w", s.b, err)
+	}
+	blobs := make([]BlobMeta, 0, len(names))
+	for _, n := range names {
+		d := digest.Digest(digest.Algorithm + ":" + strings.TrimPrefix(n, blobsDir))
+		if d.Validate() == nil && BlobName(d) == n {
+			blobs = append(blobs, BlobMeta{Digest: d})
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	gone := make([]bool, len(blobs))
+	for i := range blobs {
+		g.Go(func() error {
+			info, err := s.b.Stat(gctx, BlobName(blobs[i].Digest))
+			switch {
+			case errors.Is(err, ErrNotFound):
+				gone[i] = true
+			case err != nil:
+				return fmt.Errorf("%s: list blobs: stat blob %s: %w", s.b, blobs[i].Digest.Short(), err)
+			}
+			blobs[i].BlobInfo = info
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	kept := blobs[:0]
+	for i, b := range blobs {
+		if !gone[i] {
+			kept = append(kept, b)
+		}
+	}
+	return kept, nil
 }
 
 // GetBlob implements Store.
@@ -186,37 +254,49 @@ func (s *ObjectStore) StageBlob(ctx context.Context) (StagedBlob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: staging a blob: %w", s.b, err)
 	}
-	return &stagedBlob{s: s, staged: staged}, nil
+	return &stagedBlob{s: s, staged: staged, dg: digest.NewDigester()}, nil
 }
 
+// stagedBlob is a Staged object of the bucket that hashes what is written.
 type stagedBlob struct {
 	s      *ObjectStore
 	staged Staged
-	n      int64
+	dg     *digest.Digester
+	done   bool // committed or aborted
 }
 
 func (b *stagedBlob) Write(p []byte) (int, error) {
 	n, err := b.staged.Write(p)
-	b.n += int64(n)
+	b.dg.Write(p[:n]) //nolint:errcheck // a hash never fails
 	return n, err
 }
 
-func (b *stagedBlob) Commit(ctx context.Context, d digest.Digest, size int64) error {
-	if err := d.Validate(); err != nil {
-		b.staged.Abort()
-		return err
+func (b *stagedBlob) Digest() digest.Digest { return b.dg.Digest() }
+
+func (b *stagedBlob) Size() int64 { return b.dg.Size() }
+
+func (b *stagedBlob) Commit(ctx context.Context, want digest.Digest, size int64) error {
+	err := want.Validate()
+	if err == nil {
+		err = CheckStaged(b.Digest(), b.Size(), want, size)
 	}
-	if b.n != size {
-		b.staged.Abort()
-		return fmt.Errorf("%s: put blob %s: %w: wrote %d bytes, want %d", b.s.b, d.Short(), digest.ErrMismatch, b.n, size)
+	if err != nil {
+		b.Abort()
+		return fmt.Errorf("%s: put blob %s: %w", b.s.b, want.Short(), err)
 	}
-	if err := b.staged.Commit(ctx, BlobName(d)); err != nil {
-		return fmt.Errorf("%s: put blob %s: %w", b.s.b, d.Short(), err)
+	b.done = true
+	if err := b.staged.Commit(ctx, BlobName(want)); err != nil {
+		return fmt.Errorf("%s: put blob %s: %w", b.s.b, want.Short(), err)
 	}
 	return nil
 }
 
-func (b *stagedBlob) Abort() { b.staged.Abort() }
+func (b *stagedBlob) Abort() {
+	if !b.done {
+		b.done = true
+		b.staged.Abort()
+	}
+}
 
 // GetRef implements Store.
 func (s *ObjectStore) GetRef(ctx context.Context, key string) (*Ref, error) {

@@ -89,7 +89,7 @@ func (m *Mux) Schemes() []string {
 
 // Open opens the store at raw, a URL such as file:///var/cache or
 // oci://registry.example/team/cache, with the retry policy of opts (see
-// WithRetries).
+// WithRetries) inside the checks of Checked: Checked(WithRetries(backend)).
 func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error) {
 	u, err := ParseURL(raw)
 	if err != nil {
@@ -103,7 +103,7 @@ func (m *Mux) Open(ctx context.Context, raw string, opts Options) (Store, error)
 	if err != nil {
 		return nil, err
 	}
-	return WithRetries(st, opts), nil
+	return Checked(WithRetries(st, opts)), nil
 }
 
 // ParseURL parses a store URL and checks that it has a scheme.

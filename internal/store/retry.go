@@ -289,11 +289,14 @@ type Retrying struct {
 
 var (
 	_ Store      = (*Retrying)(nil)
+	_ Unwrapper  = (*Retrying)(nil)
 	_ Deleter    = (*Retrying)(nil)
 	_ BlobStager = (*Retrying)(nil)
+	_ BlobLister = (*Retrying)(nil)
+	_ BlobRanger = (*Retrying)(nil)
 )
 
-// Unwrap returns the store without retries.
+// Unwrap implements Unwrapper: the store without retries.
 func (s *Retrying) Unwrap() Store { return s.st }
 
 // String implements Store.
@@ -302,29 +305,63 @@ func (s *Retrying) String() string { return s.st.String() }
 func (s *Retrying) budget() *budget { return &budget{r: s.r, tries: s.r.tries} }
 
 // StatBlob implements Store.
-func (s *Retrying) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
-	var n int64
+func (s *Retrying) StatBlob(ctx context.Context, d digest.Digest) (BlobInfo, error) {
+	var info BlobInfo
 	err := s.budget().do(ctx, "stat blob "+d.Short(), readOp, func(ctx context.Context) (err error) {
-		n, err = s.st.StatBlob(ctx, d)
+		info, err = s.st.StatBlob(ctx, d)
 		return err
 	})
-	return n, err
+	return info, err
+}
+
+// ListBlobs implements BlobLister when the store is one.
+func (s *Retrying) ListBlobs(ctx context.Context) ([]BlobMeta, error) {
+	bl, ok := As[BlobLister](s.st)
+	if !ok {
+		return nil, fmt.Errorf("%s: this store cannot list blobs: %w", s, errors.ErrUnsupported)
+	}
+	var blobs []BlobMeta
+	err := s.budget().do(ctx, "list blobs", readOp, func(ctx context.Context) (err error) {
+		blobs, err = bl.ListBlobs(ctx)
+		return err
+	})
+	return blobs, err
 }
 
 // GetBlob implements Store. The reader resumes after a transient failure.
 func (s *Retrying) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	return s.getBlob(ctx, d, 0)
+}
+
+// GetBlobRange implements BlobRanger when the store is one; the reader
+// resumes as GetBlob's does.
+func (s *Retrying) GetBlobRange(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
+	if _, ok := As[BlobRanger](s.st); !ok {
+		return nil, fmt.Errorf("%s: this store cannot read a blob from an offset: %w", s, errors.ErrUnsupported)
+	}
+	return s.getBlob(ctx, d, off)
+}
+
+func (s *Retrying) getBlob(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
 	b := s.budget()
-	var rc io.ReadCloser
-	var ex *exchange
-	err := b.do(ctx, "get blob "+d.Short(), readOp, func(actx context.Context) (err error) {
-		ex = exchangeFrom(actx)
-		rc, err = s.st.GetBlob(actx, d)
+	r := &resumingReader{s: s, ctx: ctx, d: d, b: b, off: off}
+	what := "get blob " + d.Short()
+	if off > 0 {
+		what = fmt.Sprintf("get blob %s from byte %d", d.Short(), off)
+	}
+	err := b.do(ctx, what, readOp, func(actx context.Context) (err error) {
+		r.ex = exchangeFrom(actx)
+		if off == 0 {
+			r.rc, err = s.st.GetBlob(actx, d)
+		} else {
+			r.rc, err = r.open(actx)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &resumingReader{s: s, ctx: ctx, d: d, rc: rc, b: b, ex: ex}, nil
+	return r, nil
 }
 
 // resumingReader reads a blob; when a read fails for a transient reason it
@@ -385,7 +422,7 @@ func (r *resumingReader) reopen(err error) error {
 // open opens the blob at r.off: with a ranged read when the store has one,
 // else from the start, skipping what was read.
 func (r *resumingReader) open(ctx context.Context) (io.ReadCloser, error) {
-	if br, ok := r.s.st.(BlobRanger); ok {
+	if br, ok := As[BlobRanger](r.s.st); ok {
 		return br.GetBlobRange(ctx, r.d, r.off)
 	}
 	rc, err := r.s.st.GetBlob(ctx, r.d)
@@ -468,11 +505,11 @@ func (g *guardReader) close() {
 
 // StageBlob implements BlobStager for stores that stage locally.
 func (s *Retrying) StageBlob(ctx context.Context) (StagedBlob, error) {
-	if obj, ok := s.st.(*ObjectStore); ok {
+	if obj, ok := As[*ObjectStore](s.st); ok {
 		return obj.StageBlob(ctx)
 	}
 	if s.r.tries == 1 {
-		if bs, ok := s.st.(BlobStager); ok {
+		if bs, ok := As[BlobStager](s.st); ok {
 			return bs.StageBlob(ctx)
 		}
 	}
@@ -508,7 +545,7 @@ func (s *Retrying) ListRefs(ctx context.Context, prefix string) ([]string, error
 
 // DeleteRef implements Deleter.
 func (s *Retrying) DeleteRef(ctx context.Context, key string) error {
-	del, ok := s.st.(Deleter)
+	del, ok := As[Deleter](s.st)
 	if !ok {
 		return fmt.Errorf("%s: this store cannot delete entries: %w", s, errors.ErrUnsupported)
 	}
@@ -519,7 +556,7 @@ func (s *Retrying) DeleteRef(ctx context.Context, key string) error {
 
 // DeleteBlob implements Deleter.
 func (s *Retrying) DeleteBlob(ctx context.Context, d digest.Digest) error {
-	del, ok := s.st.(Deleter)
+	del, ok := As[Deleter](s.st)
 	if !ok {
 		return fmt.Errorf("%s: this store cannot delete blobs: %w", s, errors.ErrUnsupported)
 	}

@@ -55,8 +55,8 @@ func (f *fakeStore) count(op string) int {
 	return f.calls[op]
 }
 
-func (f *fakeStore) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
-	return int64(len(f.blob)), f.call("stat")
+func (f *fakeStore) StatBlob(ctx context.Context, d digest.Digest) (BlobInfo, error) {
+	return BlobInfo{Size: int64(len(f.blob))}, f.call("stat")
 }
 
 func (f *fakeStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {

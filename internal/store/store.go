@@ -34,14 +34,26 @@ var ErrNotFound = errors.New("not found")
 // message says what is there instead.
 var ErrForeign = errors.New("not a tekton-cache entry")
 
-// Store is a place that holds cache entries.
+// BlobInfo is what a store knows of a blob.
+type BlobInfo struct {
+	// Size is the blob's length in bytes.
+	Size int64
+	// Modified is when the blob was written, zero when the store cannot
+	// tell (a registry cannot). A prune keeps blobs younger than its grace
+	// period, which a save still running may not have named in a ref yet.
+	Modified time.Time
+}
+
+// BlobStore is the blob half of a store: immutable byte strings named by
+// their sha256 digest. A server or a protocol front end that stores opaque
+// archives needs only this half.
 //
 // Implementations are safe for concurrent use. Every error names the store
 // and what was asked, and never contains a secret.
-type Store interface {
-	// StatBlob returns the size of blob d. A missing blob gives an error for
-	// which errors.Is(err, ErrNotFound) is true.
-	StatBlob(ctx context.Context, d digest.Digest) (int64, error)
+type BlobStore interface {
+	// StatBlob returns what the store knows of blob d. A missing blob gives
+	// an error for which errors.Is(err, ErrNotFound) is true.
+	StatBlob(ctx context.Context, d digest.Digest) (BlobInfo, error)
 
 	// GetBlob opens blob d for reading. A missing blob gives ErrNotFound.
 	// Callers verify what they read (digest.Verifier); a store may too.
@@ -53,6 +65,16 @@ type Store interface {
 	// readable. Putting a blob that already exists succeeds.
 	PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error
 
+	// String names the store for logs (a URL without credentials).
+	String() string
+}
+
+// RefStore is the ref half of a store: small mutable records that map a
+// cache key to an entry.
+//
+// Implementations are safe for concurrent use. Every error names the store
+// and what was asked, and never contains a secret.
+type RefStore interface {
 	// GetRef returns the ref published under key. A missing key gives
 	// ErrNotFound; an invalid key gives ErrInvalidKey.
 	GetRef(ctx context.Context, key string) (*Ref, error)
@@ -68,10 +90,70 @@ type Store interface {
 	String() string
 }
 
-// Deleter is implemented by stores that can remove refs and blobs.
+// Store is a place that holds cache entries: blobs and the refs that name
+// them. What some stores can do beyond it (delete, stage, list blobs, read
+// from an offset) are the optional interfaces Deleter, BlobStager,
+// BlobLister and BlobRanger, found with As through any wrapper.
+type Store interface {
+	BlobStore
+	RefStore
+}
+
+// Deleter is implemented by stores that can remove refs and blobs. Removing
+// what is missing is not an error.
 type Deleter interface {
 	DeleteRef(ctx context.Context, key string) error
 	DeleteBlob(ctx context.Context, d digest.Digest) error
+}
+
+// BlobLister is implemented by stores that can list their blobs (object
+// stores; a registry cannot), so that a prune can find the blobs no ref
+// names.
+type BlobLister interface {
+	// ListBlobs returns every blob of the store, in any order.
+	ListBlobs(ctx context.Context) ([]BlobMeta, error)
+}
+
+// BlobMeta is one blob of a listing.
+type BlobMeta struct {
+	Digest digest.Digest
+	BlobInfo
+}
+
+// Unwrapper is implemented by every wrapper of a Store (retries, checks,
+// test doubles): Unwrap returns the store it wraps, so that As finds an
+// optional capability through it.
+type Unwrapper interface {
+	Unwrap() Store
+}
+
+// As returns the first of s, s.Unwrap(), s.Unwrap().Unwrap() ... that
+// implements T (an optional capability such as Deleter or BlobStager).
+//
+// A wrapper that implements T itself (to check or retry the calls) counts
+// only when what it wraps has T too: the capability is the backend's, and
+// a wrapper never makes one appear. So As[Deleter] on a checked, retrying
+// store answers whether its backend can delete, and the Deleter it returns
+// is the outermost one, with the checks and retries of every layer.
+func As[T any](s Store) (T, bool) {
+	var zero T
+	for s != nil {
+		t, ok := s.(T)
+		u, wraps := s.(Unwrapper)
+		switch {
+		case ok && !wraps:
+			return t, true
+		case ok:
+			if _, inner := As[T](u.Unwrap()); inner {
+				return t, true
+			}
+			return zero, false
+		case !wraps:
+			return zero, false
+		}
+		s = u.Unwrap()
+	}
+	return zero, false
 }
 
 // Ref is the record that maps a key to a cache entry.

@@ -55,8 +55,8 @@ func TestAzurite(t *testing.T) {
 		u, _ := url.Parse(endpoint)
 		st := open(t, "azblob://"+containerName+"/"+storetest.NewPrefix()+"?protocol=http&domain="+u.Host)
 		d := storetest.PutBlob(t, st, []byte("hello"))
-		if n, err := st.StatBlob(t.Context(), d.Digest); err != nil || n != 5 {
-			t.Fatalf("StatBlob = %d, %v", n, err)
+		if info, err := st.StatBlob(t.Context(), d.Digest); err != nil || info.Size != 5 {
+			t.Fatalf("StatBlob = %+v, %v", info, err)
 		}
 	})
 	t.Run("FailedLargePutLeavesNothing", testFailedLargePut)

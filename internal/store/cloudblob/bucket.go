@@ -111,16 +111,16 @@ func (b *Bucket) key(name string) (string, error) {
 }
 
 // Stat implements store.Bucket.
-func (b *Bucket) Stat(ctx context.Context, name string) (int64, error) {
+func (b *Bucket) Stat(ctx context.Context, name string) (store.BlobInfo, error) {
 	key, err := b.key(name)
 	if err != nil {
-		return 0, err
+		return store.BlobInfo{}, err
 	}
 	attrs, err := b.cfg.Bucket.Attributes(ctx, key)
 	if err != nil {
-		return 0, b.MapError(err)
+		return store.BlobInfo{}, b.MapError(err)
 	}
-	return attrs.Size, nil
+	return store.BlobInfo{Size: attrs.Size, Modified: attrs.ModTime}, nil
 }
 
 // Get implements store.Bucket. An object larger than twice the part size is

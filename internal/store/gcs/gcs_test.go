@@ -52,8 +52,8 @@ func TestFakeGCS(t *testing.T) {
 		t.Setenv("STORAGE_EMULATOR_HOST", "http://"+host)
 		st := open(t, "gs://"+bucket+"/"+storetest.NewPrefix())
 		d := storetest.PutBlob(t, st, []byte("hello"))
-		if n, err := st.StatBlob(t.Context(), d.Digest); err != nil || n != 5 {
-			t.Fatalf("StatBlob = %d, %v", n, err)
+		if info, err := st.StatBlob(t.Context(), d.Digest); err != nil || info.Size != 5 {
+			t.Fatalf("StatBlob = %+v, %v", info, err)
 		}
 	})
 	t.Run("FailedLargePutLeavesNothing", testFailedLargePut)

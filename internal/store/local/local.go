@@ -185,19 +185,19 @@ func fileType(mode uint32) string {
 }
 
 // Stat implements store.Bucket.
-func (b *Bucket) Stat(_ context.Context, name string) (int64, error) {
+func (b *Bucket) Stat(_ context.Context, name string) (store.BlobInfo, error) {
 	p, err := b.path(name)
 	if err != nil {
-		return 0, err
+		return store.BlobInfo{}, err
 	}
 	fi, err := os.Lstat(p)
 	if err != nil {
-		return 0, mapErr(err)
+		return store.BlobInfo{}, mapErr(err)
 	}
 	if !fi.Mode().IsRegular() {
-		return 0, fmt.Errorf("%s is not a regular file: remove it: %w", p, store.ErrNotFound)
+		return store.BlobInfo{}, fmt.Errorf("%s is not a regular file: remove it: %w", p, store.ErrNotFound)
 	}
-	return fi.Size(), nil
+	return store.BlobInfo{Size: fi.Size(), Modified: fi.ModTime()}, nil
 }
 
 // Put implements store.Bucket: temp file, fsync, rename, fsync dir.

@@ -86,8 +86,8 @@ func TestStagedBlobs(t *testing.T) {
 	if err := sb.Commit(ctx, d, int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.StatBlob(ctx, d); err != nil || n != int64(len(data)) {
-		t.Fatalf("committed blob: %d, %v", n, err)
+	if info, err := s.StatBlob(ctx, d); err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("committed blob: %+v, %v", info, err)
 	}
 	noTempFiles(t, dir)
 }

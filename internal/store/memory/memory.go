@@ -1,5 +1,5 @@
 // Package memory is an in-memory Bucket: the reference implementation of the
-// store contracts, used by tests and by `mem://` URLs.
+// store contracts, used by tests.
 package memory
 
 import (
@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
@@ -18,13 +19,19 @@ import (
 type Bucket struct {
 	name string
 	mu   sync.RWMutex
-	objs map[string][]byte
+	objs map[string]object
+}
+
+// object is an object's bytes and when they were put.
+type object struct {
+	data     []byte
+	modified time.Time
 }
 
 var _ store.Bucket = (*Bucket)(nil)
 
 // New returns an empty bucket named name (for logs).
-func New(name string) *Bucket { return &Bucket{name: name, objs: map[string][]byte{}} }
+func New(name string) *Bucket { return &Bucket{name: name, objs: map[string]object{}} }
 
 // NewStore returns a Store over a new empty bucket.
 func NewStore(name string) *store.ObjectStore { return store.NewObjectStore(New(name)) }
@@ -38,26 +45,26 @@ func (b *Bucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	b.mu.RLock()
-	data, ok := b.objs[name]
+	o, ok := b.objs[name]
 	b.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", name, store.ErrNotFound)
 	}
-	return io.NopCloser(bytes.NewReader(data)), nil
+	return io.NopCloser(bytes.NewReader(o.data)), nil
 }
 
 // Stat implements store.Bucket.
-func (b *Bucket) Stat(ctx context.Context, name string) (int64, error) {
+func (b *Bucket) Stat(ctx context.Context, name string) (store.BlobInfo, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return store.BlobInfo{}, err
 	}
 	b.mu.RLock()
-	data, ok := b.objs[name]
+	o, ok := b.objs[name]
 	b.mu.RUnlock()
 	if !ok {
-		return 0, fmt.Errorf("%s: %w", name, store.ErrNotFound)
+		return store.BlobInfo{}, fmt.Errorf("%s: %w", name, store.ErrNotFound)
 	}
-	return int64(len(data)), nil
+	return store.BlobInfo{Size: int64(len(o.data)), Modified: o.modified}, nil
 }
 
 // Put implements store.Bucket.
@@ -67,7 +74,7 @@ func (b *Bucket) Put(ctx context.Context, name string, _ int64, r io.Reader) err
 		return err
 	}
 	b.mu.Lock()
-	b.objs[name] = buf.Bytes()
+	b.objs[name] = object{data: buf.Bytes(), modified: time.Now()}
 	b.mu.Unlock()
 	return nil
 }

@@ -174,20 +174,21 @@ func (s *Store) String() string { return s.url }
 // Repository returns the repository the store is in.
 func (s *Store) Repository() name.Repository { return s.repo }
 
-// StatBlob implements store.Store with a HEAD of the blob.
-func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
+// StatBlob implements store.Store with a HEAD of the blob. A registry does
+// not say when a blob was written: Modified is zero.
+func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (store.BlobInfo, error) {
 	if err := d.Validate(); err != nil {
-		return 0, err
+		return store.BlobInfo{}, err
 	}
 	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
 	if err != nil {
-		return 0, s.fail("stat blob "+d.Short(), err)
+		return store.BlobInfo{}, s.fail("stat blob "+d.Short(), err)
 	}
 	n, err := l.Size()
 	if err != nil {
-		return 0, s.fail("stat blob "+d.Short(), err)
+		return store.BlobInfo{}, s.fail("stat blob "+d.Short(), err)
 	}
-	return n, nil
+	return store.BlobInfo{Size: n}, nil
 }
 
 // GetBlob implements store.Store with a GET of the blob; go-containerregistry

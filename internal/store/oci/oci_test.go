@@ -235,8 +235,8 @@ func TestExistingBlobNotUploadedAgain(t *testing.T) {
 		t.Errorf("%d uploads started for %d new blobs", got, n)
 	}
 	for _, b := range blobs {
-		if size, err := first.StatBlob(ctx(t), digest.FromBytes(b)); err != nil || size != int64(len(b)) {
-			t.Errorf("StatBlob after parallel puts = %d, %v", size, err)
+		if info, err := first.StatBlob(ctx(t), digest.FromBytes(b)); err != nil || info.Size != int64(len(b)) {
+			t.Errorf("StatBlob after parallel puts = %+v, %v", info, err)
 		}
 	}
 }
@@ -495,8 +495,8 @@ func TestDeletedBlobIsPutAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.PutBlob(t, s, data)
-	if n, err := s.StatBlob(ctx(t), d); err != nil || n != 1000 {
-		t.Fatalf("StatBlob after delete and put = %d, %v", n, err)
+	if info, err := s.StatBlob(ctx(t), d); err != nil || info.Size != 1000 {
+		t.Fatalf("StatBlob after delete and put = %+v, %v", info, err)
 	}
 }
 

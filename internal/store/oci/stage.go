@@ -18,13 +18,15 @@ import (
 var _ store.BlobStager = (*Store)(nil)
 
 // StageBlob implements store.BlobStager: the blob goes to the registry
-// while it is written, as a chunked upload whose digest is given at the end
-// (the registry checks it then). A pack is never held in memory or in a
-// temporary file on its way to the registry.
+// while it is written, as a chunked upload whose digest is given at the end.
+// The staged blob hashes what it sends, and Commit aborts the upload, before
+// the registry is asked to name it, when the bytes are not the blob given
+// (the registry checks the digest too). A pack is never held in memory or
+// in a temporary file on its way to the registry.
 func (s *Store) StageBlob(ctx context.Context) (store.StagedBlob, error) {
 	pr, pw := io.Pipe()
 	l := &streamLayer{body: pr}
-	b := &stagedBlob{s: s, pw: pw, l: l, done: make(chan error, 1)}
+	b := &stagedBlob{s: s, pw: pw, l: l, dg: digest.NewDigester(), done: make(chan error, 1)}
 	go func() {
 		err := s.pusher.Load().Upload(ctx, s.repo, l)
 		// Unblock a writer whose upload ended early (refused, cancelled).
@@ -51,21 +53,27 @@ type stagedBlob struct {
 	s    *Store
 	pw   *io.PipeWriter
 	l    *streamLayer
-	n    int64
+	dg   *digest.Digester // what was sent
 	done chan error
 }
 
 func (b *stagedBlob) Write(p []byte) (int, error) {
 	n, err := b.pw.Write(p)
-	b.n += int64(n)
+	b.dg.Write(p[:n]) //nolint:errcheck // a hash never fails
 	return n, err
 }
+
+// Digest implements store.StagedBlob.
+func (b *stagedBlob) Digest() digest.Digest { return b.dg.Digest() }
+
+// Size implements store.StagedBlob.
+func (b *stagedBlob) Size() int64 { return b.dg.Size() }
 
 // Commit implements store.StagedBlob.
 func (b *stagedBlob) Commit(_ context.Context, d digest.Digest, size int64) error {
 	h, err := v1.NewHash(d.String())
-	if err == nil && b.n != size {
-		err = fmt.Errorf("%w: wrote %d bytes, want %d", digest.ErrMismatch, b.n, size)
+	if err == nil {
+		err = store.CheckStaged(b.Digest(), b.Size(), d, size)
 	}
 	if err != nil {
 		b.Abort()

@@ -139,8 +139,8 @@ func createBucket(t *testing.T, srv server, name string) {
 func testEndpointDefaults(t *testing.T, srv server) {
 	st := open(t, fmt.Sprintf("s3://%s/%s?endpoint=%s", bucket, storetest.NewPrefix(), srv.endpoint))
 	desc := storetest.PutBlob(t, st, []byte("hello"))
-	if n, err := st.StatBlob(t.Context(), desc.Digest); err != nil || n != 5 {
-		t.Fatalf("StatBlob = %d, %v", n, err)
+	if info, err := st.StatBlob(t.Context(), desc.Digest); err != nil || info.Size != 5 {
+		t.Fatalf("StatBlob = %+v, %v", info, err)
 	}
 	t.Setenv("AWS_ENDPOINT_URL_S3", srv.endpoint)
 	st = open(t, fmt.Sprintf("s3://%s/%s", bucket, storetest.NewPrefix()))

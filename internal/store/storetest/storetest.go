@@ -167,9 +167,9 @@ func testMissingRef(t *testing.T, s store.Store) {
 func testBlobRoundTrip(t *testing.T, s store.Store) {
 	data, d := RandomBlob(t, 100_000)
 	PutBlob(t, s, data)
-	n, err := s.StatBlob(ctx(t), d)
-	if err != nil || n != int64(len(data)) {
-		t.Fatalf("StatBlob = %d, %v; want %d, nil", n, err, len(data))
+	info, err := s.StatBlob(ctx(t), d)
+	if err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("StatBlob = %d, %v; want %d, nil", info.Size, err, len(data))
 	}
 	if got := readBlob(t, s, d); !bytes.Equal(got, data) {
 		t.Fatalf("GetBlob returned %d different bytes", len(got))

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
@@ -64,6 +66,24 @@ func Load(ctx context.Context, st store.BlobStore, ref *store.Ref) (*Entry, erro
 		}
 	}
 	return &Entry{Ref: ref, Index: x, Blob: blob}, nil
+}
+
+// List returns the entries whose key starts with prefix, newest first (by
+// Created, then by key), reading every ref (store.Refs): none is not an
+// error, and there is no cap on their number. Refs another tool wrote are
+// left out.
+func List(ctx context.Context, st store.RefStore, prefix string) ([]*store.Ref, error) {
+	refs, err := store.Refs(ctx, st, prefix)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(refs, func(a, b *store.Ref) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(b.Key, a.Key)
+	})
+	return refs, nil
 }
 
 // markDamage marks err as ErrDamaged when it says a blob is gone or is not

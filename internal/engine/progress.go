@@ -9,7 +9,8 @@ import (
 // Progress receives snapshots of a save or a restore while it moves bytes,
 // every SaveOptions.ProgressEvery or RestoreOptions.ProgressEvery: the
 // caller decides how to show them (the CLI prints a line). Calls come from
-// one goroutine at a time and must return quickly.
+// one goroutine at a time, none after Save or Restore returned, and must
+// return quickly.
 type Progress interface {
 	Saving(SaveProgress)
 	Restoring(RestoreProgress)
@@ -45,11 +46,13 @@ type noProgress struct{}
 func (noProgress) Saving(SaveProgress)       {}
 func (noProgress) Restoring(RestoreProgress) {}
 
-// reportEvery calls report every interval until stop is called.
+// reportEvery calls report every interval until stop is called; stop
+// returns once no call is in progress.
 func reportEvery(every time.Duration, report func()) (stop func()) {
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	t := time.NewTicker(every)
 	go func() {
+		defer close(exited)
 		for {
 			select {
 			case <-t.C:
@@ -59,7 +62,7 @@ func reportEvery(every time.Duration, report func()) (stop func()) {
 			}
 		}
 	}()
-	return func() { t.Stop(); close(done) }
+	return func() { t.Stop(); close(done); <-exited }
 }
 
 // countingReader counts the bytes read through it into n.

@@ -151,23 +151,67 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		}
 	}
 
+	x, b, racyBefore, err := walkFolders(ctx, st, folders, opts, res)
+	if err != nil {
+		return nil, err
+	}
+	if x == nil {
+		res.Duration = time.Since(start)
+		return res, nil
+	}
+	res.Base = b.name
+	plan, err := planSave(ctx, st, x, folders, b, opts, res)
+	if err != nil {
+		return nil, err
+	}
+	pipe := &packPipeline{st: st, jobs: opts.Jobs, uploads: opts.Uploads, first: len(x.Packs), progress: opts.Progress, every: opts.ProgressEvery}
+	sent, err := pipe.run(ctx, plan.fresh)
+	if err != nil {
+		return nil, err
+	}
+	x.Packs = append(x.Packs, sent.packs...)
+	res.NewPacks = len(plan.fresh)
+	res.UploadedBlobs, res.UploadedBytes = sent.uploaded, sent.bytes
+	blob, err := publish(ctx, st, x, b, len(plan.fresh) > 0, names, opts, res)
+	if err != nil {
+		return nil, err
+	}
+	// The folders now hold exactly this entry: record it so the next save
+	// in this workspace reads nothing that did not change. When the state
+	// already says exactly that (same index, every record proven and equal),
+	// it is left as it is: a no-op save writes nothing in the workspace.
+	if !stateHolds(b, x, blob) {
+		if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
+			opts.Logf("warning: %v (the next save will read every file)", err)
+		}
+	}
+	res.Files, _ = countFiles(x)
+	res.Bytes = x.TotalSize()
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// walkFolders walks the folders while it finds the base (reading the
+// restore state, or an index from the store), removes the tool's leftovers
+// the walk found, and names the roots. It returns no index when there is
+// nothing to save (res says so). racyBefore is for writeState.
+func walkFolders(ctx context.Context, st store.Store, folders []string, opts SaveOptions, res *SaveResult) (x *archive.Index, b base, racyBefore int64, err error) {
 	// Finding the base (reading the restore state, or an index from the
 	// store) overlaps the walk.
 	removeLeftovers(folders, nil, opts.Logf)
 	// Records of files whose ctime is not before this time are racy: the
 	// walk may have seen them just before a change in the same clock tick.
-	racyBefore := archive.KernelNow()
+	racyBefore = archive.KernelNow()
 	baseCh := make(chan base, 1)
 	go func() { baseCh <- findBase(ctx, st, folders, opts) }()
 	x, skipped, err := archive.Walk(folders)
-	b := <-baseCh
+	b = <-baseCh
 	if err != nil {
-		return nil, err
+		return nil, base{}, 0, err
 	}
 	if len(x.Entries) == 0 {
 		res.Skipped, res.SkipReason = true, fmt.Sprintf("nothing to save: %s empty or missing", strings.Join(opts.Folders, ", "))
-		res.Duration = time.Since(start)
-		return res, nil
+		return nil, base{}, 0, nil
 	}
 	temps := map[int][]string{}
 	for _, s := range skipped {
@@ -186,24 +230,17 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	for i, f := range folders {
 		x.Roots[i] = filepath.Base(f)
 	}
+	return x, b, racyBefore, nil
+}
 
-	res.Base = b.name
-	plan, err := planSave(ctx, st, x, folders, b, opts, res)
-	if err != nil {
-		return nil, err
-	}
-	pipe := &packPipeline{st: st, jobs: opts.Jobs, uploads: opts.Uploads, first: len(x.Packs), progress: opts.Progress, every: opts.ProgressEvery}
-	sent, err := pipe.run(ctx, plan.fresh)
-	if err != nil {
-		return nil, err
-	}
-	x.Packs = append(x.Packs, sent.packs...)
-	res.NewPacks = len(plan.fresh)
-	res.UploadedBlobs, res.UploadedBytes = sent.uploaded, sent.bytes
-
+// publish uploads the index of x (unless the store has it) and then the
+// ref: the entry exists from then on. It returns the encoded index, which
+// is the base's when nothing was packed anew and x is the base's index.
+func publish(ctx context.Context, st store.Store, x *archive.Index, b base, repacked bool, names []string, opts SaveOptions, res *SaveResult) ([]byte, error) {
 	// Nothing changed: the base's index bytes are this entry's index.
 	blob := b.blob
-	if b.x == nil || len(plan.fresh) > 0 || !x.Equal(b.x) {
+	if b.x == nil || repacked || !x.Equal(b.x) {
+		var err error
 		if blob, err = x.Encode(); err != nil {
 			return nil, err
 		}
@@ -231,19 +268,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	if err := st.PutRef(ctx, ref); err != nil {
 		return nil, err
 	}
-	// The folders now hold exactly this entry: record it so the next save
-	// in this workspace reads nothing that did not change. When the state
-	// already says exactly that (same index, every record proven and equal),
-	// it is left as it is: a no-op save writes nothing in the workspace.
-	if !stateHolds(b, x, blob) {
-		if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
-			opts.Logf("warning: %v (the next save will read every file)", err)
-		}
-	}
-	res.Files, _ = countFiles(x)
-	res.Bytes = x.TotalSize()
-	res.Duration = time.Since(start)
-	return res, nil
+	return blob, nil
 }
 
 // base is the entry a save reuses unchanged files from.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -112,11 +111,7 @@ func (s *watchedStore) ListRefs(ctx context.Context, prefix string) ([]string, e
 // StageBlob keeps the store's staging (packs written straight into it), or
 // says it has none, as the engine expects.
 func (s *watchedStore) StageBlob(ctx context.Context) (store.StagedBlob, error) {
-	bs, ok := store.As[store.BlobStager](s.Store)
-	if !ok {
-		return nil, errors.ErrUnsupported
-	}
-	sb, err := bs.StageBlob(ctx)
+	sb, err := store.StageBlob(ctx, s.Store)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,9 @@ type trickleStore struct {
 	pause time.Duration
 }
 
+// Unwrap implements store.Unwrapper.
+func (s trickleStore) Unwrap() store.Store { return s.Store }
+
 type trickle struct {
 	data  []byte
 	pause time.Duration

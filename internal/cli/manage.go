@@ -153,7 +153,7 @@ does yet.`,
 			if err != nil {
 				return err
 			}
-			del, ok := st.(store.Deleter)
+			del, ok := store.As[store.Deleter](st)
 			if !ok {
 				return fmt.Errorf("%s cannot delete entries", st)
 			}

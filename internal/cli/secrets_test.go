@@ -74,7 +74,8 @@ func asClient(t *testing.T, raw string, c any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.(*store.Retrying).Unwrap().(*store.ObjectStore).Bucket().(*cloudblob.Bucket).Blob().As(c) {
+	obj, _ := store.As[*store.ObjectStore](st)
+	if !obj.Bucket().(*cloudblob.Bucket).Blob().As(c) {
 		t.Fatalf("no %T behind %s", c, raw)
 	}
 }

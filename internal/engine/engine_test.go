@@ -227,6 +227,9 @@ type corruptStore struct {
 	atEnd bool
 }
 
+// Unwrap implements store.Unwrapper.
+func (c *corruptStore) Unwrap() store.Store { return c.Store }
+
 func (c *corruptStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	rc, err := c.Store.GetBlob(ctx, d)
 	if err != nil || !c.packs[d] {
@@ -344,6 +347,9 @@ type foreignStore struct {
 	store.Store
 	key string
 }
+
+// Unwrap implements store.Unwrapper.
+func (f *foreignStore) Unwrap() store.Store { return f.Store }
 
 func (f *foreignStore) GetRef(ctx context.Context, key string) (*store.Ref, error) {
 	if key == f.key {

@@ -167,7 +167,10 @@ func openObjectStore(t *testing.T, raw string) *store.ObjectStore {
 	if err != nil {
 		t.Fatalf("Open(%s): %v", u.Redacted(), err)
 	}
-	obj := st.(*store.Retrying).Unwrap().(*store.ObjectStore)
+	obj, ok := store.As[*store.ObjectStore](st)
+	if !ok {
+		t.Fatalf("Open(%s) is not an object store", u.Redacted())
+	}
 	if c, ok := obj.Bucket().(interface{ Close() error }); ok {
 		t.Cleanup(func() { c.Close() })
 	}

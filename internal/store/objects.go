@@ -71,6 +71,16 @@ type BlobStager interface {
 	StageBlob(ctx context.Context) (StagedBlob, error)
 }
 
+// StageBlob stages a blob in st when it has a BlobStager (found with As
+// through any wrapper); a store that cannot gives errors.ErrUnsupported.
+func StageBlob(ctx context.Context, st Store) (StagedBlob, error) {
+	bs, ok := As[BlobStager](st)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return bs.StageBlob(ctx)
+}
+
 // StagedBlob is a blob being written. It hashes what is written, so that
 // the name it is committed under is checked, never taken on trust: a
 // server that stages an upload refuses a client's false digest.

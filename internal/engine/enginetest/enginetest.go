@@ -83,16 +83,46 @@ func SaveRestore(t *testing.T, st store.Store) {
 	testtree.Equal(t, want2, testtree.Snapshot(t, dst2, archive.StateFileName))
 }
 
-// killer cancels the save's context once a blob upload has sent after bytes,
-// as a killed step would stop mid-upload.
+// killer cancels the save's context once blob uploads have sent after
+// bytes, as a killed step would stop mid-upload. It keeps the store's path:
+// a store that stages blobs is killed while a staged pack is written.
 type killer struct {
 	store.Store
 	kill  func()
 	after atomic.Int64 // bytes left before the kill; uploads run in parallel
 }
 
+// Unwrap implements store.Unwrapper.
+func (k *killer) Unwrap() store.Store { return k.Store }
+
 func (k *killer) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error {
 	return k.Store.PutBlob(ctx, d, size, &killReader{r: r, k: k})
+}
+
+// StageBlob implements store.BlobStager when the store does.
+func (k *killer) StageBlob(ctx context.Context) (store.StagedBlob, error) {
+	sb, err := store.StageBlob(ctx, k.Store)
+	if err != nil {
+		return nil, err
+	}
+	return &killStaged{StagedBlob: sb, k: k}, nil
+}
+
+type killStaged struct {
+	store.StagedBlob
+	k *killer
+}
+
+func (s *killStaged) Write(p []byte) (int, error) {
+	n, err := s.StagedBlob.Write(p)
+	s.k.count(n)
+	return n, err
+}
+
+func (k *killer) count(n int) {
+	if k.after.Add(-int64(n)) <= 0 {
+		k.kill()
+	}
 }
 
 type killReader struct {
@@ -102,8 +132,6 @@ type killReader struct {
 
 func (kr *killReader) Read(p []byte) (int, error) {
 	n, err := kr.r.Read(p)
-	if kr.k.after.Add(-int64(n)) <= 0 {
-		kr.k.kill()
-	}
+	kr.k.count(n)
 	return n, err
 }

@@ -3,7 +3,6 @@ package oci
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,15 +54,6 @@ type settings struct {
 	rt http.RoundTripper
 	kc authn.Keychain
 }
-
-// WithTransport sends every request through rt instead of a clone of
-// remote.DefaultTransport (default: that clone, with TLS verification off
-// when store.Options.Insecure is set). Tests use it to count requests.
-func WithTransport(rt http.RoundTripper) Option { return func(c *settings) { c.rt = rt } }
-
-// WithKeychain resolves credentials with kc instead of the docker config
-// chain described in the package documentation (the default).
-func WithKeychain(kc authn.Keychain) Option { return func(c *settings) { c.kc = kc } }
 
 // Jobs bounds the blob downloads in flight at once per Store (go-containerregistry
 // limits them; callers bound their own parallelism well below this).
@@ -177,9 +167,6 @@ func (s *Store) Repository() name.Repository { return s.repo }
 // StatBlob implements store.Store with a HEAD of the blob. A registry does
 // not say when a blob was written: Modified is zero.
 func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (store.BlobInfo, error) {
-	if err := d.Validate(); err != nil {
-		return store.BlobInfo{}, err
-	}
 	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
 	if err != nil {
 		return store.BlobInfo{}, s.fail("stat blob "+d.Short(), err)
@@ -194,9 +181,6 @@ func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (store.BlobInfo, 
 // GetBlob implements store.Store with a GET of the blob; go-containerregistry
 // verifies the digest as it streams, and a mismatch fails the last Read.
 func (s *Store) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	if err := d.Validate(); err != nil {
-		return nil, err
-	}
 	op := "get blob " + d.Short()
 	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
 	if err != nil {
@@ -216,9 +200,6 @@ var _ store.BlobRanger = (*Store)(nil)
 // that ignores the range answers 200 with the whole blob, and the bytes
 // before off are skipped. Callers verify the blob's digest.
 func (s *Store) GetBlobRange(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
-	if err := d.Validate(); err != nil {
-		return nil, err
-	}
 	op := fmt.Sprintf("get blob %s from byte %d", d.Short(), off)
 	rt, err := transport.NewWithContext(ctx, s.repo.Registry, s.auth, s.rt, []string{s.repo.Scope(transport.PullScope)})
 	if err != nil {
@@ -276,9 +257,6 @@ func (b *blobReader) Close() error { return b.rc.Close() }
 // cancelled is never committed, so nothing becomes readable.
 // The Store remembers the blobs it put: a second PutBlob of one costs nothing.
 func (s *Store) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error {
-	if err := d.Validate(); err != nil {
-		return err
-	}
 	h, err := v1.NewHash(d.String())
 	if err != nil {
 		return err
@@ -321,9 +299,6 @@ func (b *uploadBody) Close() error {
 
 // GetRef implements store.Store: it reads the manifest tagged key.
 func (s *Store) GetRef(ctx context.Context, key string) (*store.Ref, error) {
-	if err := store.ValidateKey(key); err != nil {
-		return nil, err
-	}
 	desc, err := s.puller.Get(ctx, s.repo.Tag(key))
 	if err != nil {
 		return nil, s.fail(fmt.Sprintf("get ref %q", key), err)
@@ -351,9 +326,6 @@ func (m rawManifest) MediaType() (types.MediaType, error) { return ManifestMedia
 // ref.Key, which the registry swaps in one step. The registry refuses a
 // manifest whose blobs it lacks, so callers put the blobs first.
 func (s *Store) PutRef(ctx context.Context, ref *store.Ref) error {
-	if err := ref.Validate(); err != nil {
-		return err
-	}
 	raw, err := encodeManifest(ref)
 	if err != nil {
 		return err
@@ -368,9 +340,6 @@ func (s *Store) PutRef(ctx context.Context, ref *store.Ref) error {
 // registry pages them) and keeps those that start with prefix. A missing
 // repository has no tags.
 func (s *Store) ListRefs(ctx context.Context, prefix string) ([]string, error) {
-	if err := store.ValidatePrefix(prefix); err != nil {
-		return nil, err
-	}
 	tags, err := s.puller.List(ctx, s.repo)
 	if err != nil {
 		err = s.fail(fmt.Sprintf("list tags %q", prefix), err)
@@ -392,9 +361,6 @@ func (s *Store) ListRefs(ctx context.Context, prefix string) ([]string, error) {
 // points at (each entry's manifest names its key, so no other key shares
 // it). The registry must allow deletes.
 func (s *Store) DeleteRef(ctx context.Context, key string) error {
-	if err := store.ValidateKey(key); err != nil {
-		return err
-	}
 	op := fmt.Sprintf("delete ref %q", key)
 	desc, err := s.puller.Head(ctx, s.repo.Tag(key))
 	if err != nil {
@@ -415,9 +381,6 @@ func (s *Store) DeleteRef(ctx context.Context, key string) error {
 // DeleteBlob implements store.Deleter with DELETE /v2/<repo>/blobs/<digest>.
 // The registry must allow deletes.
 func (s *Store) DeleteBlob(ctx context.Context, d digest.Digest) error {
-	if err := d.Validate(); err != nil {
-		return err
-	}
 	op := "delete blob " + d.Short()
 	defer s.resetPusher() //nolint:errcheck // it worked with the same options in New
 	rt, err := transport.NewWithContext(ctx, s.repo.Registry, s.auth, s.rt, []string{s.repo.Scope(transport.DeleteScope)})
@@ -441,46 +404,4 @@ func (s *Store) DeleteBlob(ctx context.Context, d digest.Digest) error {
 		return err
 	}
 	return nil
-}
-
-// ForeignLayers returns the layers of the container image tagged key when it
-// is not a tekton-cache entry but a plain image, such as the single gzip tar
-// layer that openshift-pipelines/tekton-caches pushes, so that a restore can
-// extract them in order. An entry of ours, an image index or an artifact
-// gives an error.
-func (s *Store) ForeignLayers(ctx context.Context, key string) ([]v1.Layer, error) {
-	if err := store.ValidateKey(key); err != nil {
-		return nil, err
-	}
-	op := fmt.Sprintf("get image %q", key)
-	desc, err := s.puller.Get(ctx, s.repo.Tag(key))
-	if err != nil {
-		return nil, s.fail(op, err)
-	}
-	where := s.url + ":" + key
-	_, err = decodeManifest(where, key, string(desc.MediaType), desc.Manifest)
-	switch {
-	case err == nil:
-		return nil, fmt.Errorf("%s is a tekton-cache entry, not a foreign image: read it with GetRef", where)
-	case !errors.Is(err, ErrForeignEntry):
-		return nil, err
-	case !desc.MediaType.IsImage():
-		return nil, err
-	}
-	var m manifest
-	if jerr := json.Unmarshal(desc.Manifest, &m); jerr != nil || m.ArtifactType != "" {
-		return nil, err
-	}
-	if what, refTool := describeForeign(string(desc.MediaType), &m); !refTool {
-		return nil, fmt.Errorf("%s is %s, not a plain container image", where, what)
-	}
-	img, err := desc.Image()
-	if err != nil {
-		return nil, s.fail(op, err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, s.fail(op, err)
-	}
-	return layers, nil
 }

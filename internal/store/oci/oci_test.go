@@ -42,7 +42,7 @@ func ctx(t *testing.T) context.Context {
 
 func TestConformance(t *testing.T) {
 	host := registry(t, false)
-	storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, host) })
+	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) })
 }
 
 // TestConformanceBasicAuth runs the suite against a registry that requires
@@ -50,7 +50,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceBasicAuth(t *testing.T) {
 	host := registry(t, true)
 	dockerConfig(t, host, authUser, authPass, "config.json")
-	storetest.Run(t, func(t *testing.T) store.Store { return openStore(t, host) })
+	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) })
 }
 
 // roundTrip puts a blob and a ref and reads them back.
@@ -312,26 +312,6 @@ func TestForeignEntry(t *testing.T) {
 	got, err := store.Newest(ctx(t), s, "go-")
 	if err != nil || got.Key != "go-ours" {
 		t.Fatalf("Newest(go-) = %v, %v; want go-ours", got, err)
-	}
-
-	// The reference tool's layers can be read back for a restore.
-	layers, err := s.ForeignLayers(ctx(t), "go-0123abc")
-	if err != nil || len(layers) != 1 {
-		t.Fatalf("ForeignLayers = %d layers, %v", len(layers), err)
-	}
-	rc, err := layers[0].Uncompressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	if got := readTar(t, rc); !equalMaps(got, files) {
-		t.Errorf("foreign layer holds %v, want %v", got, files)
-	}
-	if _, err := s.ForeignLayers(ctx(t), "go-ours"); err == nil {
-		t.Error("ForeignLayers of an entry of ours succeeded")
-	}
-	if _, err := s.ForeignLayers(ctx(t), "go-index"); err == nil {
-		t.Error("ForeignLayers of an index succeeded")
 	}
 }
 

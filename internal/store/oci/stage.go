@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -55,6 +56,18 @@ type stagedBlob struct {
 	l    *streamLayer
 	dg   *digest.Digester // what was sent
 	done chan error
+	once sync.Once // ends the upload: Commit or Abort, once
+	err  error     // how the upload ended
+}
+
+// end closes the upload's body, with cause when it is not nil (the upload
+// then fails), and waits for the upload to end. Only its first call acts.
+func (b *stagedBlob) end(cause error) error {
+	b.once.Do(func() {
+		b.pw.CloseWithError(cause)
+		b.err = <-b.done
+	})
+	return b.err
 }
 
 func (b *stagedBlob) Write(p []byte) (int, error) {
@@ -81,18 +94,16 @@ func (b *stagedBlob) Commit(_ context.Context, d digest.Digest, size int64) erro
 	}
 	b.l.size.Store(size)
 	b.l.hash.Store(&h)
-	b.pw.Close()
-	if err := <-b.done; err != nil {
+	if err := b.end(nil); err != nil {
 		return b.s.fail("put blob "+d.Short(), err)
 	}
 	return nil
 }
 
 // Abort implements store.StagedBlob: the upload fails and the registry
-// drops what it received.
+// drops what it received. After Commit it does nothing.
 func (b *stagedBlob) Abort() {
-	b.pw.CloseWithError(errAborted)
-	<-b.done
+	b.end(errAborted) //nolint:errcheck // the upload is dropped
 }
 
 // streamLayer is the v1.Layer handed to go-containerregistry: a blob's

@@ -138,9 +138,10 @@ func createBucket(t *testing.T, srv server, name string) {
 // style are defaulted for S3-compatible servers.
 func testEndpointDefaults(t *testing.T, srv server) {
 	st := open(t, fmt.Sprintf("s3://%s/%s?endpoint=%s", bucket, storetest.NewPrefix(), srv.endpoint))
+	before := time.Now().Add(-time.Minute) // the server's clock, in whole seconds
 	desc := storetest.PutBlob(t, st, []byte("hello"))
-	if info, err := st.StatBlob(t.Context(), desc.Digest); err != nil || info.Size != 5 {
-		t.Fatalf("StatBlob = %+v, %v", info, err)
+	if info, err := st.StatBlob(t.Context(), desc.Digest); err != nil || info.Size != 5 || info.Modified.Before(before) || info.Modified.After(time.Now().Add(time.Minute)) {
+		t.Fatalf("StatBlob = %+v, %v; want 5 bytes modified about now", info, err)
 	}
 	t.Setenv("AWS_ENDPOINT_URL_S3", srv.endpoint)
 	st = open(t, fmt.Sprintf("s3://%s/%s", bucket, storetest.NewPrefix()))

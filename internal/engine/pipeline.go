@@ -153,16 +153,13 @@ func (p *packPipeline) build(ctx context.Context, pos int, files []archive.PackF
 		Digest() digest.Digest
 		Size() int64
 	}
-	if bs, ok := store.As[store.BlobStager](p.st); ok {
-		staged, err := bs.StageBlob(ctx)
-		switch {
-		case err == nil:
-			b.staged, sink = staged, staged
-		case !errors.Is(err, errors.ErrUnsupported):
-			return builtPack{}, err
-		}
-	}
-	if sink == nil {
+	staged, err := store.StageBlob(ctx, p.st)
+	switch {
+	case err == nil:
+		b.staged, sink = staged, staged
+	case !errors.Is(err, errors.ErrUnsupported):
+		return builtPack{}, err
+	default:
 		b.sp = newSpool(spoolMemory)
 		sink = b.sp
 	}

@@ -50,7 +50,8 @@ func (r *recorder) waitFor() error {
 }
 
 // heldStore holds every pack transfer until progress was reported, so the
-// report comes while bytes are moving.
+// report comes while bytes are moving. It has no Unwrap: the store's
+// stager stays hidden, so that packs go through PutBlob.
 type heldStore struct {
 	store.Store
 	rec   *recorder

@@ -87,13 +87,7 @@ func extractAll(x *Index, pack []byte, dst string) error {
 	packs, err := ex.Prepare()
 	if err == nil {
 		for _, p := range packs {
-			tr, done, perr := NewPackReader(bytes.NewReader(pack), x.PackBounds()[p])
-			if perr != nil {
-				err = perr
-				break
-			}
-			err = ex.ExtractPack(p, tr)
-			done()
+			err = ReadPack(bytes.NewReader(pack), x.PackBounds()[p], func(tr *tar.Reader) error { return ex.ExtractPack(p, tr) })
 			if err != nil {
 				break
 			}

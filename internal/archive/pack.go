@@ -137,26 +137,33 @@ func (x *Index) PackBounds() []int64 {
 	return bounds
 }
 
-// NewPackReader returns the tar stream of a pack read from r, which must not
-// inflate past limit bytes (PackBounds: a pack that does is refused as soon
-// as it does, so a bomb of a few KB never costs more than the index states).
-// The caller closes it, then drains r to check the pack's digest.
-func NewPackReader(r io.Reader, limit int64) (*tar.Reader, func() error, error) {
+// ReadPack reads the pack in r: it decompresses it and calls fn with its
+// tar stream, which must not inflate past limit bytes (PackBounds: a pack
+// that does is refused as soon as it does, so a bomb of a few KB never
+// costs more than the index states). When fn succeeds, ReadPack reads what
+// fn left of the stream, then r to its end, so that a digest verifier
+// around r checks the whole pack; it returns the first error.
+func ReadPack(r io.Reader, limit int64, fn func(*tar.Reader) error) error {
 	dec, err := zstd.NewReader(r,
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxWindow(64<<20),
 		zstd.WithDecoderLowmem(false),
 	)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	lr := &boundReader{r: dec, left: limit, limit: limit}
-	return tar.NewReader(lr), func() error {
+	err = fn(tar.NewReader(lr))
+	if err == nil {
 		// The digest check at EOF of r reports other corruption.
-		_, err := io.Copy(io.Discard, lr)
-		dec.Close()
+		_, err = io.Copy(io.Discard, lr)
+	}
+	dec.Close()
+	if err != nil {
 		return err
-	}, nil
+	}
+	_, err = io.Copy(io.Discard, r)
+	return err
 }
 
 // boundReader fails once more than limit bytes were read through it.

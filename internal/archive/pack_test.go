@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
@@ -54,10 +55,6 @@ func TestPackBombIsRefused(t *testing.T) {
 	}
 	bound := x.PackBounds()[0]
 	cr := &countReader{r: bytes.NewReader(packed.Bytes())}
-	tr, closePack, err := NewPackReader(cr, bound)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ex, err := NewExtractor(x, []string{t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -66,12 +63,7 @@ func TestPackBombIsRefused(t *testing.T) {
 	if _, err := ex.Prepare(); err != nil {
 		t.Fatal(err)
 	}
-	err = ex.ExtractPack(0, tr)
-	if err == nil {
-		err = closePack()
-	} else {
-		closePack()
-	}
+	err = ReadPack(cr, bound, func(tr *tar.Reader) error { return ex.ExtractPack(0, tr) })
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "inflates past") {
 		t.Fatalf("a pack that inflates to 256 MiB for an index of 6 bytes: %v", err)
 	}
@@ -166,5 +158,28 @@ func TestRemoveTempsNeverLeavesTheFolder(t *testing.T) {
 	}
 	if err := RemoveTemps(dir, "d"); err == nil || !strings.Contains(err.Error(), "not a temporary file") {
 		t.Fatalf("removing a path that is not a temporary name: %v", err)
+	}
+}
+
+// TestReadPackReadsToTheEnd: whatever fn leaves of the tar stream,
+// ReadPack reads r to its end, so a verifier around r checks the whole
+// pack; an error of fn is returned as it is.
+func TestReadPackReadsToTheEnd(t *testing.T) {
+	pack := makePack(t, tarFile{name: "a", content: strings.Repeat("a", 5000)}, tarFile{name: "b", content: "b"})
+	v := digest.NewVerifier(bytes.NewReader(pack), digest.FromBytes([]byte("another pack")), int64(len(pack)))
+	err := ReadPack(v, 1<<20, func(tr *tar.Reader) error {
+		_, err := tr.Next() // reads one header, not the content
+		return err
+	})
+	if !errors.Is(err, digest.ErrMismatch) {
+		t.Fatalf("a pack of another digest, half read by fn: %v", err)
+	}
+	cr := &countReader{r: bytes.NewReader(pack)}
+	if err := ReadPack(cr, 1<<20, func(*tar.Reader) error { return nil }); err != nil || cr.n != int64(len(pack)) {
+		t.Fatalf("ReadPack read %d of %d bytes: %v", cr.n, len(pack), err)
+	}
+	errStop := errors.New("stop")
+	if err := ReadPack(bytes.NewReader(pack), 1<<20, func(*tar.Reader) error { return errStop }); err != errStop {
+		t.Fatalf("fn's error: %v", err)
 	}
 }

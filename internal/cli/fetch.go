@@ -56,7 +56,7 @@ func runFetch(ctx context.Context, o *fetchOptions) error {
 	var res *engine.RestoreResult
 	if ok, err := o.runWithStore(ctx, out, "cache error: restore failed (the build runs without a cache)", func(ctx context.Context, st store.Store) (err error) {
 		res, err = engine.Restore(ctx, st, engine.RestoreOptions{
-			Key: o.key, RestoreKeys: restoreKeys, Folders: o.Folders, WorkDir: o.WorkDir, Jobs: o.Jobs, Logf: o.infof,
+			Key: o.key, RestoreKeys: restoreKeys, Folders: o.Folders, WorkDir: o.WorkDir, Jobs: o.Jobs, Logf: o.infof, Progress: logProgress(o.infof),
 			AnyPlatform: o.CrossPlatform, LookupOnly: o.LookupOnly,
 		})
 		if err == nil && !res.Found {
@@ -110,7 +110,7 @@ func runFetch(ctx context.Context, o *fetchOptions) error {
 		return nil
 	}
 	o.infof("cache %s: restored %s (%s%s) into %s: %d files, %s in %.1fs (downloaded %s, wrote %s; %d files already in place, %d of them read to check, %d empty)",
-		status, res.MatchedKey, how, age, strings.Join(o.Folders, ", "), res.Files, engine.HumanBytes(res.Bytes), res.Duration.Seconds(),
-		engine.HumanBytes(res.Downloaded), engine.HumanBytes(res.Written), res.Present, res.HashedFiles, res.Empty)
+		status, res.MatchedKey, how, age, strings.Join(o.Folders, ", "), res.Files, humanBytes(res.Bytes), res.Duration.Seconds(),
+		humanBytes(res.Downloaded), humanBytes(res.Written), res.Present, res.HashedFiles, res.Empty)
 	return nil
 }

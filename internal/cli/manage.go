@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tekton-cache/tekton-cache/internal/engine"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -137,7 +136,7 @@ func newListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tAGE\tPLATFORM\tSTORED\tPACKS\tFOLDERS")
 			for _, r := range refs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Key, time.Since(r.Created).Round(time.Second), r.Platform, engine.HumanBytes(storedSize(r)), len(r.Packs), strings.Join(r.Folders, ","))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Key, time.Since(r.Created).Round(time.Second), r.Platform, humanBytes(storedSize(r)), len(r.Packs), strings.Join(r.Folders, ","))
 			}
 			return tw.Flush()
 		},

@@ -67,7 +67,7 @@ func runUpload(ctx context.Context, o *uploadOptions) error {
 		res, err = engine.Save(ctx, st, engine.SaveOptions{
 			Key: o.key, Folders: o.Folders, WorkDir: o.WorkDir, BaseKeys: baseKeys, Force: o.Force, Jobs: o.Jobs,
 			AnyPlatform: o.CrossPlatform, Tool: "tekton-cache " + version(), Logf: o.infof,
-			Inputs: o.inputs,
+			Inputs: o.inputs, Progress: logProgress(o.infof),
 		})
 		return err
 	}); !ok {
@@ -91,10 +91,10 @@ func runUpload(ctx context.Context, o *uploadOptions) error {
 	}
 	share := ""
 	if res.Bytes > 0 && res.UploadedBytes <= res.Bytes {
-		share = fmt.Sprintf(" (%.0f%% of %s)", 100*float64(res.UploadedBytes)/float64(res.Bytes), engine.HumanBytes(res.Bytes))
+		share = fmt.Sprintf(" (%.0f%% of %s)", 100*float64(res.UploadedBytes)/float64(res.Bytes), humanBytes(res.Bytes))
 	}
 	o.infof("saved %s to %s: %d files, %s in %.1fs; uploaded %s%s in %d blob(s): %d new pack(s), %d reused; %s",
-		o.key, storeName(o.storeURL), res.Files, engine.HumanBytes(res.Bytes), res.Duration.Seconds(),
-		engine.HumanBytes(res.UploadedBytes), share, res.UploadedBlobs, res.NewPacks, res.ReusedPacks, base)
+		o.key, storeName(o.storeURL), res.Files, humanBytes(res.Bytes), res.Duration.Seconds(),
+		humanBytes(res.UploadedBytes), share, res.UploadedBlobs, res.NewPacks, res.ReusedPacks, base)
 	return nil
 }

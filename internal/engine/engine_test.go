@@ -25,9 +25,16 @@ import (
 
 func save(t testing.TB, st store.Store, key string, folders ...string) *SaveResult {
 	t.Helper()
-	res, err := Save(context.Background(), st, SaveOptions{Key: key, Folders: folders, PackSize: 1 << 20, Logf: t.Logf})
+	return saveWith(t, st, SaveOptions{Key: key, Folders: folders})
+}
+
+// saveWith saves with opts, small packs and the test's log.
+func saveWith(t testing.TB, st store.Store, opts SaveOptions) *SaveResult {
+	t.Helper()
+	opts.PackSize, opts.Logf = 1<<20, t.Logf
+	res, err := Save(context.Background(), st, opts)
 	if err != nil {
-		t.Fatalf("Save(%s): %v", key, err)
+		t.Fatalf("Save(%s): %v", opts.Key, err)
 	}
 	return res
 }
@@ -89,14 +96,16 @@ func TestRestoreKeysAndIncrementalSave(t *testing.T) {
 	st := memory.NewStore("t")
 	src := t.TempDir()
 	testtree.Make(t, src)
-	save(t, st, "go-old", src)
-	time.Sleep(2 * time.Millisecond) // Created must differ
+	// The newer entry is one second newer, whatever the clock's resolution.
+	older := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	newer := older.Add(time.Second)
+	saveWith(t, st, SaveOptions{Key: "go-old", Folders: []string{src}, Now: func() time.Time { return older }})
 	os.WriteFile(filepath.Join(src, "a.txt"), []byte("second\n"), 0o644)
-	save(t, st, "go-newer", src)
+	saveWith(t, st, SaveOptions{Key: "go-newer", Folders: []string{src}, Now: func() time.Time { return newer }})
 
 	ws := filepath.Join(t.TempDir(), "cache")
 	r := restore(t, st, "go-new-lock-hash", []string{"python-", "go-"}, ws)
-	if r.Fetched || !r.Restored || r.MatchedKey != "go-newer" {
+	if r.Fetched || !r.Restored || r.MatchedKey != "go-newer" || !r.Created.Equal(newer) {
 		t.Fatalf("restore by prefix: %+v", r)
 	}
 	// Add a few files, as a build after a lock-file change does.

@@ -8,8 +8,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tekton-cache/tekton-cache/internal/archive"
-	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
@@ -58,28 +56,14 @@ func checkBlobs(ctx context.Context, st store.Store, ref *store.Ref) (string, er
 	return fmt.Sprintf("%s (and %d more blob(s))", missing[0], len(missing)-1), nil
 }
 
-// isDamage tells whether err means the entry itself is broken (a blob gone
-// or not what the ref says), as opposed to the store failing to answer.
-func isDamage(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, digest.ErrMismatch) ||
-		errors.Is(err, archive.ErrCorrupt) || errors.Is(err, archive.ErrUnsafe)
-}
-
-// loadIndex reads and checks the index of ref. A damaged index gives a
-// reason; a store that fails to answer gives an error.
-func loadIndex(ctx context.Context, st store.Store, ref *store.Ref) (*archive.Index, []byte, string, error) {
-	blob, err := fetchIndexBlob(ctx, st, ref)
-	if err != nil {
-		if isDamage(err) {
-			return nil, nil, err.Error(), nil
-		}
-		return nil, nil, "", err
+// loadIndex loads the entry of ref. A damaged entry gives a reason; a
+// store that fails to answer gives an error.
+func loadIndex(ctx context.Context, st store.Store, ref *store.Ref) (*Entry, string, error) {
+	e, err := Load(ctx, st, ref)
+	if errors.Is(err, ErrDamaged) {
+		return nil, err.Error(), nil
 	}
-	x, err := indexFromBlob(ref, blob)
-	if err != nil {
-		return nil, nil, err.Error(), nil
-	}
-	return x, blob, "", nil
+	return e, "", err
 }
 
 // existingProblem says why the entry already under a key should be
@@ -96,11 +80,11 @@ func existingProblem(ctx context.Context, st store.Store, ref *store.Ref, names 
 	}
 	held, byBase := entryFolders(ref, nil)
 	if held == nil {
-		x, _, why, err := loadIndex(ctx, st, ref)
+		e, why, err := loadIndex(ctx, st, ref)
 		if err != nil || why != "" {
 			return why, err
 		}
-		held, byBase = entryFolders(ref, x)
+		held, byBase = entryFolders(ref, e.Index)
 	}
 	if !sameFolderSet(held, byBase, names) {
 		return fmt.Sprintf("it holds folder(s) %q, this save has %q", held, names), nil

@@ -1,10 +1,10 @@
 package engine
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -39,10 +39,12 @@ type RestoreOptions struct {
 	// Jobs is the number of packs downloaded and extracted at once.
 	// Default max(4, GOMAXPROCS).
 	Jobs int
-	// Logf receives progress and diagnostics; nil is silent.
+	// Logf receives diagnostics; nil is silent.
 	Logf func(format string, args ...any)
-	// Progress is how often progress lines are printed. Default 10 s.
-	Progress time.Duration
+	// Progress receives a snapshot of the downloads every ProgressEvery
+	// (default 10 s); nil is silent.
+	Progress      Progress
+	ProgressEvery time.Duration
 }
 
 // RestoreResult says what a restore did.
@@ -91,45 +93,12 @@ func (o *RestoreOptions) defaults() {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
-	if o.Progress <= 0 {
-		o.Progress = 10 * time.Second
+	if o.Progress == nil {
+		o.Progress = noProgress{}
 	}
-}
-
-// maxIndexBlob bounds the compressed index read from a store.
-const maxIndexBlob = 256 << 20
-
-// indexFromBlob decodes the index blob of ref and checks it against the ref.
-func indexFromBlob(ref *store.Ref, blob []byte) (*archive.Index, error) {
-	x, err := archive.DecodeIndex(blob)
-	if err != nil {
-		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = defaultProgressEvery
 	}
-	if len(x.Packs) != len(ref.Packs) {
-		return nil, fmt.Errorf("entry %s: the ref lists %d packs, its index %d: refusing an inconsistent entry", ref.Key, len(ref.Packs), len(x.Packs))
-	}
-	for i, p := range x.Packs {
-		if p != ref.Packs[i] {
-			return nil, fmt.Errorf("entry %s: pack %d differs between ref and index: refusing an inconsistent entry", ref.Key, i)
-		}
-	}
-	return x, nil
-}
-
-func fetchIndexBlob(ctx context.Context, st store.Store, ref *store.Ref) ([]byte, error) {
-	if ref.Index.Size > maxIndexBlob {
-		return nil, fmt.Errorf("entry %s: index of %d bytes is too large", ref.Key, ref.Index.Size)
-	}
-	rc, err := st.GetBlob(ctx, ref.Index.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("entry %s: %w", ref.Key, err)
-	}
-	defer rc.Close()
-	blob, err := io.ReadAll(digest.NewVerifier(rc, ref.Index.Digest, ref.Index.Size))
-	if err != nil {
-		return nil, fmt.Errorf("entry %s: reading index: %w", ref.Key, err)
-	}
-	return blob, nil
 }
 
 // Restore restores the entry of opts.Key, or of the first restore key that
@@ -260,7 +229,7 @@ func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool
 		damaged(missing)
 		return false, nil
 	}
-	x, blob, why, err := loadIndex(ctx, r.st, ref)
+	entry, why, err := loadIndex(ctx, r.st, ref)
 	if err != nil {
 		return false, err
 	}
@@ -268,7 +237,7 @@ func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool
 		damaged(why)
 		return false, nil
 	}
-	held, byBase := entryFolders(ref, x)
+	held, byBase := entryFolders(ref, entry.Index)
 	m, why := mapFolders(ref.Key, held, byBase, r.names, r.folders)
 	if why != "" {
 		r.skip(why)
@@ -289,7 +258,7 @@ func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool
 	for _, e := range m.extra {
 		r.opts.Logf("folder %s is not in entry %s: left as it is (the next upload saves it)", e, ref.Key)
 	}
-	if err := r.extractEntry(ctx, ref, x, blob, m.dests); err != nil {
+	if err := r.extractEntry(ctx, entry, m.dests); err != nil {
 		if isDamage(err) {
 			damaged(err.Error())
 			return false, nil
@@ -301,8 +270,8 @@ func (r *restorer) try(ctx context.Context, ref *store.Ref, prefix string) (bool
 	return true, nil
 }
 
-func (r *restorer) extractEntry(ctx context.Context, ref *store.Ref, x *archive.Index, blob []byte, dests []string) error {
-	res := r.res
+func (r *restorer) extractEntry(ctx context.Context, entry *Entry, dests []string) error {
+	ref, x, res := entry.Ref, entry.Index, r.res
 	ex, err := archive.NewExtractor(x, dests)
 	if err != nil {
 		return fmt.Errorf("entry %s: %w", ref.Key, err)
@@ -325,19 +294,11 @@ func (r *restorer) extractEntry(ctx context.Context, ref *store.Ref, x *archive.
 		return fmt.Errorf("restoring entry %s: %w", ref.Key, err)
 	}
 	ids := ex.IDs()
-	if err := writeState(dests, x, blob, ids, settle(ids), ref.Key, r.st.String()); err != nil {
+	if err := writeState(dests, x, entry.Blob, ids, settle(ids), ref.Key, r.st.String(), time.Now()); err != nil {
 		r.opts.Logf("warning: %v (the next save will read every file)", err)
 	}
-	res.Files, res.Bytes, res.Empty = 0, 0, 0
-	for i := range x.Entries {
-		if x.Entries[i].Type == archive.TypeFile {
-			res.Files++
-			res.Bytes += x.Entries[i].Size
-			if x.Entries[i].Size == 0 {
-				res.Empty++
-			}
-		}
-	}
+	res.Files, res.Empty = countFiles(x)
+	res.Bytes = x.TotalSize()
 	res.Packs = len(x.Packs)
 	res.Present = ex.Present()
 	res.HashedFiles = ex.Hashed()
@@ -357,8 +318,8 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 	for _, p := range packs {
 		total += x.Packs[p].Size
 	}
-	stop := progress(opts.Logf, opts.Progress, func() string {
-		return fmt.Sprintf("restoring: downloaded %s of %s, %d/%d packs, wrote %s", HumanBytes(downloaded.Load()), HumanBytes(total), done.Load(), len(packs), HumanBytes(ex.Written()))
+	stop := reportEvery(opts.ProgressEvery, func() {
+		opts.Progress.Restoring(RestoreProgress{Downloaded: downloaded.Load(), Total: total, Done: int(done.Load()), Packs: len(packs), Written: ex.Written()})
 	})
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
@@ -372,20 +333,12 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 			}
 			defer rc.Close()
 			v := digest.NewVerifier(&countingReader{r: store.ContextReader(gctx, rc), n: &downloaded}, info.Digest, info.Size)
-			tr, closePack, err := archive.NewPackReader(v, bounds[p])
-			if err != nil {
-				return err
-			}
-			err = ex.ExtractPack(p, tr)
-			if cerr := closePack(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-			// Read to the end so the pack's digest is checked.
-			if _, err := io.Copy(io.Discard, v); err != nil {
+			err = archive.ReadPack(v, bounds[p], func(tr *tar.Reader) error { return ex.ExtractPack(p, tr) })
+			if errors.Is(err, digest.ErrMismatch) {
 				return fmt.Errorf("pack %s: %w", info.Digest.Short(), err)
+			}
+			if err != nil {
+				return err
 			}
 			done.Add(1)
 			return nil
@@ -397,46 +350,4 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 	res.PacksDownloaded = len(packs)
 	res.Downloaded = downloaded.Load()
 	return nil
-}
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-// progress prints line() every interval until stop is called.
-func progress(logf func(string, ...any), every time.Duration, line func() string) (stop func()) {
-	done := make(chan struct{})
-	t := time.NewTicker(every)
-	go func() {
-		for {
-			select {
-			case <-t.C:
-				logf("%s", line())
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { t.Stop(); close(done) }
-}
-
-// HumanBytes formats a byte count for logs.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -4,19 +4,22 @@ import (
 	"bytes"
 	"io"
 	"os"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 )
 
 // spool holds a pack between compression and upload: in memory up to
 // memLimit bytes, then in a temporary file, so that a pack of one huge file
-// does not hold the whole file in memory.
+// does not hold the whole file in memory. It hashes what it holds.
 type spool struct {
 	memLimit int
 	buf      bytes.Buffer
 	f        *os.File
 	n        int64
+	d        *digest.Digester
 }
 
-func newSpool(memLimit int) *spool { return &spool{memLimit: memLimit} }
+func newSpool(memLimit int) *spool { return &spool{memLimit: memLimit, d: digest.NewDigester()} }
 
 func (s *spool) Write(p []byte) (int, error) {
 	if s.f == nil && s.buf.Len()+len(p) > s.memLimit {
@@ -32,12 +35,23 @@ func (s *spool) Write(p []byte) (int, error) {
 		s.buf = bytes.Buffer{}
 		s.f = f
 	}
-	s.n += int64(len(p))
+	var n int
+	var err error
 	if s.f != nil {
-		return s.f.Write(p)
+		n, err = s.f.Write(p)
+	} else {
+		n, err = s.buf.Write(p)
 	}
-	return s.buf.Write(p)
+	s.n += int64(n)
+	s.d.Write(p[:n])
+	return n, err
 }
+
+// Digest returns the digest of the bytes written so far.
+func (s *spool) Digest() digest.Digest { return s.d.Digest() }
+
+// Size returns the number of bytes written so far.
+func (s *spool) Size() int64 { return s.n }
 
 // Reader returns the spooled bytes from the start.
 func (s *spool) Reader() io.Reader {

@@ -69,14 +69,14 @@ func hasContent(e *archive.Entry) bool { return e.Type == archive.TypeFile && e.
 
 // writeState records, in each folder, that the folders hold the entry of
 // x (blob is its encoding), whose files have the identities ids (parallel
-// to x.Entries). Records with a ctime not before racyBefore are left out.
-// Each file is written under a temporary name and renamed, both relative to
+// to x.Entries), at time now. Records with a ctime not before racyBefore
+// are left out. Each file is written under a temporary name and renamed, both relative to
 // the folder's own descriptor without following links: a symlink planted at
 // either name is replaced, never followed.
-func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.FileID, racyBefore int64, key, storeName string) error {
+func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.FileID, racyBefore int64, key, storeName string, now time.Time) error {
 	idx := digest.FromBytes(blob)
 	for root, f := range folders {
-		st := state{Format: stateFormat, Key: key, Store: storeName, Written: time.Now().UTC(), Index: idx, Blob: blob, Root: root, RacyBefore: racyBefore}
+		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, Blob: blob, Root: root, RacyBefore: racyBefore}
 		for i := range x.Entries {
 			e := &x.Entries[i]
 			if e.Root != root || !hasContent(e) {

@@ -1,0 +1,221 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/format"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// Planning a save: which files of the walk are unchanged since the base
+// (matchUnchanged, then hashFiles for those no record proves), which base
+// packs are live enough to keep (livePacks, worthKeeping, then stillStored
+// asks the store), and how the other files are grouped into new packs
+// (planPacks, groupFresh). Everything here but hashFiles and stillStored is
+// pure.
+
+// packPlan is what a save writes: the base packs it keeps and the files it
+// packs anew.
+type packPlan struct {
+	// kept are the base packs kept, in the base's order: they are packs
+	// 0..len(kept)-1 of the new index.
+	kept []format.Descriptor
+	// newPos is, per base pack, its position in kept, or -1.
+	newPos []int
+	// reuse is, per entry of the new index, the base entry (index + 1) whose
+	// digest, pack and offset it takes, or 0: its pack is kept.
+	reuse []int
+	// fresh are the new packs, in order, numbered from len(kept).
+	fresh [][]archive.PackFile
+}
+
+// matchUnchanged returns, per entry of x, the base entry (index + 1, or 0)
+// that may hold its content: a file at the same path, of the same non-zero
+// size, in a pack of the base. hash lists the entries nothing proves equal
+// to their match (b has no record of them, or the record differs from what
+// the walk saw): they are read to know.
+func matchUnchanged(x *archive.Index, b base) (reuse, hash []int) {
+	type key struct {
+		root int
+		path string
+	}
+	reuse = make([]int, len(x.Entries))
+	if b.x == nil {
+		return reuse, nil
+	}
+	byPath := make(map[key]int, len(b.x.Entries))
+	for i := range b.x.Entries {
+		if e := &b.x.Entries[i]; e.Type == archive.TypeFile && e.Pack >= 0 {
+			byPath[key{e.Root, e.Path}] = i
+		}
+	}
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if e.Type != archive.TypeFile || e.Size == 0 {
+			continue
+		}
+		j, ok := byPath[key{e.Root, e.Path}]
+		if !ok || b.x.Entries[j].Size != e.Size {
+			continue
+		}
+		reuse[i] = j + 1
+		if b.ids == nil || !proven(b.ids[j], x.IDs[i], e, &b.x.Entries[j]) {
+			hash = append(hash, i)
+		}
+	}
+	return reuse, hash
+}
+
+// livePacks returns, per pack of base, the bytes of the files of x that
+// reuse its content (live) and the bytes of all the files it holds (total).
+func livePacks(x, base *archive.Index, reuse []int) (live, total []int64) {
+	if base == nil {
+		return nil, nil
+	}
+	live = make([]int64, len(base.Packs))
+	total = make([]int64, len(base.Packs))
+	for i := range base.Entries {
+		if e := &base.Entries[i]; e.Pack >= 0 {
+			total[e.Pack] += e.Size
+		}
+	}
+	for i := range x.Entries {
+		if reuse[i] != 0 {
+			live[base.Entries[reuse[i]-1].Pack] += x.Entries[i].Size
+		}
+	}
+	return live, total
+}
+
+// worthKeeping is the reuse rule: a base pack is kept when at least half of
+// its bytes are still live. One less than half live is rewritten, so that
+// a restore never downloads much it throws away.
+func worthKeeping(live, total int64) bool {
+	return live > 0 && live*2 >= total
+}
+
+// stillStored returns, per pack of base, whether it is kept: worth keeping
+// by live and total (livePacks), and still in st (8 stats at once). A pack
+// gone from the store is not kept (its files are packed again); a store
+// that cannot say fails the save.
+func stillStored(ctx context.Context, st store.Store, base *archive.Index, live, total []int64, logf func(string, ...any)) ([]bool, error) {
+	if base == nil {
+		return nil, nil
+	}
+	keep := make([]bool, len(base.Packs))
+	var g errgroup.Group
+	g.SetLimit(8)
+	for p := range base.Packs {
+		if !worthKeeping(live[p], total[p]) {
+			continue
+		}
+		g.Go(func() error {
+			if _, err := st.StatBlob(ctx, base.Packs[p].Digest); err != nil {
+				if !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+				logf("base pack %s is gone from the store: its files are packed again", base.Packs[p].Digest.Short())
+				return nil
+			}
+			keep[p] = true
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return keep, nil
+}
+
+// planPacks plans the packs of x: the base packs keep says to keep
+// (renumbered from 0 in the base's order), the matches of reuse whose pack
+// is kept, and the other non-empty files grouped into new packs of about
+// packSize (groupFresh). It does not change x (see apply).
+func planPacks(x, base *archive.Index, folders []string, reuse []int, keep []bool, packSize int64) *packPlan {
+	plan := &packPlan{reuse: make([]int, len(x.Entries))}
+	if base != nil {
+		plan.newPos = make([]int, len(base.Packs))
+		for p := range base.Packs {
+			plan.newPos[p] = -1
+			if keep[p] {
+				plan.newPos[p] = len(plan.kept)
+				plan.kept = append(plan.kept, base.Packs[p])
+			}
+		}
+		for i, j := range reuse {
+			if j != 0 && plan.newPos[base.Entries[j-1].Pack] >= 0 {
+				plan.reuse[i] = j
+			}
+		}
+	}
+	plan.fresh = groupFresh(x, folders, plan.reuse, packSize)
+	return plan
+}
+
+// groupFresh groups the non-empty files of x that reuse nothing into packs,
+// in the order of x: a pack is closed before the file that would take it
+// past packSize (a file larger than packSize gets a pack of its own).
+func groupFresh(x *archive.Index, folders []string, reuse []int, packSize int64) [][]archive.PackFile {
+	var fresh [][]archive.PackFile
+	var cur []archive.PackFile
+	var curSize int64
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if e.Type != archive.TypeFile || e.Size == 0 || reuse[i] != 0 {
+			continue
+		}
+		if len(cur) > 0 && curSize+e.Size > packSize {
+			fresh = append(fresh, cur)
+			cur, curSize = nil, 0
+		}
+		cur = append(cur, archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), ID: x.IDs[i]})
+		curSize += e.Size
+	}
+	if len(cur) > 0 {
+		fresh = append(fresh, cur)
+	}
+	return fresh
+}
+
+// apply makes x's packs the kept ones and gives each reusing entry its base
+// entry's digest, pack (renumbered) and offset. It returns how many files
+// reuse a base pack.
+func (p *packPlan) apply(x, base *archive.Index) (reusedFiles int) {
+	x.Packs = append(x.Packs, p.kept...)
+	for i, j := range p.reuse {
+		if j == 0 {
+			continue
+		}
+		b, e := &base.Entries[j-1], &x.Entries[i]
+		e.Digest, e.Pack, e.Offset = b.Digest, p.newPos[b.Pack], b.Offset
+		reusedFiles++
+	}
+	return reusedFiles
+}
+
+// hashFiles reads the files of x at positions hash (jobs at once) and keeps
+// reuse[i] only for those whose content is the base entry's; the others are
+// packed anew.
+func hashFiles(ctx context.Context, x *archive.Index, folders []string, base *archive.Index, hash []int, reuse []int, jobs int) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for _, i := range hash {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			e := &x.Entries[i]
+			got, err := archive.HashFile(filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), x.IDs[i], e.Size)
+			if err != nil || got != base.Entries[reuse[i]-1].Digest {
+				reuse[i] = 0 // changed, or unreadable now: packing reads it (and says why)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}

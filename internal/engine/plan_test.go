@@ -1,0 +1,322 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/memory"
+)
+
+// f is a file entry of root 0 for the planning tables: path, size, pack.
+type f struct {
+	path string
+	size int64
+	pack int
+}
+
+// index builds an index of files (and a directory "d") with npacks packs;
+// every file has its own FileID and, when in a pack, an offset and digest
+// derived from its path.
+func index(npacks int, files ...f) *archive.Index {
+	x := &archive.Index{Format: format.Version, Roots: []string{"r"}}
+	for p := range npacks {
+		x.Packs = append(x.Packs, format.Descriptor{Digest: digest.FromBytes(fmt.Appendf(nil, "pack %d", p)), Size: int64(100 + p)})
+	}
+	x.Entries = append(x.Entries, archive.Entry{Path: "d", Type: archive.TypeDir, Pack: archive.NoPack})
+	x.IDs = append(x.IDs, archive.FileID{Ino: 1})
+	for i, e := range files {
+		en := archive.Entry{Path: e.path, Type: archive.TypeFile, Mode: 0o644, MTime: 7, Size: e.size, Pack: e.pack}
+		if e.pack >= 0 {
+			en.Digest = digest.FromBytes([]byte(e.path)).Hex()
+			en.Offset = int64(512 * i)
+		}
+		x.Entries = append(x.Entries, en)
+		x.IDs = append(x.IDs, archive.FileID{Ino: uint64(2 + i)})
+	}
+	return x
+}
+
+func TestMatchUnchanged(t *testing.T) {
+	const no = archive.NoPack
+	bx := index(2, f{"same", 10, 0}, f{"grown", 10, 0}, f{"empty", 0, no}, f{"other", 5, 1})
+	x := index(0, f{"same", 10, no}, f{"grown", 11, no}, f{"empty", 0, no}, f{"new", 5, no}, f{"other", 5, no})
+	for _, tc := range []struct {
+		name      string
+		ids       []archive.FileID
+		wantReuse []int
+		wantHash  []int
+	}{
+		// Entries: 0 d, 1 same, 2 grown, 3 empty, 4 new, 5 other.
+		{"no records: every match is hashed", nil, []int{0, 2, 0, 0, 0, 5}, []int{1, 5}},
+		// Records are per base entry: same is x's Ino 2, other x's Ino 6.
+		{"records prove both", []archive.FileID{{Ino: 1}, {Ino: 2}, {Ino: 3}, {Ino: 4}, {Ino: 6}}, []int{0, 2, 0, 0, 0, 5}, nil},
+		{"a record differs", []archive.FileID{{Ino: 1}, {Ino: 2}, {Ino: 3}, {Ino: 4}, {Ino: 99}}, []int{0, 2, 0, 0, 0, 5}, []int{5}},
+		{"a zero record proves nothing", []archive.FileID{{Ino: 1}, {}, {Ino: 3}, {Ino: 4}, {Ino: 6}}, []int{0, 2, 0, 0, 0, 5}, []int{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reuse, hash := matchUnchanged(x, base{x: bx, ids: tc.ids})
+			if !slices.Equal(reuse, tc.wantReuse) || !slices.Equal(hash, tc.wantHash) {
+				t.Fatalf("reuse %v, hash %v; want %v, %v", reuse, hash, tc.wantReuse, tc.wantHash)
+			}
+		})
+	}
+	t.Run("no base", func(t *testing.T) {
+		reuse, hash := matchUnchanged(x, base{})
+		if !slices.Equal(reuse, make([]int, len(x.Entries))) || hash != nil {
+			t.Fatalf("reuse %v, hash %v without a base", reuse, hash)
+		}
+	})
+	t.Run("a proven file whose mtime changed is hashed", func(t *testing.T) {
+		y := index(0, f{"same", 10, no})
+		y.Entries[1].MTime++
+		_, hash := matchUnchanged(y, base{x: bx, ids: slices.Clone(bx.IDs)})
+		if !slices.Equal(hash, []int{1}) {
+			t.Fatalf("hash %v", hash)
+		}
+	})
+}
+
+// TestReuseRuleAtItsBoundary: a base pack is kept when at least half of
+// its bytes are live: exactly half is kept, one byte less is rewritten.
+func TestReuseRuleAtItsBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		live, total int64
+		keep        bool
+	}{
+		{50, 100, true},  // exactly half
+		{49, 100, false}, // one byte under
+		{51, 100, true},  // one byte over
+		{50, 101, false}, // under half of an odd total
+		{51, 101, true},
+		{100, 100, true},
+		{0, 0, false}, // nothing live: never kept
+		{0, 100, false},
+		{1, 2, true},
+		{1, 3, false},
+	} {
+		if got := worthKeeping(tc.live, tc.total); got != tc.keep {
+			t.Errorf("worthKeeping(%d, %d) = %v, want %v", tc.live, tc.total, got, tc.keep)
+		}
+	}
+}
+
+// TestLivePacksAtTheBoundary runs the rule on indexes: pack 0 holds a
+// kept file and a deleted one; whether it is worth keeping turns on one
+// byte.
+func TestLivePacksAtTheBoundary(t *testing.T) {
+	const no = archive.NoPack
+	for _, tc := range []struct {
+		name       string
+		kept, gone int64
+		worth      bool
+	}{
+		{"exactly half live", 50, 50, true},
+		{"one byte under half", 49, 50, false},
+		{"one byte over half", 51, 50, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bx := index(2, f{"kept", tc.kept, 0}, f{"gone", tc.gone, 0}, f{"other", 7, 1}, f{"empty", 0, no})
+			x := index(0, f{"kept", tc.kept, no}, f{"other", 8, no}, f{"empty", 0, no})
+			reuse, _ := matchUnchanged(x, base{x: bx})
+			live, total := livePacks(x, bx, reuse)
+			if want := []int64{tc.kept, 0}; !slices.Equal(live, want) {
+				t.Fatalf("live %v, want %v", live, want)
+			}
+			if want := []int64{tc.kept + tc.gone, 7}; !slices.Equal(total, want) {
+				t.Fatalf("total %v, want %v", total, want)
+			}
+			if got := worthKeeping(live[0], total[0]); got != tc.worth {
+				t.Fatalf("pack 0 worth keeping: %v, want %v", got, tc.worth)
+			}
+			if worthKeeping(live[1], total[1]) {
+				t.Fatal("pack 1, whose only file changed, is worth keeping")
+			}
+		})
+	}
+	if live, total := livePacks(index(0), nil, nil); live != nil || total != nil {
+		t.Fatalf("no base: live %v, total %v", live, total)
+	}
+}
+
+// TestPlanPacksRenumbers: kept base packs become packs 0.. in the base's
+// order; a file whose pack is dropped is packed anew, after them.
+func TestPlanPacksRenumbers(t *testing.T) {
+	const no = archive.NoPack
+	bx := index(3, f{"a", 10, 0}, f{"b", 20, 1}, f{"c", 30, 2}, f{"c2", 5, 2})
+	x := index(0, f{"a", 10, no}, f{"b", 20, no}, f{"c", 30, no}, f{"c2", 5, no}, f{"new", 1, no})
+	reuse, _ := matchUnchanged(x, base{x: bx})
+	plan := planPacks(x, bx, []string{"/w"}, reuse, []bool{false, true, true}, 1<<20)
+	if want := []format.Descriptor{bx.Packs[1], bx.Packs[2]}; !slices.Equal(plan.kept, want) {
+		t.Fatalf("kept %v, want %v", plan.kept, want)
+	}
+	if want := []int{-1, 0, 1}; !slices.Equal(plan.newPos, want) {
+		t.Fatalf("newPos %v, want %v", plan.newPos, want)
+	}
+	// Entries: 0 d, 1 a, 2 b, 3 c, 4 c2, 5 new.
+	if want := []int{0, 0, 3, 4, 5, 0}; !slices.Equal(plan.reuse, want) {
+		t.Fatalf("reuse %v, want %v", plan.reuse, want)
+	}
+	if got := groupNames(plan.fresh); !slices.Equal(got, []string{"a new"}) {
+		t.Fatalf("fresh packs %q", got)
+	}
+	if src := plan.fresh[0][0].Source; src != filepath.Join("/w", "a") {
+		t.Fatalf("source %q", src)
+	}
+	if n := plan.apply(x, bx); n != 3 {
+		t.Fatalf("apply reused %d files, want 3", n)
+	}
+	if !slices.Equal(x.Packs, plan.kept) {
+		t.Fatalf("x.Packs %v", x.Packs)
+	}
+	for i, want := range []struct {
+		pack   int
+		offset int64
+		digest string
+	}{
+		2: {0, bx.Entries[2].Offset, bx.Entries[2].Digest},
+		3: {1, bx.Entries[3].Offset, bx.Entries[3].Digest},
+		4: {1, bx.Entries[4].Offset, bx.Entries[4].Digest},
+	} {
+		e := x.Entries[i]
+		if want.digest != "" && (e.Pack != want.pack || e.Offset != want.offset || e.Digest != want.digest) {
+			t.Errorf("entry %s: pack %d offset %d digest %s, want %+v", e.Path, e.Pack, e.Offset, e.Digest, want)
+		}
+	}
+	if e := x.Entries[1]; e.Digest != "" || e.Pack != no {
+		t.Errorf("entry a, packed anew, was given pack %d digest %q", e.Pack, e.Digest)
+	}
+}
+
+func TestPlanPacksWithoutBase(t *testing.T) {
+	const no = archive.NoPack
+	x := index(0, f{"a", 10, no}, f{"b", 20, no})
+	plan := planPacks(x, nil, []string{"/w"}, make([]int, len(x.Entries)), nil, 1<<20)
+	if plan.kept != nil || plan.newPos != nil || plan.apply(x, nil) != 0 || len(x.Packs) != 0 {
+		t.Fatalf("a plan without base keeps packs: %+v", plan)
+	}
+	if got := groupNames(plan.fresh); !slices.Equal(got, []string{"a b"}) {
+		t.Fatalf("fresh packs %q", got)
+	}
+}
+
+// TestGroupFreshAtThePackSize: a pack is closed before the file that would
+// take it past the pack size; exactly the pack size fits.
+func TestGroupFreshAtThePackSize(t *testing.T) {
+	const no = archive.NoPack
+	for _, tc := range []struct {
+		name  string
+		sizes []int64
+		want  []string
+	}{
+		{"exactly the pack size", []int64{60, 40}, []string{"f0 f1"}},
+		{"one byte over", []int64{60, 41}, []string{"f0", "f1"}},
+		{"one byte under", []int64{60, 39, 1}, []string{"f0 f1 f2"}},
+		{"then one more byte", []int64{60, 40, 1}, []string{"f0 f1", "f2"}},
+		{"a file larger than a pack", []int64{10, 250, 10}, []string{"f0", "f1", "f2"}},
+		{"empty files are in no pack", []int64{0, 100, 0}, []string{"f1"}},
+		{"nothing", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var files []f
+			for i, s := range tc.sizes {
+				files = append(files, f{fmt.Sprintf("f%d", i), s, no})
+			}
+			x := index(0, files...)
+			got := groupNames(groupFresh(x, []string{"/w"}, make([]int, len(x.Entries)), 100))
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("packs %q, want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("reused files are left out", func(t *testing.T) {
+		x := index(0, f{"f0", 60, no}, f{"f1", 60, no}, f{"f2", 40, no})
+		got := groupNames(groupFresh(x, []string{"/w"}, []int{0, 0, 9, 0}, 100))
+		if !slices.Equal(got, []string{"f0 f2"}) {
+			t.Fatalf("packs %q", got)
+		}
+	})
+}
+
+// groupNames gives each group as its file names, space-separated.
+func groupNames(groups [][]archive.PackFile) []string {
+	var out []string
+	for _, g := range groups {
+		s := ""
+		for i, pf := range g {
+			if i > 0 {
+				s += " "
+			}
+			s += pf.Name
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// statCounter counts StatBlob calls per digest, and fails those of fail.
+type statCounter struct {
+	store.Store
+	mu    sync.Mutex
+	stats map[digest.Digest]int
+	fail  digest.Digest
+}
+
+func (s *statCounter) StatBlob(ctx context.Context, d digest.Digest) (store.BlobInfo, error) {
+	s.mu.Lock()
+	s.stats[d]++
+	s.mu.Unlock()
+	if d == s.fail {
+		return store.BlobInfo{}, errUnreachable
+	}
+	return s.Store.StatBlob(ctx, d)
+}
+
+// TestStillStored: only packs worth keeping are asked for; one gone from
+// the store is not kept (and said so), a store that cannot say fails.
+func TestStillStored(t *testing.T) {
+	ctx := context.Background()
+	bx := index(3)
+	mem := memory.NewStore("t")
+	for _, p := range []int{0, 2} {
+		data := []byte(fmt.Sprintf("pack %d", p))
+		if err := mem.PutBlob(ctx, digest.FromBytes(data), int64(len(data)), bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Pack 0 is stored and worth keeping, 1 worth keeping but gone, 2
+	// stored but not worth keeping.
+	live, total := []int64{5, 5, 4}, []int64{10, 10, 10}
+	st := &statCounter{Store: mem, stats: map[digest.Digest]int{}}
+	var logged []string
+	keep, err := stillStored(ctx, st, bx, live, total, func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, false}; !slices.Equal(keep, want) {
+		t.Fatalf("keep %v, want %v", keep, want)
+	}
+	if st.stats[bx.Packs[2].Digest] != 0 || st.stats[bx.Packs[0].Digest] != 1 {
+		t.Fatalf("stats %v", st.stats)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], bx.Packs[1].Digest.Short()+" is gone from the store") {
+		t.Fatalf("logged %q", logged)
+	}
+	st.fail = bx.Packs[0].Digest
+	if _, err := stillStored(ctx, st, bx, live, total, t.Logf); !errors.Is(err, errUnreachable) {
+		t.Fatalf("a store that cannot answer: %v", err)
+	}
+	if keep, err := stillStored(ctx, st, nil, nil, nil, t.Logf); keep != nil || err != nil {
+		t.Fatalf("no base: %v, %v", keep, err)
+	}
+}

@@ -2,14 +2,18 @@ package archive
 
 import (
 	"archive/tar"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 )
 
 // Compression settings are part of the format: the same tree must give the
@@ -142,7 +146,12 @@ func (x *Index) PackBounds() []int64 {
 // that does is refused as soon as it does, so a bomb of a few KB never
 // costs more than the index states). When fn succeeds, ReadPack reads what
 // fn left of the stream, then r to its end, so that a digest verifier
-// around r checks the whole pack; it returns the first error.
+// around r checks the whole pack; it returns the first error. When fn or
+// the decompression fails, it also reads r to its end: a pack whose bytes
+// are wrong mostly fails to parse before the digest check at its end, and
+// the check's digest.ErrMismatch, wrapped with the parse error, says the
+// pack is damaged rather than unreadable (a restore passes a damaged entry
+// over; it fails on a store that cannot answer).
 func ReadPack(r io.Reader, limit int64, fn func(*tar.Reader) error) error {
 	dec, err := zstd.NewReader(r,
 		zstd.WithDecoderConcurrency(1),
@@ -160,6 +169,12 @@ func ReadPack(r io.Reader, limit int64, fn func(*tar.Reader) error) error {
 	}
 	dec.Close()
 	if err != nil {
+		if errors.Is(err, digest.ErrMismatch) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if _, derr := io.Copy(io.Discard, r); errors.Is(derr, digest.ErrMismatch) {
+			return fmt.Errorf("%w (reading it: %v)", derr, err)
+		}
 		return err
 	}
 	_, err = io.Copy(io.Discard, r)

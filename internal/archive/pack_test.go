@@ -183,3 +183,36 @@ func TestReadPackReadsToTheEnd(t *testing.T) {
 		t.Fatalf("fn's error: %v", err)
 	}
 }
+
+// TestReadPackTellsDamageFromFailure: a pack whose bytes were changed fails
+// to parse before its end; ReadPack reads on to the digest check, so the
+// error says damage (digest.ErrMismatch, with the parse error). A pack that
+// is whole but that fn refuses gives fn's error alone.
+func TestReadPackTellsDamageFromFailure(t *testing.T) {
+	pack := makePack(t, tarFile{name: "a", content: strings.Repeat("a", 50000)}, tarFile{name: "b", content: "b"})
+	want := digest.FromBytes(pack)
+	bad := bytes.Clone(pack)
+	bad[len(bad)/2] ^= 0x01
+	drain := func(tr *tar.Reader) error {
+		for {
+			if _, err := tr.Next(); err != nil {
+				if err == io.EOF {
+					return nil
+				}
+				return err
+			}
+			if _, err := io.Copy(io.Discard, tr); err != nil {
+				return err
+			}
+		}
+	}
+	err := ReadPack(digest.NewVerifier(bytes.NewReader(bad), want, int64(len(bad))), 1<<20, drain)
+	if !errors.Is(err, digest.ErrMismatch) {
+		t.Fatalf("a pack with a flipped byte: %v, want digest.ErrMismatch", err)
+	}
+	errStop := errors.New("refused")
+	err = ReadPack(digest.NewVerifier(bytes.NewReader(pack), want, int64(len(pack))), 1<<20, func(*tar.Reader) error { return errStop })
+	if err != errStop {
+		t.Fatalf("a whole pack fn refuses: %v, want fn's error", err)
+	}
+}

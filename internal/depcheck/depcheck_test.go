@@ -42,7 +42,7 @@ type rule struct {
 // through the store interface only; only the commands open store/all; the
 // binary carries no Tekton, Kubernetes or server code.
 var rules = []rule{
-	{pkgs: m + "internal/format", forbid: []string{m + "..."}, allow: []string{m + "internal/digest"}, future: true},
+	{pkgs: m + "internal/format", forbid: []string{m + "..."}, allow: []string{m + "internal/digest"}},
 	{pkgs: m + "internal/digest", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/archive", forbid: append([]string{m + "internal/store/...", m + "internal/engine/...", m + "internal/cli/...", "net/http"}, cloudSDKs...)},
 	{pkgs: m + "internal/cachekey", forbid: append([]string{m + "internal/store/...", m + "internal/engine/...", m + "internal/cli/...", "net/http"}, cloudSDKs...)},
@@ -52,6 +52,8 @@ var rules = []rule{
 	{pkgs: m + "internal/gc", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
 	{pkgs: m + "...", but: []string{m + "cmd/...", m + "internal/cli", m + "internal/store/all"}, forbid: []string{m + "internal/store/all"}},
 	{pkgs: m + "internal/lint", forbid: []string{m + "..."}},
+	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
+	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
 	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", m + "internal/server/..."}},
 }
 
@@ -185,11 +187,12 @@ func TestRules(t *testing.T) {
 		g[name] = pkg{ImportPath: name, Imports: deps, Deps: deps}
 	}
 	want := map[string][]violation{
-		m + "internal/archive":   {{m + "internal/archive", "github.com/aws/aws-sdk-go-v2/service/s3"}},
-		m + "internal/engine":    {{m + "internal/engine", m + "internal/store/local"}},
-		m + "internal/store/...": {{m + "internal/store/s3", m + "internal/cli"}},
-		m + "cmd/cache":          {{m + "cmd/cache", "k8s.io/apimachinery/pkg/runtime"}},
-		m + "...":                {{m + "internal/server", m + "internal/store/all"}},
+		m + "internal/archive":    {{m + "internal/archive", "github.com/aws/aws-sdk-go-v2/service/s3"}},
+		m + "internal/engine":     {{m + "internal/engine", m + "internal/store/local"}},
+		m + "internal/store/...":  {{m + "internal/store/s3", m + "internal/cli"}},
+		m + "cmd/cache":           {{m + "cmd/cache", "k8s.io/apimachinery/pkg/runtime"}},
+		m + "...":                 {{m + "internal/server", m + "internal/store/all"}},
+		m + "internal/server/...": {{m + "internal/server", m + "internal/store/all"}},
 	}
 	for _, r := range rules {
 		found, _ := r.violations(g)

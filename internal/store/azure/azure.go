@@ -60,22 +60,14 @@ var secretEnv = []string{"AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_
 
 // Open implements store.Opener for azblob:// URLs.
 func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
-	b, err := New(ctx, u, opts)
-	if err != nil {
-		return nil, err
-	}
-	return store.NewObjectStore(b), nil
+	return cloudblob.OpenStore(ctx, u, opts, New)
 }
 
 // New opens the container an azblob:// URL names.
 func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
-	name := cloudblob.Name(u)
-	if u.Scheme != Scheme || u.Host == "" {
-		return nil, store.BadURL(fmt.Errorf("%s: no container: write azblob://CONTAINER/PREFIX", name))
-	}
-	prefix, err := cloudblob.Prefix(u.Path)
+	name, prefix, err := cloudblob.Locate(u, Scheme, "container")
 	if err != nil {
-		return nil, store.BadURL(fmt.Errorf("%s: %w", name, err))
+		return nil, err
 	}
 	secrets := cloudblob.EnvSecrets(secretEnv...)
 	classify := classify(u.Host)

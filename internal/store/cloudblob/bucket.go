@@ -306,3 +306,28 @@ func Name(u *url.URL) string {
 	}
 	return store.Redact(n.String())
 }
+
+// Locate checks that u is a URL of scheme naming a bucket (what: "bucket",
+// "container") and returns its name for messages (Name) and the prefix of
+// the store's objects in it (Prefix). Its errors are store.BadURL.
+func Locate(u *url.URL, scheme, what string) (name, prefix string, err error) {
+	name = Name(u)
+	if u.Scheme != scheme || u.Host == "" {
+		return "", "", store.BadURL(fmt.Errorf("%s: no %s: write %s://%s/PREFIX", name, what, scheme, strings.ToUpper(what)))
+	}
+	prefix, err = Prefix(u.Path)
+	if err != nil {
+		return "", "", store.BadURL(fmt.Errorf("%s: %w", name, err))
+	}
+	return name, prefix, nil
+}
+
+// OpenStore opens the bucket of u with newBucket and lays a store out in
+// it: the store.Opener of every cloud backend.
+func OpenStore(ctx context.Context, u *url.URL, opts store.Options, newBucket func(context.Context, *url.URL, store.Options) (*Bucket, error)) (store.Store, error) {
+	b, err := newBucket(ctx, u, opts)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewObjectStore(b), nil
+}

@@ -275,3 +275,29 @@ func TestPrefixAndName(t *testing.T) {
 		t.Errorf("Name = %q", got)
 	}
 }
+
+// TestLocate: the bucket URL checks every cloud backend shares.
+func TestLocate(t *testing.T) {
+	for _, tc := range []struct {
+		url, scheme, what, prefix, err string
+	}{
+		{"s3://b/team/cache", "s3", "bucket", "team/cache/", ""},
+		{"gs://b", "gs", "bucket", "", ""},
+		{"s3:///cache", "s3", "bucket", "", "no bucket: write s3://BUCKET/PREFIX"},
+		{"azblob:///x", "azblob", "container", "", "no container: write azblob://CONTAINER/PREFIX"},
+		{"gs://b/a/../c", "gs", "bucket", "", `invalid prefix path "a/../c"`},
+		{"s3://b/x", "gs", "bucket", "", "no bucket"},
+	} {
+		u, err := url.Parse(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, prefix, err := cloudblob.Locate(u, tc.scheme, tc.what)
+		switch {
+		case tc.err == "" && (err != nil || prefix != tc.prefix):
+			t.Errorf("Locate(%s) = %q, %v; want %q", tc.url, prefix, err, tc.prefix)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, store.ErrBadURL)):
+			t.Errorf("Locate(%s): %v; want a bad URL saying %q", tc.url, err, tc.err)
+		}
+	}
+}

@@ -69,22 +69,14 @@ const uploadChunkSize = 16 << 20
 
 // Open implements store.Opener for gs:// URLs.
 func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
-	b, err := New(ctx, u, opts)
-	if err != nil {
-		return nil, err
-	}
-	return store.NewObjectStore(b), nil
+	return cloudblob.OpenStore(ctx, u, opts, New)
 }
 
 // New opens the bucket a gs:// URL names.
 func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
-	name := cloudblob.Name(u)
-	if u.Scheme != Scheme || u.Host == "" {
-		return nil, store.BadURL(fmt.Errorf("%s: no bucket: write gs://BUCKET/PREFIX", name))
-	}
-	prefix, err := cloudblob.Prefix(u.Path)
+	name, prefix, err := cloudblob.Locate(u, Scheme, "bucket")
 	if err != nil {
-		return nil, store.BadURL(fmt.Errorf("%s: %w", name, err))
+		return nil, err
 	}
 	q := u.Query()
 	var copts []option.ClientOption

@@ -65,22 +65,14 @@ const abortTimeout = 30 * time.Second
 
 // Open implements store.Opener for s3:// URLs.
 func Open(ctx context.Context, u *url.URL, opts store.Options) (store.Store, error) {
-	b, err := New(ctx, u, opts)
-	if err != nil {
-		return nil, err
-	}
-	return store.NewObjectStore(b), nil
+	return cloudblob.OpenStore(ctx, u, opts, New)
 }
 
 // New opens the bucket an s3:// URL names.
 func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket, error) {
-	name := cloudblob.Name(u)
-	if u.Scheme != Scheme || u.Host == "" {
-		return nil, store.BadURL(fmt.Errorf("%s: no bucket: write s3://BUCKET/PREFIX", name))
-	}
-	prefix, err := cloudblob.Prefix(u.Path)
+	name, prefix, err := cloudblob.Locate(u, Scheme, "bucket")
 	if err != nil {
-		return nil, store.BadURL(fmt.Errorf("%s: %w", name, err))
+		return nil, err
 	}
 	secrets := cloudblob.EnvSecrets("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 	q := u.Query()

@@ -76,3 +76,17 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// reportingDefaults fills in the reporting options Save and Restore share:
+// no log, no progress, and a progress report every defaultProgressEvery.
+func reportingDefaults(logf *func(string, ...any), p *Progress, every *time.Duration) {
+	if *logf == nil {
+		*logf = func(string, ...any) {}
+	}
+	if *p == nil {
+		*p = noProgress{}
+	}
+	if *every <= 0 {
+		*every = defaultProgressEvery
+	}
+}

@@ -90,15 +90,7 @@ func (o *RestoreOptions) defaults() {
 	if o.Jobs <= 0 {
 		o.Jobs = max(4, runtime.GOMAXPROCS(0))
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
-	}
-	if o.Progress == nil {
-		o.Progress = noProgress{}
-	}
-	if o.ProgressEvery <= 0 {
-		o.ProgressEvery = defaultProgressEvery
-	}
+	reportingDefaults(&o.Logf, &o.Progress, &o.ProgressEvery)
 }
 
 // Restore restores the entry of opts.Key, or of the first restore key that

@@ -101,15 +101,7 @@ func (o *SaveOptions) defaults() {
 	if o.Uploads <= 0 {
 		o.Uploads = 3
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
-	}
-	if o.Progress == nil {
-		o.Progress = noProgress{}
-	}
-	if o.ProgressEvery <= 0 {
-		o.ProgressEvery = defaultProgressEvery
-	}
+	reportingDefaults(&o.Logf, &o.Progress, &o.ProgressEvery)
 	if o.Now == nil {
 		o.Now = time.Now
 	}

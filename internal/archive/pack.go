@@ -169,7 +169,10 @@ func ReadPack(r io.Reader, limit int64, fn func(*tar.Reader) error) error {
 	}
 	dec.Close()
 	if err != nil {
-		if errors.Is(err, digest.ErrMismatch) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// Damage already named (a bomb refused at its bound, an unsafe or
+		// corrupt entry) needs no proof, and a cancelled read none either.
+		if errors.Is(err, digest.ErrMismatch) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsafe) ||
+			errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
 		if _, derr := io.Copy(io.Discard, r); errors.Is(derr, digest.ErrMismatch) {

@@ -330,7 +330,7 @@ func testListRefInfo(t *testing.T, s store.Store, o Options) {
 // testNewestReadsFew: with the listing's times, Newest reads a few refs,
 // not every ref of the prefix, and still finds the newest.
 func testNewestReadsFew(t *testing.T, s store.Store, o Options) {
-	const n, most = 40, 16
+	const n, most = 40, MaxLazyReads
 	var last string
 	for i := range n {
 		// Keys grow with time, so the newest wins a tie of the listing's times.
@@ -349,10 +349,10 @@ func testNewestReadsFew(t *testing.T, s store.Store, o Options) {
 	}
 }
 
-// countingRefs counts the refs read through it.
+// countingRefs counts the listings of refs and the refs read through it.
 type countingRefs struct {
 	store.Store
-	reads atomic.Int64
+	lists, reads atomic.Int64
 }
 
 // Unwrap implements store.Unwrapper.
@@ -361,4 +361,19 @@ func (c *countingRefs) Unwrap() store.Store { return c.Store }
 func (c *countingRefs) GetRef(ctx context.Context, key string) (*store.Ref, error) {
 	c.reads.Add(1)
 	return c.Store.GetRef(ctx, key)
+}
+
+func (c *countingRefs) ListRefs(ctx context.Context, prefix string) ([]string, error) {
+	c.lists.Add(1)
+	return c.Store.ListRefs(ctx, prefix)
+}
+
+// ListRefInfo implements store.RefLister when the store is one.
+func (c *countingRefs) ListRefInfo(ctx context.Context, prefix string) ([]store.RefInfo, error) {
+	rl, ok := store.As[store.RefLister](c.Store)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	c.lists.Add(1)
+	return rl.ListRefInfo(ctx, prefix)
 }

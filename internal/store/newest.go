@@ -116,8 +116,11 @@ func newCandidates(ctx context.Context, st RefStore, prefix string) (*candidates
 	if len(untimed) == 0 {
 		return c, nil
 	}
-	// Refs without a time could be anywhere in the order: read them all.
-	return c, c.readAll(untimed)
+	// Refs without a time could be anywhere in the order: read them all,
+	// and then still the first of those with a time.
+	err = c.readAll(untimed)
+	c.since = 0
+	return c, err
 }
 
 // listRefInfo lists the keys of prefix with their times when st is a

@@ -245,3 +245,18 @@ func TestCandidatesThroughWrappers(t *testing.T) {
 		t.Fatalf("Newest = %v, %v after %d reads; want %s after at most %d", got, err, s.reads.Load(), want, maxReads)
 	}
 }
+
+// TestNewestUntimedMany: more refs without a time than the window are all
+// read, and the refs with a time are still read after them: the newest of
+// those wins.
+func TestNewestUntimedMany(t *testing.T) {
+	s := newTimedStore(t)
+	want := s.saves(t, 30)
+	for i := range 20 {
+		s.put(t, fmt.Sprintf("go-old-%02d", i), t0.Add(-time.Duration(i)*time.Hour), time.Time{})
+	}
+	got, err := store.Newest(t.Context(), s, "go-")
+	if err != nil || got.Key != want {
+		t.Fatalf("Newest = %v, %v; want %s", got, err, want)
+	}
+}

@@ -41,7 +41,7 @@ func TestRestoreKeyCost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("puts 1,000 entries")
 	}
-	all, lazy := storetest.RestoreKeyCost(t, store.Checked(store.WithRetries(open(t), store.Options{})), 1000, nil)
+	all, lazy := storetest.RestoreKeyCost(t, store.Checked(store.WithRetries(open(t), store.Options{})), 1000, 8, nil)
 	t.Logf("file://, 1,000 entries: reading every candidate %v; lazily %v", all, lazy)
 	if lazy.Lists != 1 || lazy.Reads > storetest.MaxLazyReads {
 		t.Fatalf("Newest of 1,000 entries cost %v, want 1 listing and at most %d reads", lazy, storetest.MaxLazyReads)

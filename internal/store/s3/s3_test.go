@@ -68,7 +68,7 @@ func TestRestoreKeyCost(t *testing.T) {
 	proxy := faultproxy.New(t, srv.endpoint)
 	srv.endpoint = proxy.URL()
 	st := store.Checked(store.WithRetries(open(t, srv.storeURL(bucket, storetest.NewPrefix())), store.Options{}))
-	all, lazy := storetest.RestoreKeyCost(t, st, 1000, func() int { return proxy.Count("", "") })
+	all, lazy := storetest.RestoreKeyCost(t, st, 1000, 8, func() int { return proxy.Count("", "") })
 	t.Logf("s3 (MinIO), 1,000 entries: reading every candidate %v; lazily %v", all, lazy)
 	if lazy.Lists != 1 || lazy.Reads > storetest.MaxLazyReads || lazy.Requests > lazy.Reads+2 {
 		t.Fatalf("Newest of 1,000 entries cost %v, want 1 listing (at most 2 pages) and at most %d reads", lazy, storetest.MaxLazyReads)

@@ -29,17 +29,17 @@ func (c KeyCost) String() string {
 // gives save times, whatever the number of entries.
 const MaxLazyReads = 16
 
-// RestoreKeyCost puts n entries under the prefix "rk-" of s (8 saves at a
-// time, keys growing with time), then resolves the prefix twice: reading
+// RestoreKeyCost puts n entries under the prefix "rk-" of s (parallel
+// saves at a time, keys growing with time), then resolves the prefix twice: reading
 // every candidate (store.NewestFirst, what a restore key cost before
 // store.RefLister) and lazily (store.Newest). requests, when not nil,
 // counts the HTTP requests the store made so far (a faultproxy.Proxy in
 // front of its server). It fails t when the two disagree on the newest.
-func RestoreKeyCost(t testing.TB, s store.Store, n int, requests func() int) (all, lazy KeyCost) {
+func RestoreKeyCost(t testing.TB, s store.Store, n, parallel int, requests func() int) (all, lazy KeyCost) {
 	t.Helper()
 	ctx := context.Background()
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
+	g.SetLimit(parallel)
 	for i := range n {
 		g.Go(func() error {
 			return s.PutRef(gctx, NewRef(t, s, fmt.Sprintf("rk-%05d", i), time.Now(), 0))

@@ -136,11 +136,16 @@ func listRefInfo(ctx context.Context, st RefStore, prefix string) ([]RefInfo, er
 		return rl.ListRefInfo(ctx, prefix)
 	}
 	keys, err := st.ListRefs(ctx, prefix)
+	return untimed(keys), err
+}
+
+// untimed returns keys as a listing without times.
+func untimed(keys []string) []RefInfo {
 	infos := make([]RefInfo, len(keys))
 	for i, k := range keys {
 		infos[i].Key = k
 	}
-	return infos, err
+	return infos
 }
 
 // next returns the next ref, nil when there is none left.

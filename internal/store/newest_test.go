@@ -67,6 +67,17 @@ func (s *timedStore) GetRef(ctx context.Context, key string) (*store.Ref, error)
 	return s.Store.GetRef(ctx, key)
 }
 
+// wantNewest checks that Newest of "go-" through st (s or a wrapper of it)
+// is want, after at most maxReads reads of s.
+func (s *timedStore) wantNewest(t *testing.T, st store.Store, want string) {
+	t.Helper()
+	s.reads.Store(0)
+	got, err := store.Newest(t.Context(), st, "go-")
+	if err != nil || got.Key != want || s.reads.Load() > maxReads {
+		t.Fatalf("Newest = %v, %v after %d reads; want %s after at most %d", got, err, s.reads.Load(), want, maxReads)
+	}
+}
+
 // maxReads is the bound on the refs Newest reads when the listing's times
 // are save times, whatever the number of keys (store.hintWindow).
 const maxReads = 16
@@ -92,14 +103,7 @@ func TestNewestReadsBounded(t *testing.T) {
 			s := newTimedStore(t)
 			want := s.saves(t, n)
 			s.put(t, "other-newest", t0.Add(time.Hour*24), t0.Add(time.Hour*24))
-			s.reads.Store(0)
-			got, err := store.Newest(t.Context(), s, "go-")
-			if err != nil || got.Key != want {
-				t.Fatalf("Newest = %v, %v; want %s", got, err, want)
-			}
-			if r := s.reads.Load(); r > maxReads {
-				t.Fatalf("Newest read %d refs of %d, want at most %d", r, n, maxReads)
-			}
+			s.wantNewest(t, s, want)
 			var keys []string
 			for r, err := range store.Candidates(t.Context(), s, "go-") {
 				if err != nil {
@@ -126,12 +130,7 @@ func TestNewestReadsBounded(t *testing.T) {
 // MaxRestoreCandidates keys is no longer refused.
 func TestNewestBeyondMaxCandidates(t *testing.T) {
 	s := newTimedStore(t)
-	want := s.saves(t, store.MaxRestoreCandidates+1)
-	s.reads.Store(0)
-	got, err := store.Newest(t.Context(), s, "go-")
-	if err != nil || got.Key != want || s.reads.Load() > maxReads {
-		t.Fatalf("Newest = %v, %v after %d reads; want %s after at most %d", got, err, s.reads.Load(), want, maxReads)
-	}
+	s.wantNewest(t, s, s.saves(t, store.MaxRestoreCandidates+1))
 }
 
 // TestNewestClockSkew: a ref whose saver's clock ran ahead of the store's
@@ -146,10 +145,7 @@ func TestNewestClockSkew(t *testing.T) {
 		s.put(t, fmt.Sprintf("go-burst-%d", i), m.Add(-50*time.Millisecond), m)
 	}
 	s.put(t, "go-skewed", last.Add(time.Second), last.Add(-500*time.Millisecond))
-	got, err := store.Newest(t.Context(), s, "go-")
-	if err != nil || got.Key != "go-skewed" {
-		t.Fatalf("Newest = %v, %v; want go-skewed (the latest Created)", got, err)
-	}
+	s.wantNewest(t, s, "go-skewed")
 }
 
 // TestNewestBurst: more saves than the window within the listing's
@@ -201,10 +197,7 @@ func TestNewestUntimed(t *testing.T) {
 	s := newTimedStore(t)
 	s.saves(t, 50)
 	s.put(t, "go-untimed", t0.Add(time.Hour), time.Time{})
-	got, err := store.Newest(t.Context(), s, "go-")
-	if err != nil || got.Key != "go-untimed" {
-		t.Fatalf("Newest = %v, %v; want go-untimed", got, err)
-	}
+	s.wantNewest(t, s, "go-untimed")
 }
 
 // TestCandidatesGoneAndFailing: a ref deleted since the listing is left
@@ -213,10 +206,7 @@ func TestCandidatesGoneAndFailing(t *testing.T) {
 	s := newTimedStore(t)
 	s.saves(t, 20)
 	s.gone["go-0019"] = true
-	got, err := store.Newest(t.Context(), s, "go-")
-	if err != nil || got.Key != "go-0018" {
-		t.Fatalf("Newest = %v, %v; want go-0018 (go-0019 was deleted)", got, err)
-	}
+	s.wantNewest(t, s, "go-0018")
 	if _, err := store.Newest(t.Context(), s, "py-"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Newest(py-) = %v, want ErrNotFound", err)
 	}
@@ -237,13 +227,7 @@ func TestCandidatesGoneAndFailing(t *testing.T) {
 // and retrying layers of an opened store.
 func TestCandidatesThroughWrappers(t *testing.T) {
 	s := newTimedStore(t)
-	want := s.saves(t, 200)
-	st := store.Checked(store.WithRetries(s, store.Options{}))
-	s.reads.Store(0)
-	got, err := store.Newest(t.Context(), st, "go-")
-	if err != nil || got.Key != want || s.reads.Load() > maxReads {
-		t.Fatalf("Newest = %v, %v after %d reads; want %s after at most %d", got, err, s.reads.Load(), want, maxReads)
-	}
+	s.wantNewest(t, store.Checked(store.WithRetries(s, store.Options{})), s.saves(t, 200))
 }
 
 // TestNewestUntimedMany: more refs without a time than the window are all

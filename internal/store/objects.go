@@ -58,6 +58,15 @@ type ObjectInfo struct {
 	Modified time.Time
 }
 
+// Names returns the names of objs, for a List made of ListInfo.
+func Names(objs []ObjectInfo) []string {
+	names := make([]string, len(objs))
+	for i, o := range objs {
+		names[i] = o.Name
+	}
+	return names
+}
+
 // Stager is implemented by buckets that can take an object before its name
 // is known, without holding it in memory: a directory writes a temporary
 // file and renames it at Commit.
@@ -407,11 +416,7 @@ func (s *ObjectStore) ListRefInfo(ctx context.Context, prefix string) ([]RefInfo
 	il, ok := s.b.(InfoLister)
 	if !ok {
 		keys, err := s.ListRefs(ctx, prefix)
-		infos := make([]RefInfo, len(keys))
-		for i, k := range keys {
-			infos[i].Key = k
-		}
-		return infos, err
+		return untimed(keys), err
 	}
 	if err := ValidatePrefix(prefix); err != nil {
 		return nil, err

@@ -253,11 +253,7 @@ func (a *abortReader) Read(p []byte) (int, error) {
 // List implements store.Bucket.
 func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
 	objs, err := b.ListInfo(ctx, prefix)
-	names := make([]string, len(objs))
-	for i, o := range objs {
-		names[i] = o.Name
-	}
-	return names, err
+	return store.Names(objs), err
 }
 
 // ListInfo implements store.InfoLister: the listing carries each object's

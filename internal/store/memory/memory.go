@@ -85,11 +85,7 @@ func (b *Bucket) Put(ctx context.Context, name string, _ int64, r io.Reader) err
 // List implements store.Bucket.
 func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
 	objs, err := b.ListInfo(ctx, prefix)
-	names := make([]string, len(objs))
-	for i, o := range objs {
-		names[i] = o.Name
-	}
-	return names, err
+	return store.Names(objs), err
 }
 
 // ListInfo implements store.InfoLister, in name order.

@@ -85,7 +85,7 @@ type candidates struct {
 	prefix string
 	unread []RefInfo // newest Modified first
 	read   []*Ref    // read, not yielded
-	keys   int       // keys listed
+	keys   int       // keys listed (with a time or not)
 	since  int       // refs read since the last one yielded
 	timed  bool      // the times are save times
 }
@@ -118,7 +118,7 @@ func newCandidates(ctx context.Context, st RefStore, prefix string) (*candidates
 	}
 	// Refs without a time could be anywhere in the order: read them all,
 	// and then still the first of those with a time.
-	err = c.readAll(untimed)
+	err = c.readAll(untimed, len(untimed))
 	c.since = 0
 	return c, err
 }
@@ -152,7 +152,7 @@ func untimed(keys []string) []RefInfo {
 func (c *candidates) next() (*Ref, error) {
 	for len(c.unread) > 0 && !c.settled() {
 		if !c.timed {
-			err := c.readAll(c.unread)
+			err := c.readAll(c.unread, c.keys)
 			c.unread = nil
 			if err != nil {
 				return nil, err
@@ -202,11 +202,12 @@ func (c *candidates) pop() *Ref {
 	return r
 }
 
-// readAll reads every ref of infos, as NewestFirst does: when the prefix
-// has more than MaxRestoreCandidates keys, it fails before it reads any.
-func (c *candidates) readAll(infos []RefInfo) error {
-	if c.keys > MaxRestoreCandidates {
-		return tooMany(c.st, c.keys, c.prefix)
+// readAll reads every ref of infos, as NewestFirst does: when n (the keys
+// this reads all of) is more than MaxRestoreCandidates, it fails before it
+// reads any.
+func (c *candidates) readAll(infos []RefInfo, n int) error {
+	if n > MaxRestoreCandidates {
+		return tooMany(c.st, n, c.prefix)
 	}
 	return c.readInfos(infos)
 }

@@ -133,6 +133,16 @@ func TestNewestBeyondMaxCandidates(t *testing.T) {
 	s.wantNewest(t, s, s.saves(t, store.MaxRestoreCandidates+1))
 }
 
+// TestNewestFewUntimedOfMany: a few refs without a time among more than
+// MaxRestoreCandidates (an OCI save that lost a race) are read; the prefix
+// is not refused.
+func TestNewestFewUntimedOfMany(t *testing.T) {
+	s := newTimedStore(t)
+	want := s.saves(t, store.MaxRestoreCandidates+1)
+	s.put(t, "go-lost", t0, time.Time{})
+	s.wantNewest(t, s, want)
+}
+
 // TestNewestClockSkew: a ref whose saver's clock ran ahead of the store's
 // (Created after the ref's Modified, within the allowance) still wins,
 // although ten refs were written after it.

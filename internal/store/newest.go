@@ -52,7 +52,7 @@ func Newest(ctx context.Context, st RefStore, prefix string) (*Ref, error) {
 // (by Created, then by key), reading them as it goes; none yields nothing.
 // An error is yielded once, last.
 //
-// When the store is a RefLister (object stores), the listing's times give
+// When the store is a RefLister (object stores, OCI), the listing's times give
 // the order in which refs are read: the most recently written first, a few
 // at a time, and a ref is yielded once no ref left unread can be newer
 // (its Modified is more than hintSlack older than the ref's Created). So

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -106,6 +107,17 @@ func (s *watchedStore) PutRef(ctx context.Context, ref *store.Ref) error {
 func (s *watchedStore) ListRefs(ctx context.Context, prefix string) ([]string, error) {
 	defer s.w.begin()()
 	return s.Store.ListRefs(ctx, prefix)
+}
+
+// ListRefInfo is the store's listing with times (store.RefLister), when it
+// has one: a restore key orders its reads by it.
+func (s *watchedStore) ListRefInfo(ctx context.Context, prefix string) ([]store.RefInfo, error) {
+	rl, ok := store.As[store.RefLister](s.Store)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	defer s.w.begin()()
+	return rl.ListRefInfo(ctx, prefix)
 }
 
 // StageBlob keeps the store's staging (packs written straight into it), or

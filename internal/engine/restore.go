@@ -168,14 +168,14 @@ func (r *restorer) run(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	for _, prefix := range r.opts.RestoreKeys {
-		refs, err := store.NewestFirst(ctx, r.st, prefix)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		for _, ref := range refs {
+		// Read lazily, newest first: the first usable entry ends the search.
+		for ref, err := range store.Candidates(ctx, r.st, prefix) {
+			if errors.Is(err, store.ErrNotFound) {
+				break // nothing to list (a repository not made yet)
+			}
+			if err != nil {
+				return false, err
+			}
 			if ok, err := r.try(ctx, ref, prefix); ok || err != nil {
 				return ok, err
 			}

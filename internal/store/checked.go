@@ -39,6 +39,7 @@ var (
 	_ BlobStager = (*checked)(nil)
 	_ BlobLister = (*checked)(nil)
 	_ BlobRanger = (*checked)(nil)
+	_ RefLister  = (*checked)(nil)
 )
 
 // Unwrap implements Unwrapper.
@@ -140,6 +141,20 @@ func (c *checked) ListRefs(ctx context.Context, prefix string) ([]string, error)
 	}
 	keys, err := c.st.ListRefs(ctx, prefix)
 	return keys, c.name("list refs", fmt.Sprintf("%q", prefix), err)
+}
+
+// ListRefInfo implements RefLister when the backend is one.
+func (c *checked) ListRefInfo(ctx context.Context, prefix string) ([]RefInfo, error) {
+	op := "list refs"
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, c.refused(op, err)
+	}
+	rl, ok := As[RefLister](c.st)
+	if !ok {
+		return nil, c.unsupported(op)
+	}
+	infos, err := rl.ListRefInfo(ctx, prefix)
+	return infos, c.name(op, fmt.Sprintf("%q", prefix), err)
 }
 
 // DeleteRef implements Deleter when the backend is one.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
@@ -39,6 +40,31 @@ type Bucket interface {
 	Delete(ctx context.Context, name string) error
 	// String names the bucket for logs, without credentials.
 	String() string
+}
+
+// InfoLister is implemented by buckets whose listing tells when each
+// object was written at no extra cost (a directory entry's mtime, an object
+// store's LastModified), so that a restore key reads refs newest first
+// instead of all of them (see RefLister).
+type InfoLister interface {
+	// ListInfo is List with each object's modification time (zero when the
+	// bucket cannot tell for that object).
+	ListInfo(ctx context.Context, prefix string) ([]ObjectInfo, error)
+}
+
+// ObjectInfo is one object of an InfoLister's listing.
+type ObjectInfo struct {
+	Name     string
+	Modified time.Time
+}
+
+// Names returns the names of objs, for a List made of ListInfo.
+func Names(objs []ObjectInfo) []string {
+	names := make([]string, len(objs))
+	for i, o := range objs {
+		names[i] = o.Name
+	}
+	return names
 }
 
 // Stager is implemented by buckets that can take an object before its name
@@ -133,6 +159,7 @@ var (
 	_ BlobStager = (*ObjectStore)(nil)
 	_ BlobRanger = (*ObjectStore)(nil)
 	_ BlobLister = (*ObjectStore)(nil)
+	_ RefLister  = (*ObjectStore)(nil)
 )
 
 // NewObjectStore returns the Store laid out in b.
@@ -375,12 +402,42 @@ func (s *ObjectStore) ListRefs(ctx context.Context, prefix string) ([]string, er
 	}
 	keys := make([]string, 0, len(names))
 	for _, n := range names {
-		k := strings.TrimPrefix(n, refsDir)
-		if ValidateKey(k) == nil {
+		if k, ok := refKey(n); ok {
 			keys = append(keys, k)
 		}
 	}
 	return keys, nil
+}
+
+// ListRefInfo implements RefLister: one listing of the refs directory,
+// with each ref object's modification time when the bucket is an
+// InfoLister (a ref object is written once per save, last), else zero.
+func (s *ObjectStore) ListRefInfo(ctx context.Context, prefix string) ([]RefInfo, error) {
+	il, ok := s.b.(InfoLister)
+	if !ok {
+		keys, err := s.ListRefs(ctx, prefix)
+		return untimed(keys), err
+	}
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	objs, err := il.ListInfo(ctx, refsDir+prefix)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list refs %q: %w", s.b, prefix, err)
+	}
+	infos := make([]RefInfo, 0, len(objs))
+	for _, o := range objs {
+		if k, ok := refKey(o.Name); ok {
+			infos = append(infos, RefInfo{Key: k, Modified: o.Modified})
+		}
+	}
+	return infos, nil
+}
+
+// refKey returns the key of the ref object name, if it is one.
+func refKey(name string) (string, bool) {
+	k := strings.TrimPrefix(name, refsDir)
+	return k, ValidateKey(k) == nil
 }
 
 // DeleteRef implements Deleter.

@@ -298,6 +298,7 @@ var (
 	_ Deleter    = (*Retrying)(nil)
 	_ BlobStager = (*Retrying)(nil)
 	_ BlobLister = (*Retrying)(nil)
+	_ RefLister  = (*Retrying)(nil)
 	_ BlobRanger = (*Retrying)(nil)
 )
 
@@ -546,6 +547,20 @@ func (s *Retrying) ListRefs(ctx context.Context, prefix string) ([]string, error
 		return err
 	})
 	return keys, err
+}
+
+// ListRefInfo implements RefLister when the store is one.
+func (s *Retrying) ListRefInfo(ctx context.Context, prefix string) ([]RefInfo, error) {
+	rl, ok := As[RefLister](s.st)
+	if !ok {
+		return nil, fmt.Errorf("%s: list refs %q: %w", s, prefix, errors.ErrUnsupported)
+	}
+	var infos []RefInfo
+	err := s.budget().do(ctx, fmt.Sprintf("list refs %q", prefix), readOp, func(ctx context.Context) (err error) {
+		infos, err = rl.ListRefInfo(ctx, prefix)
+		return err
+	})
+	return infos, err
 }
 
 // DeleteRef implements Deleter.

@@ -92,8 +92,9 @@ type RefStore interface {
 
 // Store is a place that holds cache entries: blobs and the refs that name
 // them. What some stores can do beyond it (delete, stage, list blobs, read
-// from an offset) are the optional interfaces Deleter, BlobStager,
-// BlobLister and BlobRanger, found with As through any wrapper.
+// from an offset, list refs with their times) are the optional interfaces
+// Deleter, BlobStager, BlobLister, BlobRanger and RefLister, found with As
+// through any wrapper.
 type Store interface {
 	BlobStore
 	RefStore
@@ -112,6 +113,27 @@ type Deleter interface {
 type BlobLister interface {
 	// ListBlobs returns every blob of the store, in any order.
 	ListBlobs(ctx context.Context) ([]BlobMeta, error)
+}
+
+// RefLister is implemented by stores whose listing of refs tells, for
+// free, when each ref was written (an object store's listing carries each
+// object's modification time). Candidates reads refs in that order, newest
+// first, and stops at the first usable one, instead of reading every ref
+// of a prefix to learn its Created.
+type RefLister interface {
+	// ListRefInfo returns the keys that start with prefix, in any order,
+	// each with when its ref was written (zero when the store cannot tell).
+	ListRefInfo(ctx context.Context, prefix string) ([]RefInfo, error)
+}
+
+// RefInfo is one key of a RefLister's listing.
+type RefInfo struct {
+	Key string
+	// Modified is when the store last wrote the ref, by the store's clock;
+	// zero when it cannot tell. It is a hint for the order in which refs
+	// are read, never a substitute for reading one: a ref's Created is the
+	// time that ranks it.
+	Modified time.Time
 }
 
 // BlobMeta is one blob of a listing.

@@ -252,12 +252,19 @@ func (a *abortReader) Read(p []byte) (int, error) {
 
 // List implements store.Bucket.
 func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
+	objs, err := b.ListInfo(ctx, prefix)
+	return store.Names(objs), err
+}
+
+// ListInfo implements store.InfoLister: the listing carries each object's
+// modification time (S3 LastModified, GCS updated, Azure Last-Modified).
+func (b *Bucket) ListInfo(ctx context.Context, prefix string) ([]store.ObjectInfo, error) {
 	it := b.cfg.Bucket.List(&blob.ListOptions{Prefix: b.cfg.Prefix + prefix})
-	var names []string
+	var objs []store.ObjectInfo
 	for {
 		obj, err := it.Next(ctx)
 		if errors.Is(err, io.EOF) {
-			return names, nil
+			return objs, nil
 		}
 		if err != nil {
 			return nil, b.mapBucketError(err)
@@ -265,7 +272,7 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
 		if obj.IsDir {
 			continue
 		}
-		names = append(names, strings.TrimPrefix(obj.Key, b.cfg.Prefix))
+		objs = append(objs, store.ObjectInfo{Name: strings.TrimPrefix(obj.Key, b.cfg.Prefix), Modified: obj.ModTime})
 	}
 }
 

@@ -344,16 +344,44 @@ func syncDir(dir string) {
 
 // List implements store.Bucket. It lists the directory that holds prefix.
 func (b *Bucket) List(_ context.Context, prefix string) ([]string, error) {
+	var names []string
+	err := b.walk(prefix, func(name string, _ fs.DirEntry) error {
+		names = append(names, name)
+		return nil
+	})
+	return names, err
+}
+
+// ListInfo implements store.InfoLister: List with each file's mtime (one
+// lstat per file, no read).
+func (b *Bucket) ListInfo(_ context.Context, prefix string) ([]store.ObjectInfo, error) {
+	var objs []store.ObjectInfo
+	err := b.walk(prefix, func(name string, d fs.DirEntry) error {
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed since the directory was read
+		}
+		if err != nil {
+			return err
+		}
+		objs = append(objs, store.ObjectInfo{Name: name, Modified: fi.ModTime()})
+		return nil
+	})
+	return objs, err
+}
+
+// walk calls fn with the name and entry of every file whose name starts
+// with prefix, walking the directory that holds prefix.
+func (b *Bucket) walk(prefix string, fn func(name string, d fs.DirEntry) error) error {
 	dirName, _ := path.Split(prefix)
 	dir := b.root
 	if dirName != "" {
 		var err error
 		if dir, err = b.path(strings.TrimSuffix(dirName, "/")); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	var names []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == dir {
 				return filepath.SkipAll
@@ -367,13 +395,11 @@ func (b *Bucket) List(_ context.Context, prefix string) ([]string, error) {
 		if err != nil {
 			return err
 		}
-		name := filepath.ToSlash(rel)
-		if strings.HasPrefix(name, prefix) {
-			names = append(names, name)
+		if name := filepath.ToSlash(rel); strings.HasPrefix(name, prefix) {
+			return fn(name, d)
 		}
 		return nil
 	})
-	return names, err
 }
 
 // Delete implements store.Bucket.

@@ -35,6 +35,19 @@ func BenchmarkConformance(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
 }
 
+// TestRestoreKeyCost measures what resolving a restore key of 1,000
+// entries costs (docs/BENCHMARKS.md): one listing and a few ref reads.
+func TestRestoreKeyCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("puts 1,000 entries")
+	}
+	all, lazy := storetest.RestoreKeyCost(t, store.Checked(store.WithRetries(open(t), store.Options{})), 1000, 8, nil)
+	t.Logf("file://, 1,000 entries: reading every candidate %v; lazily %v", all, lazy)
+	if lazy.Lists != 1 || lazy.Reads > storetest.MaxLazyReads {
+		t.Fatalf("Newest of 1,000 entries cost %v, want 1 listing and at most %d reads", lazy, storetest.MaxLazyReads)
+	}
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t) }, storetest.Options{Leftovers: func(t *testing.T, s store.Store) []string { return files(t, strings.TrimPrefix(s.String(), "file://")) }})
 }

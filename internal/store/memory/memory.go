@@ -7,7 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +28,10 @@ type object struct {
 	modified time.Time
 }
 
-var _ store.Bucket = (*Bucket)(nil)
+var (
+	_ store.Bucket     = (*Bucket)(nil)
+	_ store.InfoLister = (*Bucket)(nil)
+)
 
 // New returns an empty bucket named name (for logs).
 func New(name string) *Bucket { return &Bucket{name: name, objs: map[string]object{}} }
@@ -81,19 +84,25 @@ func (b *Bucket) Put(ctx context.Context, name string, _ int64, r io.Reader) err
 
 // List implements store.Bucket.
 func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
+	objs, err := b.ListInfo(ctx, prefix)
+	return store.Names(objs), err
+}
+
+// ListInfo implements store.InfoLister, in name order.
+func (b *Bucket) ListInfo(ctx context.Context, prefix string) ([]store.ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	var names []string
-	for k := range b.objs {
+	var objs []store.ObjectInfo
+	for k, o := range b.objs {
 		if strings.HasPrefix(k, prefix) {
-			names = append(names, k)
+			objs = append(objs, store.ObjectInfo{Name: k, Modified: o.modified})
 		}
 	}
-	sort.Strings(names)
-	return names, nil
+	slices.SortFunc(objs, func(a, b store.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })
+	return objs, nil
 }
 
 // Delete implements store.Bucket.

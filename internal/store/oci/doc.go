@@ -26,6 +26,11 @@
 //	              dev.tekton-cache.tool, dev.tekton-cache.platform,
 //	              org.opencontainers.image.created (RFC 3339, nanoseconds)
 //
+// The reserved tag TimesTag ("_tekton-cache.times") holds the times
+// manifest: each key's Created, updated by every save, so that a restore
+// key reads the newest entries first (store.RefLister) instead of every
+// entry's manifest. It is a hint for order only.
+//
 // Packs are zstd-compressed tar streams, so the registry deduplicates them
 // like any layer and tools such as `crane export` can read them. See
 // docs/OCI.md for the details and the cost of restore keys.

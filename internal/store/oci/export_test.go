@@ -1,7 +1,10 @@
 package oci
 
 import (
+	"context"
 	"net/http"
+	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 )
@@ -16,3 +19,16 @@ func WithTransport(rt http.RoundTripper) Option { return func(c *settings) { c.r
 // WithKeychain resolves credentials with kc instead of the docker config
 // chain described in the package documentation (the default).
 func WithKeychain(kc authn.Keychain) Option { return func(c *settings) { c.kc = kc } }
+
+// SetTime records key's time in the times manifest (zero removes it).
+func SetTime(ctx context.Context, s *Store, key string, t time.Time) { s.setTime(ctx, key, t) }
+
+// Times returns what the times manifest holds.
+func Times(ctx context.Context, t testing.TB, s *Store) map[string]time.Time {
+	t.Helper()
+	times, _, err := s.getTimes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return times
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -300,6 +301,9 @@ func (b *uploadBody) Close() error {
 
 // GetRef implements store.Store: it reads the manifest tagged key.
 func (s *Store) GetRef(ctx context.Context, key string) (*store.Ref, error) {
+	if key == TimesTag {
+		return nil, s.errReserved("get ref")
+	}
 	desc, err := s.puller.Get(ctx, s.repo.Tag(key))
 	if err != nil {
 		return nil, s.fail(fmt.Sprintf("get ref %q", key), err)
@@ -325,8 +329,13 @@ func (m rawManifest) MediaType() (types.MediaType, error) { return ManifestMedia
 
 // PutRef implements store.Store: it PUTs the entry's manifest under the tag
 // ref.Key, which the registry swaps in one step. The registry refuses a
-// manifest whose blobs it lacks, so callers put the blobs first.
+// manifest whose blobs it lacks, so callers put the blobs first. Then it
+// records ref.Created in the times manifest (TimesTag), a hint whose
+// failure is logged, not returned.
 func (s *Store) PutRef(ctx context.Context, ref *store.Ref) error {
+	if ref.Key == TimesTag {
+		return s.errReserved("put ref")
+	}
 	raw, err := encodeManifest(ref)
 	if err != nil {
 		return err
@@ -334,12 +343,13 @@ func (s *Store) PutRef(ctx context.Context, ref *store.Ref) error {
 	if err := s.pusher.Load().Put(ctx, s.repo.Tag(ref.Key), rawManifest(raw)); err != nil {
 		return s.fail(fmt.Sprintf("put ref %q", ref.Key), err)
 	}
+	s.setTime(ctx, ref.Key, ref.Created)
 	return nil
 }
 
 // ListRefs implements store.Store: it lists the repository's tags (the
-// registry pages them) and keeps those that start with prefix. A missing
-// repository has no tags.
+// registry pages them) and keeps those that start with prefix, but
+// TimesTag. A missing repository has no tags.
 func (s *Store) ListRefs(ctx context.Context, prefix string) ([]string, error) {
 	tags, err := s.puller.List(ctx, s.repo)
 	if err != nil {
@@ -351,7 +361,7 @@ func (s *Store) ListRefs(ctx context.Context, prefix string) ([]string, error) {
 	}
 	var keys []string
 	for _, t := range tags {
-		if strings.HasPrefix(t, prefix) && store.ValidateKey(t) == nil {
+		if strings.HasPrefix(t, prefix) && t != TimesTag && store.ValidateKey(t) == nil {
 			keys = append(keys, t)
 		}
 	}
@@ -362,6 +372,9 @@ func (s *Store) ListRefs(ctx context.Context, prefix string) ([]string, error) {
 // points at (each entry's manifest names its key, so no other key shares
 // it). The registry must allow deletes.
 func (s *Store) DeleteRef(ctx context.Context, key string) error {
+	if key == TimesTag {
+		return s.errReserved("delete ref")
+	}
 	op := fmt.Sprintf("delete ref %q", key)
 	desc, err := s.puller.Head(ctx, s.repo.Tag(key))
 	if err != nil {
@@ -376,6 +389,7 @@ func (s *Store) DeleteRef(ctx context.Context, key string) error {
 		}
 		return err
 	}
+	s.setTime(ctx, key, time.Time{})
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/faultproxy"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
 	s3store "github.com/tekton-cache/tekton-cache/internal/store/s3"
@@ -57,6 +58,22 @@ func TestMinIO(t *testing.T) { testServer(t, startMinIO(t)) }
 
 // TestVersityGW runs everything against versitygw (posix backend).
 func TestVersityGW(t *testing.T) { testServer(t, startVersityGW(t)) }
+
+// TestRestoreKeyCost measures what resolving a restore key of 1,000
+// entries in MinIO costs (docs/BENCHMARKS.md), counting the requests at a
+// proxy: one listing (a page per 1,000 keys) and a few ref reads.
+func TestRestoreKeyCost(t *testing.T) {
+	srv := startMinIO(t)
+	setUp(t, srv)
+	proxy := faultproxy.New(t, srv.endpoint)
+	srv.endpoint = proxy.URL()
+	st := store.Checked(store.WithRetries(open(t, srv.storeURL(bucket, storetest.NewPrefix())), store.Options{}))
+	all, lazy := storetest.RestoreKeyCost(t, st, 1000, 8, func() int { return proxy.Count("", "") })
+	t.Logf("s3 (MinIO), 1,000 entries: reading every candidate %v; lazily %v", all, lazy)
+	if lazy.Lists != 1 || lazy.Reads > storetest.MaxLazyReads || lazy.Requests > lazy.Reads+2 {
+		t.Fatalf("Newest of 1,000 entries cost %v, want 1 listing (at most 2 pages) and at most %d reads", lazy, storetest.MaxLazyReads)
+	}
+}
 
 // BenchmarkConformance measures the store operations against MinIO.
 func BenchmarkConformance(b *testing.B) {

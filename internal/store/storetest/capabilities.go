@@ -2,10 +2,13 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +44,13 @@ var capabilities = []capability{
 	{"BlobStager/Refused", hasStager, testStagedRefused, true},
 	{"BlobLister/Empty", hasLister, testListBlobsEmpty, true},
 	{"BlobLister/ListBlobs", hasLister, testListBlobs, false},
+	{"RefLister/ListRefInfo", hasRefLister, testListRefInfo, false},
+	{"RefLister/NewestReadsFew", hasRefLister, testNewestReadsFew, false},
+}
+
+func hasRefLister(_ *testing.T, s store.Store) bool {
+	_, ok := store.As[store.RefLister](s)
+	return ok
 }
 
 // runCapabilities runs each capability test whose capability the stores
@@ -279,4 +289,88 @@ func testListBlobsEmpty(t *testing.T, s store.Store, _ Options) {
 	if err != nil || len(metas) != 0 {
 		t.Fatalf("ListBlobs of an empty store = %v, %v; want none", metas, err)
 	}
+}
+
+// testListRefInfo: ListRefInfo lists the keys of a prefix as ListRefs
+// does, each with when its ref was written (the store's clock, taken to
+// be within a minute of the test's), later for a ref written later.
+func testListRefInfo(t *testing.T, s store.Store, _ Options) {
+	rl, _ := store.As[store.RefLister](s)
+	before := time.Now().Add(-time.Minute)
+	for _, k := range []string{"go-first", "go-second", "node-other"} {
+		if err := s.PutRef(ctx(t), NewRef(t, s, k, time.Now(), 0)); err != nil {
+			t.Fatal(err)
+		}
+		if k == "go-first" {
+			time.Sleep(1100 * time.Millisecond) // past a listing's resolution (S3: seconds)
+		}
+	}
+	after := time.Now().Add(time.Minute)
+	infos, err := rl.ListRefInfo(ctx(t), "go-")
+	if err != nil {
+		t.Fatalf("ListRefInfo(go-): %v", err)
+	}
+	slices.SortFunc(infos, func(a, b store.RefInfo) int { return strings.Compare(a.Key, b.Key) })
+	if len(infos) != 2 || infos[0].Key != "go-first" || infos[1].Key != "go-second" {
+		t.Fatalf("ListRefInfo(go-) = %+v, want go-first and go-second", infos)
+	}
+	for _, in := range infos {
+		if in.Modified.Before(before) || in.Modified.After(after) {
+			t.Errorf("ListRefInfo: %s modified %s, want between %s and %s", in.Key, in.Modified, before, after)
+		}
+	}
+	if !infos[1].Modified.After(infos[0].Modified) {
+		t.Errorf("ListRefInfo: go-second (written later) modified %s, not after go-first's %s", infos[1].Modified, infos[0].Modified)
+	}
+}
+
+// testNewestReadsFew: with the listing's times, Newest reads a few refs,
+// not every ref of the prefix, and still finds the newest.
+func testNewestReadsFew(t *testing.T, s store.Store, _ Options) {
+	const n, most = 40, MaxLazyReads
+	var last string
+	for i := range n {
+		// Keys grow with time, so the newest wins a tie of the listing's times.
+		last = fmt.Sprintf("go-%04d", i)
+		if err := s.PutRef(ctx(t), NewRef(t, s, last, time.Now(), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &countingRefs{Store: s}
+	got, err := store.Newest(ctx(t), c, "go-")
+	if err != nil || got.Key != last {
+		t.Fatalf("Newest = %v, %v; want %s", got, err, last)
+	}
+	if r := c.reads.Load(); r > most {
+		t.Fatalf("Newest read %d refs of %d, want at most %d", r, n, most)
+	}
+}
+
+// countingRefs counts the listings of refs and the refs read through it.
+type countingRefs struct {
+	store.Store
+	lists, reads atomic.Int64
+}
+
+// Unwrap implements store.Unwrapper.
+func (c *countingRefs) Unwrap() store.Store { return c.Store }
+
+func (c *countingRefs) GetRef(ctx context.Context, key string) (*store.Ref, error) {
+	c.reads.Add(1)
+	return c.Store.GetRef(ctx, key)
+}
+
+func (c *countingRefs) ListRefs(ctx context.Context, prefix string) ([]string, error) {
+	c.lists.Add(1)
+	return c.Store.ListRefs(ctx, prefix)
+}
+
+// ListRefInfo implements store.RefLister when the store is one.
+func (c *countingRefs) ListRefInfo(ctx context.Context, prefix string) ([]store.RefInfo, error) {
+	rl, ok := store.As[store.RefLister](c.Store)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	c.lists.Add(1)
+	return rl.ListRefInfo(ctx, prefix)
 }

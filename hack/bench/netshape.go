@@ -45,6 +45,8 @@ var (
 	netWindow  = flag.Int("net-window", delayline.DefaultWindow, "most bytes in flight per TCP stream and direction on the shaped link")
 	netCorpora = flag.String("net-corpora", "go", "corpora also run behind the shaped link")
 	netStores  = flag.String("net-stores", "oci,s3", "stores run behind the shaped link: oci, s3")
+	netRef     = flag.Bool("net-reference", true, "also time the reference tool's push and pull (oci) behind the shaped link")
+	netProfile = flag.String("net-profile", "", "write a CPU profile of each cache run behind the shaped link into this directory")
 )
 
 // The two ends of the veth pair: a /30 of the link-local range, routed
@@ -359,15 +361,20 @@ func runNetStore(corpusName string, folders []string, storeKind string, rates []
 		}
 		return fmt.Sprintf("s3://%s/%s?endpoint=http://%s&use_path_style=true&disable_https=true&region=us-east-1", minioBucket, name, p.Addr())
 	}
-	cache := func(name, args string) result {
-		r := measure(name, q(*bin)+" "+args+" --output json", env...)
+	cache := func(name, args, profile string) result {
+		e := env
+		if *netProfile != "" {
+			check(os.MkdirAll(*netProfile, 0o755))
+			e = append(slices.Clone(env), "CACHE_CPUPROFILE="+filepath.Join(*netProfile, corpusName+"-"+storeKind+"-"+profile+".prof"))
+		}
+		r := measure(name, q(*bin)+" "+args+" --output json", e...)
 		r.stored = sentOrFetched(r.stdout)
 		return r
 	}
 	// The reference tool's tgz, made once (its time is in the main table).
 	var tgz, tgzDigest string
 	var tgzSize int64
-	if storeKind == "oci" {
+	if storeKind == "oci" && *netRef {
 		tgz = filepath.Join(work, "ref.tgz")
 		parent, names := filepath.Dir(folders[0]), ""
 		for _, f := range folders {
@@ -389,23 +396,30 @@ func runNetStore(corpusName string, folders []string, storeKind string, rates []
 		}
 		var saves, restores []result
 		var puts, gets []time.Duration
+		var restored []string
 		for i := range *reps {
 			for _, f := range folders {
 				os.Remove(filepath.Join(f, ".tekton-cache-state"))
 			}
 			name := fmt.Sprintf("net-%s-%d", rate, i)
-			saves = append(saves, cache("cache save (cold, shaped)", fmt.Sprintf("save --store %s --key k1 %s", q(storeURL(p, name)), folderFlags(folders))))
+			saves = append(saves, cache("cache save (cold, shaped)", fmt.Sprintf("save --store %s --key k1 %s", q(storeURL(p, name)), folderFlags(folders)), fmt.Sprintf("save-%s-%d", rate, i)))
 			puts = append(puts, floorTransfer(true, saves[0].stored, rate))
 			dst := under(filepath.Join(work, fmt.Sprintf("ws-%s-%d", rate, i)), folders)
-			restores = append(restores, cache("cache restore (cold, shaped)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL(p, name)), folderFlags(dst))))
+			restores = append(restores, cache("cache restore (cold, shaped)", fmt.Sprintf("restore --store %s --key k1 %s", q(storeURL(p, name)), folderFlags(dst)), fmt.Sprintf("restore-%s-%d", rate, i)))
 			gets = append(gets, floorTransfer(false, restores[0].stored, rate))
-			check(os.RemoveAll(filepath.Dir(dst[0])))
+			restored = append(restored, filepath.Dir(dst[0]))
 		}
+		// Deleted only now, and followed by a pause: a restore right after
+		// deleting a restored tree creates files at half speed (settle).
+		for _, d := range restored {
+			check(os.RemoveAll(d))
+		}
+		settle()
 		s, r := median(saves), median(restores)
 		put, get := medianDuration(puts), medianDuration(gets)
 		add("cold save", s.wall, s.stored, put, saves[0].stored, "HTTP PUT")
 		add("cold restore", r.wall, r.stored, get, restores[0].stored, "HTTP GET")
-		if storeKind == "oci" {
+		if storeKind == "oci" && *netRef {
 			ref := p.Addr() + "/bench/ref-" + rate
 			push := measure("reference: crane append (push only)", fmt.Sprintf("crane append -f %s -t %s:k1", q(tgz), ref))
 			pull := measure("reference: crane blob (pull only)", fmt.Sprintf("crane blob %s@sha256:%s > /dev/null", ref, tgzDigest))

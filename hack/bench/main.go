@@ -84,9 +84,13 @@ func main() {
 	for _, c := range strings.Split(*corpora, ",") {
 		folders := corpus(c)
 		for _, s := range strings.Split(*stores, ",") {
-			runStore(c, folders, s)
+			if s != "" {
+				runStore(c, folders, s)
+			}
 		}
+		runNet(c, folders)
 	}
+	closeNet()
 	report()
 }
 
@@ -347,7 +351,7 @@ func runStore(corpusName string, folders []string, storeKind string) {
 		storeURL = "file://" + storeDir
 	case "oci":
 		storeDir = filepath.Join(work, "registry")
-		addr, stop := startRegistry(storeDir)
+		addr, stop := startRegistry(storeDir, "")
 		defer stop()
 		storeURL = "oci://" + addr + "/bench/cache"
 		refURL = addr + "/bench/reference"
@@ -691,15 +695,23 @@ func sameContent(pa, pb string) (bool, error) {
 	}
 }
 
-func startRegistry(root string) (addr string, stop func()) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	addr = l.Addr().String()
-	l.Close()
+// startRegistry starts a registry storing into root, listening on listen
+// (a free port of 127.0.0.1 when empty), its command line prefixed by wrap
+// (ip netns exec NS).
+func startRegistry(root, listen string, wrap ...string) (addr string, stop func()) {
+	addr = listen
+	if addr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		check(err)
+		addr = l.Addr().String()
+		l.Close()
+	}
 	cfg := filepath.Join(filepath.Dir(root), "registry.yml")
 	check(os.WriteFile(cfg, []byte("version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: "+root+"}, delete: {enabled: true}}\nhttp: {addr: "+addr+"}\n"), 0o644))
-	cmd := exec.Command("registry", "serve", cfg)
+	args := append(wrap, "registry", "serve", cfg)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // gone with us, even after log.Fatal
 	check(cmd.Start())
 	for i := 0; ; i++ {
 		resp, err := http.Get("http://" + addr + "/v2/")
@@ -733,6 +745,7 @@ func report() {
 			fmt.Fprintf(&b, "\n%s/%s %s: %s\n", r.corpus, r.store, r.scenario, r.r.note)
 		}
 	}
+	reportNet(&b)
 	fmt.Print(b.String())
 	if *out != "" {
 		check(os.WriteFile(*out, []byte(b.String()), 0o644))

@@ -54,7 +54,7 @@ var rules = []rule{
 	{pkgs: m + "internal/lint", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
 	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
-	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", m + "internal/server/..."}},
+	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", m + "internal/server/...", m + "internal/delayline"}},
 }
 
 func match(pattern, pkg string) bool {

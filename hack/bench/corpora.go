@@ -174,9 +174,17 @@ const (
 func scaleCorpus(root string) []string {
 	tree := filepath.Join(root, "tree")
 	gofolders, nodefolders := corpus("go"), corpus("node")
-	goParent, nodeParent := parentOf(gofolders), parentOf(nodefolders)
+	// A corpus may be a symlink to another -dir's (the walk would not
+	// enter it).
+	goParent, err := filepath.EvalSymlinks(parentOf(gofolders))
+	check(err)
+	nodeParent, err := filepath.EvalSymlinks(parentOf(nodefolders))
+	check(err)
 	gb, gf := treeSize(goParent)
 	nb, nf := treeSize(nodeParent)
+	if gb == 0 || gf == 0 || nb == 0 || nf == 0 {
+		log.Fatalf("the scale corpus is made of the go and node corpora: %s holds %d bytes in %d files, %s %d in %d", goParent, gb, gf, nodeParent, nb, nf)
+	}
 	nGo, nNode := scaleCopies(gb, gf, nb, nf)
 	stamp := fmt.Sprintf("go %d x %d bytes %d files, node %d x %d bytes %d files\n", nGo, gb, gf, nNode, nb, nf)
 	if done, err := os.ReadFile(filepath.Join(root, ".done")); err == nil && string(done) == stamp {
@@ -223,13 +231,17 @@ func scaleCorpus(root string) []string {
 
 // scaleCopies returns how many copies of a go corpus of gb bytes and gf
 // files and of a node corpus of nb bytes and nf files reach scaleBytes and
-// scaleFiles with the fewest bytes.
+// scaleFiles with the least excess over both. All four must be positive.
 func scaleCopies(gb, gf, nb, nf int64) (nGo, nNode int64) {
-	best := int64(-1)
+	best := -1.0
 	for n := int64(0); n*nf < 2*scaleFiles+nf; n++ {
 		g := max(0, ceilDiv(scaleBytes-n*nb, gb), ceilDiv(scaleFiles-n*nf, gf))
-		if total := g*gb + n*nb; best < 0 || total < best {
-			best, nGo, nNode = total, g, n
+		// Over both targets by the least: at 10 GB, as many small
+		// files as would reach 10 GB with the fewest bytes are 40% more
+		// than 500,000.
+		over := float64(g*gb+n*nb)/scaleBytes + float64(g*gf+n*nf)/scaleFiles
+		if best < 0 || over < best {
+			best, nGo, nNode = over, g, n
 		}
 	}
 	return nGo, nNode

@@ -347,13 +347,7 @@ func copyFile(p, to string, fi fs.FileInfo, vary byte) error {
 		}
 	}
 	if vary != 0 && fi.Size() > 0 {
-		b := make([]byte, 1)
-		if _, err := in.ReadAt(b, fi.Size()-1); err != nil {
-			out.Close()
-			return err
-		}
-		b[0] ^= vary
-		if _, err := out.WriteAt(b, fi.Size()-1); err != nil {
+		if err := xorLastByte(in, out, fi.Size(), vary); err != nil {
 			out.Close()
 			return err
 		}
@@ -362,4 +356,16 @@ func copyFile(p, to string, fi fs.FileInfo, vary byte) error {
 		return err
 	}
 	return os.Chtimes(to, fi.ModTime(), fi.ModTime())
+}
+
+// xorLastByte writes to w the last byte of r (of size bytes, not 0) XORed
+// with x.
+func xorLastByte(r io.ReaderAt, w io.WriterAt, size int64, x byte) error {
+	b := make([]byte, 1)
+	if _, err := r.ReadAt(b, size-1); err != nil {
+		return err
+	}
+	b[0] ^= x
+	_, err := w.WriteAt(b, size-1)
+	return err
 }

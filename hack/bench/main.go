@@ -600,13 +600,7 @@ func changeLastByte(p string, fi fs.FileInfo) error {
 	if err != nil {
 		return err
 	}
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, fi.Size()-1); err != nil {
-		f.Close()
-		return err
-	}
-	b[0] ^= 1
-	if _, err := f.WriteAt(b, fi.Size()-1); err != nil {
+	if err := xorLastByte(f, f, fi.Size(), 1); err != nil {
 		f.Close()
 		return err
 	}

@@ -47,14 +47,16 @@ type Bucket interface {
 // store's LastModified), so that a restore key reads refs newest first
 // instead of all of them (see RefLister).
 type InfoLister interface {
-	// ListInfo is List with each object's modification time (zero when the
-	// bucket cannot tell for that object).
+	// ListInfo is List with each object's size and modification time
+	// (zero when the bucket cannot tell for that object), as the listing
+	// gives them: no request per object.
 	ListInfo(ctx context.Context, prefix string) ([]ObjectInfo, error)
 }
 
 // ObjectInfo is one object of an InfoLister's listing.
 type ObjectInfo struct {
 	Name     string
+	Size     int64
 	Modified time.Time
 }
 
@@ -193,14 +195,28 @@ func (s *ObjectStore) StatBlob(ctx context.Context, d digest.Digest) (BlobInfo, 
 // each blob (8 at a time). A blob deleted since the listing is left out;
 // names that are not a blob's (a stray file) are skipped.
 func (s *ObjectStore) ListBlobs(ctx context.Context) ([]BlobMeta, error) {
+	// A bucket that lists sizes and times (every bucket of ours) answers in
+	// its listing's requests; another is asked once per blob.
+	if il, ok := s.b.(InfoLister); ok {
+		objs, err := il.ListInfo(ctx, blobsDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list blobs: %w", s.b, err)
+		}
+		var blobs []BlobMeta
+		for _, o := range objs {
+			if d, ok := blobDigest(o.Name); ok {
+				blobs = append(blobs, BlobMeta{Digest: d, BlobInfo: BlobInfo{Size: o.Size, Modified: o.Modified}})
+			}
+		}
+		return blobs, nil
+	}
 	names, err := s.b.List(ctx, blobsDir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: list blobs: %w", s.b, err)
 	}
 	blobs := make([]BlobMeta, 0, len(names))
 	for _, n := range names {
-		d := digest.Digest(digest.Algorithm + ":" + strings.TrimPrefix(n, blobsDir))
-		if d.Validate() == nil && BlobName(d) == n {
+		if d, ok := blobDigest(n); ok {
 			blobs = append(blobs, BlobMeta{Digest: d})
 		}
 	}
@@ -230,6 +246,13 @@ func (s *ObjectStore) ListBlobs(ctx context.Context) ([]BlobMeta, error) {
 		}
 	}
 	return kept, nil
+}
+
+// blobDigest is the digest of the blob object name, if it names one (not
+// a temporary file, not a name of another shape).
+func blobDigest(name string) (digest.Digest, bool) {
+	d := digest.Digest(digest.Algorithm + ":" + strings.TrimPrefix(name, blobsDir))
+	return d, d.Validate() == nil && BlobName(d) == name
 }
 
 // GetBlob implements Store.

@@ -257,7 +257,8 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
 }
 
 // ListInfo implements store.InfoLister: the listing carries each object's
-// modification time (S3 LastModified, GCS updated, Azure Last-Modified).
+// size and modification time (S3 LastModified, GCS updated, Azure
+// Last-Modified).
 func (b *Bucket) ListInfo(ctx context.Context, prefix string) ([]store.ObjectInfo, error) {
 	it := b.cfg.Bucket.List(&blob.ListOptions{Prefix: b.cfg.Prefix + prefix})
 	var objs []store.ObjectInfo
@@ -272,7 +273,7 @@ func (b *Bucket) ListInfo(ctx context.Context, prefix string) ([]store.ObjectInf
 		if obj.IsDir {
 			continue
 		}
-		objs = append(objs, store.ObjectInfo{Name: strings.TrimPrefix(obj.Key, b.cfg.Prefix), Modified: obj.ModTime})
+		objs = append(objs, store.ObjectInfo{Name: strings.TrimPrefix(obj.Key, b.cfg.Prefix), Size: obj.Size, Modified: obj.ModTime})
 	}
 }
 

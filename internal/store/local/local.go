@@ -352,7 +352,7 @@ func (b *Bucket) List(_ context.Context, prefix string) ([]string, error) {
 	return names, err
 }
 
-// ListInfo implements store.InfoLister: List with each file's mtime (one
+// ListInfo implements store.InfoLister: List with each file's size and mtime (one
 // lstat per file, no read).
 func (b *Bucket) ListInfo(_ context.Context, prefix string) ([]store.ObjectInfo, error) {
 	var objs []store.ObjectInfo
@@ -364,7 +364,7 @@ func (b *Bucket) ListInfo(_ context.Context, prefix string) ([]store.ObjectInfo,
 		if err != nil {
 			return err
 		}
-		objs = append(objs, store.ObjectInfo{Name: name, Modified: fi.ModTime()})
+		objs = append(objs, store.ObjectInfo{Name: name, Size: fi.Size(), Modified: fi.ModTime()})
 		return nil
 	})
 	return objs, err

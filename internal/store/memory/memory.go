@@ -98,7 +98,7 @@ func (b *Bucket) ListInfo(ctx context.Context, prefix string) ([]store.ObjectInf
 	var objs []store.ObjectInfo
 	for k, o := range b.objs {
 		if strings.HasPrefix(k, prefix) {
-			objs = append(objs, store.ObjectInfo{Name: k, Modified: o.modified})
+			objs = append(objs, store.ObjectInfo{Name: k, Size: int64(len(o.data)), Modified: o.modified})
 		}
 	}
 	slices.SortFunc(objs, func(a, b store.ObjectInfo) int { return strings.Compare(a.Name, b.Name) })

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
@@ -77,12 +75,7 @@ func List(ctx context.Context, st store.RefStore, prefix string) ([]*store.Ref, 
 	if err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(refs, func(a, b *store.Ref) int {
-		if c := b.Created.Compare(a.Created); c != 0 {
-			return c
-		}
-		return strings.Compare(b.Key, a.Key)
-	})
+	store.SortNewestFirst(refs)
 	return refs, nil
 }
 

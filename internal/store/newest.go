@@ -262,8 +262,14 @@ func NewestFirst(ctx context.Context, st RefStore, prefix string) ([]*Ref, error
 	if len(refs) == 0 {
 		return nil, fmt.Errorf("%s: no key starts with %q: %w", st, prefix, ErrNotFound)
 	}
-	sort.SliceStable(refs, func(i, j int) bool { return newer(refs[i], refs[j]) })
+	SortNewestFirst(refs)
 	return refs, nil
+}
+
+// SortNewestFirst orders refs newest first: by Created, then by key
+// (descending), the order in which restore keys choose.
+func SortNewestFirst(refs []*Ref) {
+	sort.SliceStable(refs, func(i, j int) bool { return newer(refs[i], refs[j]) })
 }
 
 // Refs returns every ref whose key starts with prefix, in any order (none

@@ -40,6 +40,7 @@ func TestAzurite(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "azblob://"+containerName+"/"+storetest.NewPrefix()) },
 			storetest.Options{
+				Lacks:       []string{"BlobStager"},
 				LargeSize:   20 << 20,
 				Missing:     func(t *testing.T) store.Store { return open(t, "azblob://no-such-container-here/p") },
 				MissingWant: []string{`container "no-such-container-here" does not exist`},

@@ -43,6 +43,7 @@ func TestFakeGCS(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, "gs://"+bucket+"/"+storetest.NewPrefix()) },
 			storetest.Options{
+				Lacks:         []string{"BlobStager"},
 				LargeSize:     20 << 20,
 				Missing:       func(t *testing.T) store.Store { return open(t, "gs://no-such-bucket-here/p") },
 				MissingWant:   []string{`bucket "no-such-bucket-here" does not exist`},

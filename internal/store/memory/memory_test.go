@@ -9,7 +9,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return memory.NewStore(t.Name()) })
+	storetest.Run(t, func(t *testing.T) store.Store { return memory.NewStore(t.Name()) }, storetest.Options{Lacks: []string{"BlobStager"}})
 }
 
 // TestConformanceWrapped runs the suite through the wrappers Mux.Open puts
@@ -17,7 +17,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceWrapped(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return store.Checked(store.WithRetries(memory.NewStore(t.Name()), store.Options{}))
-	})
+	}, storetest.Options{Lacks: []string{"BlobStager"}})
 }
 
 // BenchmarkConformance measures the store operations in memory.

@@ -93,6 +93,7 @@ func testServer(t *testing.T, srv server) {
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, srv.storeURL(bucket, storetest.NewPrefix())) },
 			storetest.Options{
+				Lacks:         []string{"BlobStager"},
 				LargeSize:     20 << 20,
 				Missing:       func(t *testing.T) store.Store { return open(t, srv.storeURL("no-such-bucket-here", "p")) },
 				MissingWant:   []string{`bucket "no-such-bucket-here" does not exist`},

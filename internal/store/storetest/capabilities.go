@@ -59,8 +59,13 @@ func runCapabilities(t *testing.T, newStore func(t *testing.T) store.Store, o Op
 	for _, c := range capabilities {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStore(t)
-			if !c.has(t, s) {
-				t.Skipf("%s has no %s", s, strings.Split(c.name, "/")[0])
+			if capability := strings.Split(c.name, "/")[0]; !c.has(t, s) {
+				if !slices.Contains(o.Lacks, capability) {
+					t.Fatalf("%s has no %s, and Options.Lacks does not say it lacks it", s, capability)
+				}
+				t.Skipf("%s has no %s", s, capability)
+			} else if slices.Contains(o.Lacks, capability) {
+				t.Fatalf("%s has %s, which Options.Lacks says it lacks", s, capability)
 			}
 			c.fn(t, s, o)
 			if c.clean {

@@ -60,6 +60,12 @@ type Options struct {
 	// The suite calls it after each test that puts nothing successfully into
 	// its fresh store, so anything it returns is a leftover.
 	Leftovers func(t *testing.T, s store.Store) []string
+
+	// Lacks names the optional capabilities the store does not have
+	// ("BlobStager", "BlobLister"...): their tests are skipped. A store that
+	// lacks a capability Lacks does not name fails, so that losing one (a
+	// wrapper that hides it, say) is never a silent skip.
+	Lacks []string
 }
 
 // Run runs every conformance test against stores made by newStore. Each

@@ -147,6 +147,7 @@ func CheckStaged(got digest.Digest, n int64, want digest.Digest, size int64) err
 var (
 	blobsDir = format.Prefix(format.Version) + "blobs/sha256/"
 	refsDir  = format.Prefix(format.Version) + "refs/"
+	metaDir  = format.Prefix(format.Version) + "meta/"
 )
 
 // maxRefSize bounds what GetRef reads: a ref is a few hundred bytes per pack.
@@ -162,6 +163,7 @@ var (
 	_ BlobRanger = (*ObjectStore)(nil)
 	_ BlobLister = (*ObjectStore)(nil)
 	_ RefLister  = (*ObjectStore)(nil)
+	_ MetaStore  = (*ObjectStore)(nil)
 )
 
 // NewObjectStore returns the Store laid out in b.
@@ -375,24 +377,33 @@ func (s *ObjectStore) GetRef(ctx context.Context, key string) (*Ref, error) {
 	return DecodeRef(key, data)
 }
 
-// DecodeRef parses and validates a JSON ref published under key.
+// DecodeRef parses and validates a JSON ref published under key. What
+// fails to is a damaged ref (ErrDamagedRef).
 func DecodeRef(key string, data []byte) (*Ref, error) {
 	if len(data) > maxRefSize {
-		return nil, fmt.Errorf("ref %q is larger than %d bytes: not a tekton-cache ref", key, maxRefSize)
+		return nil, DamagedRef(fmt.Errorf("ref %q is larger than %d bytes: not a tekton-cache ref", key, maxRefSize))
 	}
 	var r Ref
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("decoding ref %q: %w", key, err)
+		return nil, DamagedRef(fmt.Errorf("decoding ref %q: %w", key, err))
 	}
 	if r.Key != key {
-		return nil, fmt.Errorf("ref %q holds key %q: the store is inconsistent", key, r.Key)
+		return nil, DamagedRef(fmt.Errorf("ref %q holds key %q: the store is inconsistent", key, r.Key))
 	}
 	if err := r.Validate(); err != nil {
-		return nil, err
+		return nil, DamagedRef(err)
 	}
 	return &r, nil
 }
+
+// DamagedRef marks err as ErrDamagedRef without changing its text.
+func DamagedRef(err error) error { return damagedRef{err} }
+
+type damagedRef struct{ err error }
+
+func (d damagedRef) Error() string   { return d.err.Error() }
+func (d damagedRef) Unwrap() []error { return []error{ErrDamagedRef, d.err} }
 
 // PutRef implements Store.
 func (s *ObjectStore) PutRef(ctx context.Context, ref *Ref) error {
@@ -481,6 +492,51 @@ func (s *ObjectStore) DeleteBlob(ctx context.Context, d digest.Digest) error {
 	}
 	if err := s.b.Delete(ctx, BlobName(d)); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%s: delete blob %s: %w", s.b, d.Short(), err)
+	}
+	return nil
+}
+
+// validMetaName is the shape of a record's name: lower-case letters,
+// digits, '.', '_' and '-', not starting with a dot.
+func validMetaName(name string) error {
+	if name == "" || len(name) > 128 || name[0] == '.' {
+		return fmt.Errorf("invalid record name %q", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("invalid record name %q", name)
+		}
+	}
+	return nil
+}
+
+// GetMeta implements MetaStore: the object v1/meta/NAME.
+func (s *ObjectStore) GetMeta(ctx context.Context, name string) ([]byte, error) {
+	if err := validMetaName(name); err != nil {
+		return nil, err
+	}
+	rc, err := s.b.Get(ctx, metaDir+name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: get record %q: %w", s.b, name, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, MaxMetaSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading record %q: %w", s.b, name, err)
+	}
+	if len(data) > MaxMetaSize {
+		return nil, fmt.Errorf("%s: record %q is larger than %d bytes", s.b, name, MaxMetaSize)
+	}
+	return data, nil
+}
+
+// PutMeta implements MetaStore.
+func (s *ObjectStore) PutMeta(ctx context.Context, name string, data []byte) error {
+	if err := validMetaName(name); err != nil {
+		return err
+	}
+	if err := s.b.Put(ctx, metaDir+name, int64(len(data)), bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("%s: put record %q: %w", s.b, name, err)
 	}
 	return nil
 }

@@ -115,6 +115,25 @@ type BlobLister interface {
 	ListBlobs(ctx context.Context) ([]BlobMeta, error)
 }
 
+// MetaStore is implemented by stores that keep small named records of
+// their own beside the entries (an object store's v1/meta/NAME), never
+// listed as refs or blobs: what a prune remembers from one run to the next.
+// A record is as untrusted as everything else in the store.
+type MetaStore interface {
+	// GetMeta returns the record name, or an error wrapping ErrNotFound.
+	GetMeta(ctx context.Context, name string) ([]byte, error)
+	// PutMeta writes the record name whole, replacing what was there.
+	PutMeta(ctx context.Context, name string, data []byte) error
+}
+
+// MaxMetaSize bounds a record read by GetMeta.
+const MaxMetaSize = 64 << 20
+
+// ErrDamagedRef is wrapped by the error of GetRef for a ref that is ours
+// but cannot be read as an entry (undecodable, or failing Ref.Validate): it
+// will never restore, and no retry changes it.
+var ErrDamagedRef = errors.New("damaged ref")
+
 // RefLister is implemented by stores whose listing of refs tells, for
 // free, when each ref was written (an object store's listing carries each
 // object's modification time). Candidates reads refs in that order, newest

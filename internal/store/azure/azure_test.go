@@ -3,6 +3,7 @@ package azstore_test
 import (
 	"encoding/base64"
 	"fmt"
+	"github.com/tekton-cache/tekton-cache/internal/gc/gctest"
 	"net/url"
 	"os"
 	"strings"
@@ -63,6 +64,11 @@ func TestAzurite(t *testing.T) {
 	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, endpoint) })
 	t.Run("UnreachableEndpoint", testUnreachable)
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "azblob://"+containerName+"/"+storetest.NewPrefix())) })
+	t.Run("Prune", func(t *testing.T) {
+		gctest.Run(t, func(t *testing.T) store.Store {
+			return store.Checked(open(t, "azblob://"+containerName+"/"+storetest.NewPrefix()))
+		})
+	})
 }
 
 // BenchmarkConformance measures the store operations against Azurite.

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/tekton-cache/tekton-cache/internal/gc/gctest"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -76,6 +77,11 @@ func TestFakeGCS(t *testing.T) {
 		}
 	})
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "gs://"+bucket+"/"+storetest.NewPrefix())) })
+	t.Run("Prune", func(t *testing.T) {
+		gctest.Run(t, func(t *testing.T) store.Store {
+			return store.Checked(open(t, "gs://"+bucket+"/"+storetest.NewPrefix()))
+		})
+	})
 }
 
 // BenchmarkConformance measures the store operations against fake-gcs-server.

@@ -131,7 +131,7 @@ func decodeManifest(where, key, contentType string, raw []byte) (*store.Ref, err
 		return nil, foreign(where, what, refTool)
 	}
 	bad := func(msg string, args ...any) error {
-		return fmt.Errorf("%s is a damaged tekton-cache entry: %s", where, fmt.Sprintf(msg, args...))
+		return store.DamagedRef(fmt.Errorf("%s is a damaged tekton-cache entry: %s", where, fmt.Sprintf(msg, args...)))
 	}
 	a := m.Annotations
 	if a[AnnotationKey] != key {

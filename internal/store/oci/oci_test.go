@@ -42,7 +42,7 @@ func ctx(t *testing.T) context.Context {
 
 func TestConformance(t *testing.T) {
 	host := registry(t, false)
-	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) }, storetest.Options{NoModTime: true, Lacks: []string{"BlobLister"}})
+	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) }, storetest.Options{NoModTime: true, Lacks: []string{"BlobLister", "MetaStore"}})
 }
 
 // BenchmarkConformance measures the store operations against a registry,
@@ -57,7 +57,7 @@ func BenchmarkConformance(b *testing.B) {
 func TestConformanceBasicAuth(t *testing.T) {
 	host := registry(t, true)
 	dockerConfig(t, host, authUser, authPass, "config.json")
-	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) }, storetest.Options{NoModTime: true, Lacks: []string{"BlobLister"}})
+	storetest.Run(t, func(t *testing.T) store.Store { return store.Checked(openStore(t, host)) }, storetest.Options{NoModTime: true, Lacks: []string{"BlobLister", "MetaStore"}})
 }
 
 // roundTrip puts a blob and a ref and reads them back.

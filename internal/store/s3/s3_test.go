@@ -2,6 +2,7 @@ package s3store_test
 
 import (
 	"fmt"
+	"github.com/tekton-cache/tekton-cache/internal/gc/gctest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -106,6 +107,11 @@ func testServer(t *testing.T, srv server) {
 	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, srv) })
 	t.Run("UnreachableEndpoint", func(t *testing.T) { testUnreachable(t) })
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, srv.storeURL(bucket, storetest.NewPrefix()))) })
+	t.Run("Prune", func(t *testing.T) {
+		gctest.Run(t, func(t *testing.T) store.Store {
+			return store.Checked(open(t, srv.storeURL(bucket, storetest.NewPrefix())))
+		})
+	})
 }
 
 func (s server) storeURL(bucket, prefix string) string {

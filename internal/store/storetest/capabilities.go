@@ -46,6 +46,44 @@ var capabilities = []capability{
 	{"BlobLister/ListBlobs", hasLister, testListBlobs, false},
 	{"RefLister/ListRefInfo", hasRefLister, testListRefInfo, false},
 	{"RefLister/NewestReadsFew", hasRefLister, testNewestReadsFew, false},
+	{"MetaStore/Records", hasMeta, testMeta, false},
+}
+
+func hasMeta(_ *testing.T, s store.Store) bool {
+	_, ok := store.As[store.MetaStore](s)
+	return ok
+}
+
+// testMeta: a record reads back as written, replaced whole; a missing one
+// is ErrNotFound; a bad name is refused; records are neither refs nor blobs.
+func testMeta(t *testing.T, s store.Store, _ Options) {
+	ms, _ := store.As[store.MetaStore](s)
+	ctx := context.Background()
+	if _, err := ms.GetMeta(ctx, "gc-pending"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetMeta of a missing record: %v, want ErrNotFound", err)
+	}
+	for _, data := range [][]byte{[]byte(`{"first":"a longer record"}`), []byte(`{"b":2}`), {}} {
+		if err := ms.PutMeta(ctx, "gc-pending", data); err != nil {
+			t.Fatalf("PutMeta: %v", err)
+		}
+		got, err := ms.GetMeta(ctx, "gc-pending")
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("GetMeta after PutMeta(%q) = %q, %v", data, got, err)
+		}
+	}
+	for _, bad := range []string{"", "../refs/x", "a/b", ".hidden", "UPPER"} {
+		if err := ms.PutMeta(ctx, bad, []byte("x")); err == nil {
+			t.Errorf("PutMeta(%q) was accepted", bad)
+		}
+	}
+	if keys, err := s.ListRefs(ctx, ""); err != nil || len(keys) != 0 {
+		t.Errorf("ListRefs sees records: %q, %v", keys, err)
+	}
+	if l, ok := store.As[store.BlobLister](s); ok {
+		if blobs, err := l.ListBlobs(ctx); err != nil || len(blobs) != 0 {
+			t.Errorf("ListBlobs sees records: %v, %v", blobs, err)
+		}
+	}
 }
 
 func hasRefLister(_ *testing.T, s store.Store) bool {

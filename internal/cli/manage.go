@@ -9,7 +9,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/engine"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -90,12 +94,70 @@ type listEntry struct {
 	Platform    string   `result:"platform"`
 	Tool        string   `result:"tool"`
 	StoredBytes int64    `result:"stored-bytes"`
+	OwnBytes    int64    `result:"own-bytes"`
+	SharedBytes int64    `result:"shared-bytes"`
+	Files       int      `result:"files"`
+	Bytes       int64    `result:"bytes"`
+	Damaged     string   `result:"damaged,omitempty"`
 	Packs       int      `result:"packs"`
 	Folders     []string `result:"folders"`
 }
 
 // MarshalJSON writes the entry as results are written.
 func (e listEntry) MarshalJSON() ([]byte, error) { return marshalResults(e) }
+
+// describeEntries gives, per ref of refs, its list line: the bytes of its
+// blobs no other entry of all names (own) and those it shares, and from
+// its index (read 8 at a time) its file count and content size.
+func describeEntries(ctx context.Context, st store.Store, refs, all []*store.Ref) []listEntry {
+	uses := map[digest.Digest]int{}
+	for _, r := range all {
+		for _, d := range refBlobs(r) {
+			uses[d.Digest]++
+		}
+	}
+	out := make([]listEntry, len(refs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, r := range refs {
+		e := listEntry{Key: r.Key, Created: r.Created.UTC().Format(time.RFC3339), AgeSeconds: int64(time.Since(r.Created).Seconds()),
+			Platform: r.Platform, Tool: r.Tool, StoredBytes: storedSize(r), Packs: len(r.Packs), Folders: r.Folders}
+		for _, d := range refBlobs(r) {
+			if uses[d.Digest] > 1 {
+				e.SharedBytes += d.Size
+			} else {
+				e.OwnBytes += d.Size
+			}
+		}
+		out[i] = e
+		g.Go(func() error {
+			en, err := engine.Load(gctx, st, r)
+			if err != nil {
+				out[i].Damaged = oneLine(err.Error())
+				return nil
+			}
+			out[i].Files, _ = engine.CountFiles(en.Index)
+			out[i].Bytes = en.Index.TotalSize()
+			return nil
+		})
+	}
+	g.Wait() //nolint:errcheck // each failure is recorded in its entry
+	return out
+}
+
+// refBlobs lists the blobs a ref names, each once: its index and packs.
+func refBlobs(r *store.Ref) []format.Descriptor {
+	seen := map[digest.Digest]bool{}
+	var ds []format.Descriptor
+	for _, d := range append([]format.Descriptor{r.Index}, r.Packs...) {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
 
 // deleteResult is what delete --output json prints.
 type deleteResult struct {
@@ -109,7 +171,7 @@ func newListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List the entries of a store: key, age, platform, stored size, folders (newest first)",
+		Short:   "List the entries of a store, newest first: key, age, platform, files, size, stored bytes (own and shared with other entries), folders",
 		Example: `  cache list --store oci://registry:5000/cache/myapp --prefix go-
   cache ls --store s3://ci-cache/go --output json`,
 		Args: noArgs("store"),
@@ -120,24 +182,42 @@ func newListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			refs, err := entries(ctx, st, prefix)
-			if err != nil {
+			all, err := engine.List(ctx, st, "")
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
+			var refs []*store.Ref
+			for _, r := range all {
+				if strings.HasPrefix(r.Key, prefix) {
+					refs = append(refs, r)
+				}
+			}
+			lines := describeEntries(ctx, st, refs, all)
 			w := cmd.OutOrStdout()
 			if m.Output == "json" {
-				out := listResult{Store: storeName(m.StoreURL), Entries: make([]listEntry, len(refs))}
-				for i, r := range refs {
-					out.Entries[i] = listEntry{Key: r.Key, Created: r.Created.UTC().Format(time.RFC3339), AgeSeconds: int64(time.Since(r.Created).Seconds()),
-						Platform: r.Platform, Tool: r.Tool, StoredBytes: storedSize(r), Packs: len(r.Packs), Folders: r.Folders}
-				}
-				return printResults(w, out)
+				return printResults(w, listResult{Store: storeName(m.StoreURL), Entries: lines})
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tAGE\tPLATFORM\tSTORED\tPACKS\tFOLDERS")
-			for _, r := range refs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Key, time.Since(r.Created).Round(time.Second), r.Platform, humanBytes(storedSize(r)), len(r.Packs), strings.Join(r.Folders, ","))
+			fmt.Fprintln(tw, "KEY\tAGE\tPLATFORM\tFILES\tSIZE\tSTORED\tOWN\tSHARED\tFOLDERS")
+			for _, e := range lines {
+				files, size := fmt.Sprint(e.Files), humanBytes(e.Bytes)
+				if e.Damaged != "" {
+					files, size = "damaged", "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Key, (time.Duration(e.AgeSeconds) * time.Second).String(), e.Platform, files, size,
+					humanBytes(e.StoredBytes), humanBytes(e.OwnBytes), humanBytes(e.SharedBytes), strings.Join(e.Folders, ","))
 			}
+			var total int64
+			seen := map[digest.Digest]bool{}
+			for _, r := range refs {
+				for _, d := range refBlobs(r) {
+					if !seen[d.Digest] {
+						seen[d.Digest] = true
+						total += d.Size
+					}
+				}
+			}
+			fmt.Fprintf(tw, "%d entries, %s stored (shared blobs counted once)\n", len(refs), humanBytes(total))
 			return tw.Flush()
 		},
 	}
@@ -218,7 +298,7 @@ does yet.`,
 	}
 	m.addFlags(cmd)
 	cmd.Flags().Var(newList(&m.Keys, false), "key", "key of an entry to delete (repeatable or a comma list)")
-	cmd.Flags().DurationVar(&m.OlderThan, "older-than", 0, "only entries older than this (e.g. 168h), with or without --prefix")
+	cmd.Flags().Var(ageValue{&m.OlderThan}, "older-than", "only entries older than this (7d, 168h), with or without --prefix")
 	cmd.Flags().BoolVar(&m.DryRun, "dry-run", false, "print what would be deleted")
 	return cmd
 }

@@ -43,7 +43,7 @@ name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 	// Every flag cobra cannot parse (unknown, missing its value, a value
 	// of the wrong type) is a usage error: exit 2.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newLint(), newExplain(), newVersion())
+	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newPrune(), newInspect(), newDiff(), newLint(), newExplain(), newVersion())
 	return root
 }
 
@@ -113,6 +113,19 @@ func joinBoolValues(root *cobra.Command, args []string) ([]string, error) {
 }
 
 // noArgs refuses positional arguments with a line that says what to write.
+// exactArgs accepts n arguments, named by what in the error.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		if len(args) > 0 && strings.Contains(args[0], "://") {
+			return usageError{fmt.Errorf("%q looks like a store URL: pass it with --store, then %s", args[0], what)}
+		}
+		return usageError{fmt.Errorf("cache %s takes %s (%d given): see cache %s --help", cmd.Name(), what, len(args), cmd.Name())}
+	}
+}
+
 func noArgs(uriFlag string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 {

@@ -49,7 +49,7 @@ var rules = []rule{
 	{pkgs: m + "internal/store", forbid: []string{m + "..."}, allow: []string{m + "internal/digest", m + "internal/format", m + "internal/store/storeerr"}},
 	{pkgs: m + "internal/store/...", forbid: []string{m + "internal/engine/...", m + "internal/cli/..."}},
 	{pkgs: m + "internal/engine", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
-	{pkgs: m + "internal/gc", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
+	{pkgs: m + "internal/gc", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
 	{pkgs: m + "...", but: []string{m + "cmd/...", m + "internal/cli", m + "internal/store/all"}, forbid: []string{m + "internal/store/all"}},
 	{pkgs: m + "internal/lint", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},

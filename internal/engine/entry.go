@@ -95,8 +95,8 @@ func isDamage(err error) bool {
 		errors.Is(err, archive.ErrCorrupt) || errors.Is(err, archive.ErrUnsafe)
 }
 
-// countFiles counts the files of x, and the empty ones among them.
-func countFiles(x *archive.Index) (files, empty int) {
+// CountFiles counts the files of x, and the empty ones among them.
+func CountFiles(x *archive.Index) (files, empty int) {
 	for i := range x.Entries {
 		if x.Entries[i].Type == archive.TypeFile {
 			files++

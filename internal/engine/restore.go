@@ -289,7 +289,7 @@ func (r *restorer) extractEntry(ctx context.Context, entry *Entry, dests []strin
 	if err := writeState(dests, x, entry.Blob, ids, settle(ids), ref.Key, r.st.String(), time.Now()); err != nil {
 		r.opts.Logf("warning: %v (the next save will read every file)", err)
 	}
-	res.Files, res.Empty = countFiles(x)
+	res.Files, res.Empty = CountFiles(x)
 	res.Bytes = x.TotalSize()
 	res.Packs = len(x.Packs)
 	res.Present = ex.Present()

@@ -177,7 +177,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 			opts.Logf("warning: %v (the next save will read every file)", err)
 		}
 	}
-	res.Files, _ = countFiles(x)
+	res.Files, _ = CountFiles(x)
 	res.Bytes = x.TotalSize()
 	res.Duration = time.Since(start)
 	return res, nil

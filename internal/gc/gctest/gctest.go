@@ -107,6 +107,17 @@ func (f *fixture) blobs(t *testing.T) []digest.Digest {
 	return ds
 }
 
+// storedBytes sums the sizes of the store's blobs as its listing gives them.
+func (f *fixture) storedBytes(t *testing.T) int64 {
+	t.Helper()
+	l, _ := store.As[store.BlobLister](f.st)
+	bs, err := l.ListBlobs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gc.Bytes(bs)
+}
+
 // named is the sorted set of blobs the refs name.
 func named(refs map[string]*store.Ref) []digest.Digest {
 	set := map[digest.Digest]bool{}
@@ -189,6 +200,15 @@ func (f *fixture) check(t *testing.T, want []string, swept bool) {
 	if swept {
 		if got, want := f.blobs(t), named(refs); !slices.Equal(got, want) {
 			t.Fatalf("blobs left: %d, want exactly the %d the survivors name", len(got), len(want))
+		}
+		// What list reports (the refs' sizes, shared blobs once) is what
+		// the store holds.
+		var survivors []*store.Ref
+		for _, r := range refs {
+			survivors = append(survivors, r)
+		}
+		if got, want := f.storedBytes(t), gc.UniqueBytes(survivors); got != want {
+			t.Fatalf("the store holds %d bytes of blobs, the entries say %d", got, want)
 		}
 	}
 	for _, k := range want {

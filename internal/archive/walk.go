@@ -121,7 +121,7 @@ func (w *walker) readDir(rel string) {
 	abs := filepath.Join(w.dir, filepath.FromSlash(rel))
 	// One descriptor per directory and fstatat relative to it: no path
 	// resolution per entry, which is most of the cost of a no-op save.
-	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := sysOpenat(unix.AT_FDCWD, abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		w.fail(fmt.Errorf("reading %s: %w", abs, err))
 		return
@@ -149,7 +149,7 @@ func (w *walker) readDir(rel string) {
 			continue
 		}
 		var st unix.Stat_t
-		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := sysFstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed while we walk
 			}

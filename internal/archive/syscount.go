@@ -23,7 +23,6 @@ const (
 	kUtimes                  // utimensat
 	kClose                   // close
 	kGetdents                // getdents64
-	kFcntl                   // fcntl (os.File's set-up of a descriptor)
 	kKinds
 )
 
@@ -76,4 +75,9 @@ func sysUtimesAt(dirfd int, name string, ts []unix.Timespec) error {
 func sysClose(fd int) error {
 	countSys(kClose)
 	return unix.Close(fd)
+}
+
+func sysReadDirent(fd int, buf []byte) (int, error) {
+	countSys(kGetdents)
+	return unix.ReadDirent(fd, buf)
 }

@@ -41,10 +41,10 @@ func countCalls(t *testing.T, f func()) sysCalls {
 	return c
 }
 
-// smallTree writes dirs directories (a/dNN, so a parent holds them all),
-// each with files small files, one empty file and one symlink, packs it
-// into one pack and returns the index and the pack.
-func smallTree(t *testing.T, dirs, files int) (*Index, []byte) {
+// writeSmallTree writes dirs directories (a/dNN, so a parent holds them
+// all), each with files small files and, with extras, one empty file and
+// one symlink, and returns its top.
+func writeSmallTree(t *testing.T, dirs, files int, extras bool) string {
 	t.Helper()
 	src := t.TempDir()
 	for d := range dirs {
@@ -57,6 +57,9 @@ func smallTree(t *testing.T, dirs, files int) (*Index, []byte) {
 				t.Fatal(err)
 			}
 		}
+		if !extras {
+			continue
+		}
 		if err := os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -64,6 +67,25 @@ func smallTree(t *testing.T, dirs, files int) (*Index, []byte) {
 			t.Fatal(err)
 		}
 	}
+	return src
+}
+
+// per20Dirs returns what run(30) costs more than run(10): the calls of 20
+// directories, fixed costs cancelled out.
+func per20Dirs(run func(dirs int) sysCalls) sysCalls {
+	small, big := run(10), run(30)
+	var per sysCalls
+	for k := range per {
+		per[k] = big[k] - small[k]
+	}
+	return per
+}
+
+// smallTree writes a tree (writeSmallTree, with extras), packs it into one
+// pack and returns the index and the pack.
+func smallTree(t *testing.T, dirs, files int) (*Index, []byte) {
+	t.Helper()
+	src := writeSmallTree(t, dirs, files, true)
 	x, _, err := Walk([]string{src})
 	if err != nil {
 		t.Fatal(err)
@@ -128,11 +150,7 @@ func TestColdRestoreSystemCalls(t *testing.T) {
 		dst := filepath.Join(t.TempDir(), "dst")
 		return countCalls(t, func() { restoreInto(t, x, pack, dst) })
 	}
-	small, big := run(10), run(30)
-	var per sysCalls
-	for k := range per {
-		per[k] = big[k] - small[k] // the calls of 20 directories
-	}
+	per := per20Dirs(run)
 	t.Logf("20 directories of %d files, an empty file and a link: %v", files, per)
 	const dirs = 20
 	// Per directory: its files (open, stat, close; utimes, with the empty
@@ -167,11 +185,7 @@ func TestWarmRestoreSystemCalls(t *testing.T) {
 		restoreInto(t, x, pack, dst)
 		return countCalls(t, func() { restoreInto(t, x, pack, dst) })
 	}
-	small, big := run(10), run(30)
-	var per sysCalls
-	for k := range per {
-		per[k] = big[k] - small[k]
-	}
+	per := per20Dirs(run)
 	t.Logf("20 directories of %d files, an empty file and a link: %v", files, per)
 	const dirs = 20
 	want := sysCalls{
@@ -193,29 +207,14 @@ func TestWarmRestoreSystemCalls(t *testing.T) {
 func TestWalkSystemCalls(t *testing.T) {
 	const files = 8
 	run := func(dirs int) sysCalls {
-		src := t.TempDir()
-		for d := range dirs {
-			dir := filepath.Join(src, "a", fmt.Sprintf("d%02d", d))
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for f := range files {
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.js", f)), []byte("x"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		src := writeSmallTree(t, dirs, files, false)
 		return countCalls(t, func() {
 			if _, _, err := Walk([]string{src}); err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
-	small, big := run(10), run(30)
-	var per sysCalls
-	for k := range per {
-		per[k] = big[k] - small[k]
-	}
+	per := per20Dirs(run)
 	t.Logf("20 directories of %d files: %v", files, per)
 	const dirs = 20
 	want := sysCalls{kOpen: dirs, kStat: dirs * (files + 1), kClose: dirs, kGetdents: 2 * dirs}

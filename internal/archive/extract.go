@@ -63,6 +63,7 @@ type Extractor struct {
 	roots   []*os.Root
 
 	needed  []need   // per entry: whether and how content must be written
+	modeSet []bool   // per entry: a directory that has its final mode already
 	ids     []FileID // per entry: the file left on disk, for the state
 	present int
 	hashed  atomic.Int64
@@ -131,7 +132,7 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	if len(dests) != len(x.Roots) {
 		return nil, fmt.Errorf("the entry holds %d folder(s) (%v) but %d were given to restore into", len(x.Roots), x.Roots, len(dests))
 	}
-	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), ids: make([]FileID, len(x.Entries)),
+	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), modeSet: make([]bool, len(x.Entries)), ids: make([]FileID, len(x.Entries)),
 		umask: umask(), fresh: map[createdDir]bool{}, stages: make([]stage, len(dests)), mtimes: map[createdDir]int64{}}
 	for i, d := range dests {
 		ex.stages[i].fd = -1
@@ -142,7 +143,7 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 			ex.Close()
 			return nil, fmt.Errorf("creating folder %s: %w", d, err)
 		}
-		fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		fd, err := sysOpenat(unix.AT_FDCWD, d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			ex.Close()
 			return nil, fmt.Errorf("opening folder %s: %w", d, err)
@@ -161,14 +162,14 @@ func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 // Close releases the folders' descriptors.
 func (ex *Extractor) Close() {
 	for _, fd := range ex.rootFDs {
-		unix.Close(fd)
+		sysClose(fd)
 	}
 	for _, r := range ex.roots {
 		r.Close()
 	}
 	for i := range ex.stages {
 		if ex.stages[i].fd >= 0 {
-			unix.Close(ex.stages[i].fd)
+			sysClose(ex.stages[i].fd)
 			ex.stages[i].fd = -1
 		}
 	}
@@ -185,7 +186,7 @@ func (ex *Extractor) stageFD(root int) (int, error) {
 	}
 	name := tempName()
 	ex.keepMTime(ex.rootFDs[root], createdDir{root, ""})
-	if err := unix.Mkdirat(ex.rootFDs[root], name, 0o700); err != nil {
+	if err := sysMkdirat(ex.rootFDs[root], name, 0o700); err != nil {
 		return -1, fmt.Errorf("creating a staging directory in %s: %w", ex.dests[root], err)
 	}
 	fd, err := openDirAt(ex.rootFDs[root], name)
@@ -204,7 +205,7 @@ func (ex *Extractor) keepMTime(fd int, k createdDir) {
 		return
 	}
 	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil {
+	if sysFstat(fd, &st) == nil {
 		ex.mtimes[k] = st.Mtim.Nano()
 	}
 }
@@ -219,7 +220,7 @@ func (ex *Extractor) removeStages() {
 		if s.fd < 0 {
 			continue
 		}
-		unix.Close(s.fd)
+		sysClose(s.fd)
 		s.fd = -1
 		ex.roots[i].RemoveAll(s.name) //nolint:errcheck // best effort; the next run removes leftovers
 	}
@@ -273,7 +274,7 @@ func (ex *Extractor) newDirFDs() *dirFDs { return &dirFDs{ex: ex, cache: map[cre
 
 func (d *dirFDs) close() {
 	for _, fd := range d.cache {
-		unix.Close(fd)
+		sysClose(fd)
 	}
 	clear(d.cache)
 }
@@ -306,7 +307,7 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 			err = d.ex.displace(pfd, root, parentDir(rel), base)
 		}
 		if err == nil || errors.Is(err, unix.ENOENT) {
-			if err = unix.Mkdirat(pfd, base, 0o700); err == nil {
+			if err = sysMkdirat(pfd, base, 0o700); err == nil {
 				d.ex.mu.Lock()
 				d.ex.created = append(d.ex.created, k)
 				d.ex.fresh[k] = true
@@ -323,6 +324,42 @@ func (d *dirFDs) fd(root int, rel string, create bool) (int, error) {
 	}
 	d.cache[k] = fd
 	return fd, nil
+}
+
+// mkdirFresh makes directory entry e when its parent is fresh (made by
+// this restore: nothing of anyone else's is in it), with its final mode
+// when that leaves it writable (freshDirMode), and without opening it: the
+// files written into it open it when they need it. It reports false, and
+// does nothing, when the parent is not fresh (fd then finds out what is on
+// disk) or the name is taken (someone else made it meanwhile).
+func (d *dirFDs) mkdirFresh(e *Entry) (bool, error) {
+	parent := parentDir(e.Path)
+	if !d.ex.fresh[createdDir{e.Root, parent}] {
+		return false, nil
+	}
+	pfd, err := d.fd(e.Root, parent, false)
+	if err != nil {
+		return false, err
+	}
+	if err := sysMkdirat(pfd, path.Base(e.Path), d.ex.freshDirMode(e.Mode)); err != nil {
+		return false, nil
+	}
+	k := createdDir{e.Root, e.Path}
+	d.ex.mu.Lock()
+	d.ex.created = append(d.ex.created, k)
+	d.ex.fresh[k] = true
+	d.ex.mu.Unlock()
+	return true, nil
+}
+
+// freshDirMode is the mode a directory of mode m is made with: m itself
+// when its owner may write and enter it and the umask takes nothing from
+// it (Commit then need not change it), else 0700 (Commit sets m).
+func (ex *Extractor) freshDirMode(m uint32) uint32 {
+	if m&0o700 == 0o700 && m&ex.umask == 0 {
+		return m
+	}
+	return 0o700
 }
 
 // displace moves name (not a directory) out of the way into the stage.
@@ -360,7 +397,7 @@ func parentDir(p string) string {
 
 func openDirAt(pfd int, name string) (int, error) {
 	for {
-		fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := sysOpenat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == unix.EINTR {
 			continue
 		}
@@ -386,6 +423,14 @@ func (ex *Extractor) Prepare() ([]int, error) {
 		e := &ex.x.Entries[i]
 		switch e.Type {
 		case TypeDir:
+			made, err := dirs.mkdirFresh(e)
+			if err != nil {
+				return nil, err
+			}
+			if made {
+				ex.modeSet[i] = e.Mode == ex.freshDirMode(e.Mode)
+				continue
+			}
 			fd, err := dirs.fd(e.Root, e.Path, true)
 			if err != nil {
 				return nil, err
@@ -393,27 +438,29 @@ func (ex *Extractor) Prepare() ([]int, error) {
 			// Existing read-only directories (a Go module cache) must take
 			// new files; Commit sets the final mode, Abort the old one.
 			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err == nil && st.Mode&0o700 != 0o700 {
-				if err := unix.Fchmod(fd, (st.Mode&0o777)|0o700); err != nil {
+			if err := sysFstat(fd, &st); err == nil && st.Mode&0o700 != 0o700 {
+				if err := sysFchmod(fd, (st.Mode&0o777)|0o700); err != nil {
 					return nil, fmt.Errorf("making %s writable: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 				}
 				ex.chmodded = append(ex.chmodded, chmodded{e.Root, e.Path, st.Mode & 0o7777})
+			} else if err == nil && st.Mode&0o7777 == e.Mode && !ex.fresh[createdDir{e.Root, e.Path}] {
+				ex.modeSet[i] = true // as it was: Commit sets only its mtime
 			}
 		case TypeFile:
 			if e.Size == 0 {
 				continue
 			}
 			dir := parentDir(e.Path)
-			pfd, err := dirs.fd(e.Root, dir, true)
-			if err != nil {
-				return nil, err
-			}
 			if ex.fresh[createdDir{e.Root, dir}] {
 				ex.needed[i] = needDirect
 				continue
 			}
+			pfd, err := dirs.fd(e.Root, dir, true)
+			if err != nil {
+				return nil, err
+			}
 			var st unix.Stat_t
-			err = unix.Fstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW)
+			err = sysFstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW)
 			if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != e.Size {
 				ex.needed[i] = needTemp
 				continue
@@ -421,7 +468,7 @@ func (ex *Extractor) Prepare() ([]int, error) {
 			check = append(check, onDisk{i, dir, st})
 		}
 	}
-	if err := ex.checkOnDisk(check); err != nil {
+	if err := ex.checkOnDisk(check, dirs); err != nil {
 		return nil, err
 	}
 	packs := map[int]bool{}
@@ -440,50 +487,65 @@ func (ex *Extractor) Prepare() ([]int, error) {
 
 // checkOnDisk decides, for files of the right size already on disk, whether
 // they hold the entry's content: proven by Known, else hashed (in parallel).
+// prepared are Prepare's directory descriptors, which one worker uses.
 // A match whose mode or mtime differ is fixed at Commit, unless the file has
 // other names: then it is rewritten, so that they keep what they hold.
-func (ex *Extractor) checkOnDisk(files []onDisk) error {
+func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 	jobs := ex.Jobs
 	if jobs <= 0 {
 		jobs = 4
 	}
 	same := make([]bool, len(files))
-	var g errgroup.Group
-	g.SetLimit(jobs)
+	var read []int // the files no record proves: read to know
 	for k := range files {
 		f := &files[k]
 		e := &ex.x.Entries[f.entry]
-		id := idOf(&f.st)
 		if ex.Known != nil {
 			// A record proves which content the file holds: the entry's, or
 			// another (then it is rewritten without being read).
-			if d := ex.Known(e.Root, e.Path, id, f.st.Size, f.st.Mtim.Nano(), uint32(f.st.Mode&0o777)); d != "" {
+			if d := ex.Known(e.Root, e.Path, idOf(&f.st), f.st.Size, f.st.Mtim.Nano(), uint32(f.st.Mode&0o777)); d != "" {
 				same[k] = d == e.Digest
 				continue
 			}
 		}
+		read = append(read, k)
+	}
+	// Runs of files of one directory (at most 64, so that a large one is
+	// shared) go to jobs workers, each with its own directory descriptors:
+	// a directory is opened once per run, not once per file, and no
+	// goroutine is started per file.
+	runs := make(chan []int)
+	var g errgroup.Group
+	for w := range min(jobs, len(read)) {
 		g.Go(func() error {
-			dirs := ex.newDirFDs()
-			defer dirs.close()
-			pfd, err := dirs.fd(e.Root, f.dir, false)
-			if err != nil {
-				return err
+			// The first worker takes over Prepare's descriptors (Prepare
+			// waits for the workers): what it opened is not opened again.
+			dirs := prepared
+			if w > 0 {
+				dirs = ex.newDirFDs()
+				defer dirs.close()
 			}
-			fd, err := unix.Openat(pfd, path.Base(e.Path), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return nil // unreadable: rewritten
+			var err error
+			for run := range runs {
+				for _, k := range run {
+					if err == nil {
+						same[k], err = ex.hashOnDisk(dirs, &files[k])
+					}
+				}
 			}
-			rf := rawFile(fd)
-			defer rf.Close()
-			ex.hashed.Add(1)
-			if checkOpened(rf, id, e.Size) != nil {
-				return nil
-			}
-			got, err := hashOpened(rf, e.Size)
-			same[k] = err == nil && got == e.Digest
-			return nil
+			return err
 		})
 	}
+	for lo := 0; lo < len(read); {
+		hi := lo + 1
+		for hi < len(read) && hi-lo < 64 && files[read[hi]].dir == files[read[lo]].dir &&
+			ex.x.Entries[files[read[hi]].entry].Root == ex.x.Entries[files[read[lo]].entry].Root {
+			hi++
+		}
+		runs <- read[lo:hi]
+		lo = hi
+	}
+	close(runs)
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -502,6 +564,28 @@ func (ex *Extractor) checkOnDisk(files []onDisk) error {
 		}
 	}
 	return nil
+}
+
+// hashOnDisk reports whether file f on disk (still the file Prepare saw)
+// holds its entry's content, reading it.
+func (ex *Extractor) hashOnDisk(dirs *dirFDs, f *onDisk) (bool, error) {
+	e := &ex.x.Entries[f.entry]
+	pfd, err := dirs.fd(e.Root, f.dir, false)
+	if err != nil {
+		return false, err
+	}
+	fd, err := sysOpenat(pfd, path.Base(e.Path), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, nil // unreadable: rewritten
+	}
+	rf := rawFile(fd)
+	defer rf.Close()
+	ex.hashed.Add(1)
+	if checkOpened(rf, idOf(&f.st), e.Size) != nil {
+		return false, nil
+	}
+	got, err := hashOpened(rf, e.Size)
+	return err == nil && got == e.Digest, nil
 }
 
 // Present is the number of files Prepare found already in place.
@@ -585,7 +669,7 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		}
 		// Created with its final mode: a chmod is needed only when the
 		// umask took bits away.
-		fd, err := unix.Openat(wfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
+		fd, err := sysOpenat(wfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 		}
@@ -604,18 +688,18 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 			}
 		}
 		if err == nil && e.Mode&ex.umask != 0 {
-			err = unix.Fchmod(fd, e.Mode)
+			err = sysFchmod(fd, e.Mode)
 		}
 		if err == nil {
 			ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
-			err = unix.UtimesNanoAt(wfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+			err = sysUtimesAt(wfd, name, ts)
 		}
 		if err == nil && tmp == "" {
 			// Written in place: this is the file the state records. A file
 			// in the stage is recorded after Commit moved it (a rename
 			// changes the ctime).
 			var st unix.Stat_t
-			if err = unix.Fstat(fd, &st); err == nil {
+			if err = sysFstat(fd, &st); err == nil {
 				ex.ids[i] = idOf(&st)
 			}
 		}
@@ -705,9 +789,9 @@ func (ex *Extractor) Commit() error {
 		}
 		name := path.Base(e.Path)
 		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
-		err = unix.Fchmodat(pfd, name, e.Mode, 0)
+		err = sysFchmodat(pfd, name, e.Mode)
 		if err == nil {
-			err = unix.UtimesNanoAt(pfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+			err = sysUtimesAt(pfd, name, ts)
 		}
 		if err == nil {
 			err = ex.record(pfd, i)
@@ -721,12 +805,14 @@ func (ex *Extractor) Commit() error {
 		if e.Type != TypeDir {
 			continue
 		}
-		fd, err := dirs.fd(e.Root, e.Path, false)
-		if err != nil {
-			return err
-		}
-		if err := unix.Fchmod(fd, e.Mode); err != nil {
-			return fmt.Errorf("setting the mode of %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
+		if !ex.modeSet[i] {
+			fd, err := dirs.fd(e.Root, e.Path, false)
+			if err != nil {
+				return err
+			}
+			if err := sysFchmod(fd, e.Mode); err != nil {
+				return fmt.Errorf("setting the mode of %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
+			}
 		}
 		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
 		if err := ex.setDirTimes(dirs, e.Root, e.Path, ts); err != nil {
@@ -742,20 +828,20 @@ func (ex *Extractor) Commit() error {
 // parent (utimensat has no portable form for a descriptor alone).
 func (ex *Extractor) setDirTimes(dirs *dirFDs, root int, rel string, ts []unix.Timespec) error {
 	if rel == "" {
-		return unix.UtimesNanoAt(unix.AT_FDCWD, ex.dests[root], ts, unix.AT_SYMLINK_NOFOLLOW)
+		return sysUtimesAt(unix.AT_FDCWD, ex.dests[root], ts)
 	}
 	pfd, err := dirs.fd(root, parentDir(rel), false)
 	if err != nil {
 		return err
 	}
-	return unix.UtimesNanoAt(pfd, path.Base(rel), ts, unix.AT_SYMLINK_NOFOLLOW)
+	return sysUtimesAt(pfd, path.Base(rel), ts)
 }
 
 // record stats entry i's file (in directory pfd) for the state.
 func (ex *Extractor) record(pfd, i int) error {
 	e := &ex.x.Entries[i]
 	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := sysFstatat(pfd, path.Base(e.Path), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("checking %s: %w", filepath.Join(ex.dests[e.Root], e.Path), err)
 	}
 	ex.ids[i] = idOf(&st)
@@ -789,21 +875,23 @@ func (ex *Extractor) writeSmall(pfd int, e *Entry, dir string, fresh bool) error
 	name := path.Base(e.Path)
 	ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
 	var st unix.Stat_t
-	exists := !fresh && unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+	exists := !fresh && sysFstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 	wfd, tmp := pfd, name
 	switch e.Type {
 	case TypeSymlink:
 		if exists && st.Mode&unix.S_IFMT == unix.S_IFLNK {
 			if cur, err := readlinkat(pfd, name); err == nil && cur == e.Link {
-				return unix.UtimesNanoAt(pfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+				return sysUtimesAt(pfd, name, ts)
 			}
 		}
 	case TypeFile:
 		if exists && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && st.Nlink == 1 {
-			if err := unix.Fchmodat(pfd, name, e.Mode, 0); err != nil {
-				return err
+			if st.Mode&0o7777 != e.Mode {
+				if err := sysFchmodat(pfd, name, e.Mode); err != nil {
+					return err
+				}
 			}
-			return unix.UtimesNanoAt(pfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+			return sysUtimesAt(pfd, name, ts)
 		}
 	}
 	if !fresh {
@@ -819,17 +907,21 @@ func (ex *Extractor) writeSmall(pfd int, e *Entry, dir string, fresh bool) error
 			return err
 		}
 	case TypeFile:
-		fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		// Created with its final mode: a chmod is needed only when the
+		// umask took bits away.
+		fd, err := sysOpenat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode)
 		if err != nil {
 			return err
 		}
-		err = unix.Fchmod(fd, e.Mode)
-		unix.Close(fd)
+		if e.Mode&ex.umask != 0 {
+			err = sysFchmod(fd, e.Mode)
+		}
+		sysClose(fd)
 		if err != nil {
 			return err
 		}
 	}
-	if err := unix.UtimesNanoAt(wfd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := sysUtimesAt(wfd, tmp, ts); err != nil {
 		return err
 	}
 	if fresh {
@@ -884,7 +976,7 @@ func (ex *Extractor) Abort() {
 	for i := len(ex.chmodded) - 1; i >= 0; i-- {
 		c := ex.chmodded[i]
 		if fd, err := dirs.fd(c.root, c.rel, false); err == nil {
-			unix.Fchmod(fd, c.mode) //nolint:errcheck // best effort
+			sysFchmod(fd, c.mode) //nolint:errcheck // best effort
 		}
 	}
 	ex.chmodded = nil

@@ -63,7 +63,7 @@ var errChanged = errors.New("it changed while being saved")
 // bytes (id zero: only the type and size are checked).
 func checkOpened(f rawFile, id FileID, size int64) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f), &st); err != nil {
+	if err := sysFstat(int(f), &st); err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != size ||

@@ -14,7 +14,7 @@ type rawFile int
 
 func openRead(path string) (rawFile, error) {
 	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		fd, err := sysOpenat(unix.AT_FDCWD, path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 		if err == unix.EINTR {
 			continue
 		}
@@ -55,4 +55,4 @@ func (f rawFile) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-func (f rawFile) Close() error { return unix.Close(int(f)) }
+func (f rawFile) Close() error { return sysClose(int(f)) }

@@ -121,14 +121,13 @@ func (w *walker) readDir(rel string) {
 	abs := filepath.Join(w.dir, filepath.FromSlash(rel))
 	// One descriptor per directory and fstatat relative to it: no path
 	// resolution per entry, which is most of the cost of a no-op save.
-	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := sysOpenat(unix.AT_FDCWD, abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		w.fail(fmt.Errorf("reading %s: %w", abs, err))
 		return
 	}
-	dir := os.NewFile(uintptr(fd), abs)
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
+	defer sysClose(fd)
+	names, err := readDirNames(fd)
 	if err != nil {
 		w.fail(fmt.Errorf("reading %s: %w", abs, err))
 		return
@@ -148,8 +147,15 @@ func (w *walker) readDir(rel string) {
 			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "temporary file of an interrupted run", Temp: true, Root: w.root, Rel: p})
 			continue
 		}
+		// rel is a valid path (the walk never enters a directory whose
+		// name is not), so p is one when name is a valid component: no
+		// need for ValidPath's scans and Clean of the whole path.
+		if !validName(name) {
+			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "name cannot be stored"})
+			continue
+		}
 		var st unix.Stat_t
-		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := sysFstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed while we walk
 			}
@@ -179,10 +185,6 @@ func (w *walker) readDir(rel string) {
 			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "not a file, directory or symlink"})
 			continue
 		}
-		if ValidPath(e.Path) != nil {
-			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "name cannot be stored"})
-			continue
-		}
 		local, localIDs = append(local, e), append(localIDs, idOf(&st))
 	}
 	w.mu.Lock()
@@ -190,4 +192,35 @@ func (w *walker) readDir(rel string) {
 	w.ids = append(w.ids, localIDs...)
 	w.skipped = append(w.skipped, skipped...)
 	w.mu.Unlock()
+}
+
+// direntBufs holds the buffers directories are read into.
+var direntBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// readDirNames returns the names in the open directory fd (without . and
+// ..), read with getdents on the descriptor itself: an os.File would first
+// set the descriptor up (an fcntl per directory) for nothing.
+func readDirNames(fd int) ([]string, error) {
+	bufp := direntBufs.Get().(*[]byte)
+	defer direntBufs.Put(bufp)
+	var names []string
+	for {
+		n, err := sysReadDirent(fd, *bufp)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent((*bufp)[:n], -1, names)
+	}
+}
+
+// validName reports whether name can be a component of an entry path: a
+// path made of such names is one ValidPath accepts.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00")
 }

@@ -158,28 +158,51 @@ func planPacks(x, base *archive.Index, folders []string, reuse []int, keep []boo
 }
 
 // groupFresh groups the non-empty files of x that reuse nothing into packs,
-// in the order of x: a pack is closed before the file that would take it
-// past packSize (a file larger than packSize gets a pack of its own).
+// in the order of x, of about equal sizes: n packs for total bytes, n the
+// fewest of at most packSize each rounded up to an even number (so that two
+// or four packers finish together instead of one compressing a small last
+// pack alone), each cut at the file whose middle crosses its share of the
+// total. A pack is also closed before a file that would take it past
+// packSize (a file larger than packSize gets a pack of its own). It depends
+// only on the files, never on the machine: the same tree gives the same packs.
 func groupFresh(x *archive.Index, folders []string, reuse []int, packSize int64) [][]archive.PackFile {
-	var fresh [][]archive.PackFile
-	var cur []archive.PackFile
-	var curSize int64
-	for i := range x.Entries {
+	fresh := func(i int) bool {
 		e := &x.Entries[i]
-		if e.Type != archive.TypeFile || e.Size == 0 || reuse[i] != 0 {
+		return e.Type == archive.TypeFile && e.Size > 0 && reuse[i] == 0
+	}
+	var total int64
+	for i := range x.Entries {
+		if fresh(i) {
+			total += x.Entries[i].Size
+		}
+	}
+	n := (total + packSize - 1) / packSize
+	if n > 1 && n%2 == 1 {
+		n++
+	}
+	var groups [][]archive.PackFile
+	var cur []archive.PackFile
+	var curSize, before int64 // bytes in cur, and in the packs closed
+	for i := range x.Entries {
+		if !fresh(i) {
 			continue
 		}
-		if len(cur) > 0 && curSize+e.Size > packSize {
-			fresh = append(fresh, cur)
+		e := &x.Entries[i]
+		// The cut after pack k (of n) is at k+1 n-ths of the total;
+		// comparing doubled sizes keeps the middle of a file exact.
+		cut := 2 * (int64(len(groups)) + 1) * total / n
+		if len(cur) > 0 && (curSize+e.Size > packSize || 2*(before+curSize)+e.Size > cut) {
+			groups = append(groups, cur)
+			before += curSize
 			cur, curSize = nil, 0
 		}
 		cur = append(cur, archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), ID: x.IDs[i]})
 		curSize += e.Size
 	}
 	if len(cur) > 0 {
-		fresh = append(fresh, cur)
+		groups = append(groups, cur)
 	}
-	return fresh
+	return groups
 }
 
 // apply makes x's packs the kept ones and gives each reusing entry its base

@@ -211,7 +211,8 @@ func TestPlanPacksWithoutBase(t *testing.T) {
 }
 
 // TestGroupFreshAtThePackSize: a pack is closed before the file that would
-// take it past the pack size; exactly the pack size fits.
+// take it past the pack size; exactly the pack size fits; packs of a total
+// over the pack size are an even number of about equal sizes.
 func TestGroupFreshAtThePackSize(t *testing.T) {
 	const no = archive.NoPack
 	for _, tc := range []struct {
@@ -222,7 +223,7 @@ func TestGroupFreshAtThePackSize(t *testing.T) {
 		{"exactly the pack size", []int64{60, 40}, []string{"f0 f1"}},
 		{"one byte over", []int64{60, 41}, []string{"f0", "f1"}},
 		{"one byte under", []int64{60, 39, 1}, []string{"f0 f1 f2"}},
-		{"then one more byte", []int64{60, 40, 1}, []string{"f0 f1", "f2"}},
+		{"then one more byte: two packs, the cut in the middle", []int64{60, 40, 1}, []string{"f0", "f1 f2"}},
 		{"a file larger than a pack", []int64{10, 250, 10}, []string{"f0", "f1", "f2"}},
 		{"empty files are in no pack", []int64{0, 100, 0}, []string{"f1"}},
 		{"nothing", nil, nil},
@@ -239,6 +240,27 @@ func TestGroupFreshAtThePackSize(t *testing.T) {
 			}
 		})
 	}
+	t.Run("equal packs, an even number of them", func(t *testing.T) {
+		// 21 files of 10 bytes, packs of at most 100: before, two full
+		// packs and a last one of 10 bytes that one packer compressed
+		// alone; now four of 50-60.
+		var files []f
+		for i := range 21 {
+			files = append(files, f{fmt.Sprintf("f%02d", i), 10, no})
+		}
+		x := index(0, files...)
+		var sizes []int64
+		for _, g := range groupFresh(x, []string{"/w"}, make([]int, len(x.Entries)), 100) {
+			var n int64
+			for _, pf := range g {
+				n += pf.Entry.Size
+			}
+			sizes = append(sizes, n)
+		}
+		if !slices.Equal(sizes, []int64{50, 60, 50, 50}) {
+			t.Fatalf("pack sizes %v, want [50 60 50 50]", sizes)
+		}
+	})
 	t.Run("reused files are left out", func(t *testing.T) {
 		x := index(0, f{"f0", 60, no}, f{"f1", 60, no}, f{"f2", 40, no})
 		got := groupNames(groupFresh(x, []string{"/w"}, []int{0, 0, 9, 0}, 100))

@@ -318,11 +318,11 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 	})
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
-	hi := opts.Jobs
+	lo, hi := opts.Jobs, opts.Jobs // fixed by the caller
 	if opts.adaptive {
-		hi = max(hi, maxDownloads)
+		lo, hi = 1, max(hi, maxDownloads)
 	}
-	slots := newGate(newAdaptive(opts.Jobs, 1, hi))
+	slots := newGate(newAdaptive(opts.Jobs, lo, hi))
 	var stopped error
 	for _, p := range packs {
 		if stopped = slots.acquire(gctx); stopped != nil {

@@ -52,12 +52,7 @@ func (s *Store) pushBlob(ctx context.Context, d digest.Digest, size int64, body 
 	if err != nil {
 		return err
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	err = transport.CheckError(resp, http.StatusAccepted)
-	drain(resp)
+	resp, err := send(c, req, http.StatusAccepted)
 	if err != nil {
 		return err
 	}
@@ -81,13 +76,7 @@ func (s *Store) pushBlob(ctx context.Context, d digest.Digest, size int64, body 
 		req.Body = http.NoBody
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = c.Do(req)
-	if err != nil {
-		return err
-	}
-	err = transport.CheckError(resp, http.StatusCreated)
-	drain(resp)
-	if err != nil {
+	if resp, err = send(c, req, http.StatusCreated); err != nil {
 		return err
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != d.String() {
@@ -96,10 +85,16 @@ func (s *Store) pushBlob(ctx context.Context, d digest.Digest, size int64, body 
 	return nil
 }
 
-// drain reads what is left of a small response's body (at most 64 KiB) so
-// that its connection can carry the next request, and closes it (after
-// CheckError, which reads the body of an error answer).
-func drain(resp *http.Response) {
+// send does req and checks that the answer is want (CheckError reads the
+// body of an error answer); it then reads what is left of the body (at most
+// 64 KiB, so that the connection can carry the next request) and closes it.
+func send(c *http.Client, req *http.Request, want int) (*http.Response, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	err = transport.CheckError(resp, want)
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck // best effort: the connection is only reused
 	resp.Body.Close()
+	return resp, err
 }

@@ -17,8 +17,9 @@ import (
 )
 
 // packPipeline compresses new packs (builders, jobs at once) and uploads
-// the ones the store lacks (uploaders, uploads at once), streaming: at most
-// a few packs are held, in memory or spilled to temporary files.
+// the ones the store lacks (at most uploads at once, the number in flight
+// adapting to the link: adapt.go), streaming: at most a few packs are held,
+// in memory or spilled to temporary files.
 type packPipeline struct {
 	st      store.Store
 	jobs    int
@@ -78,9 +79,11 @@ func (p *packPipeline) run(ctx context.Context, groups [][]archive.PackFile) (pi
 
 	g, gctx := errgroup.WithContext(ctx)
 	jobs := make(chan int)
-	// A few built packs may wait for an uploader (a spooled pack holds at most
-	// spoolMemory), so that packing does not stall behind a slow upload or fsync.
-	built := make(chan builtPack, p.uploads)
+	// A built pack may wait for an upload slot (a spooled pack holds at most
+	// spoolMemory), so that packing does not stall behind a slow upload or
+	// fsync; one more waits in the hands of the dispatcher below, which is
+	// how the controller knows that a higher limit would start it.
+	built := make(chan builtPack, 1)
 	g.Go(func() error {
 		defer close(jobs)
 		for j := range groups {
@@ -117,10 +120,17 @@ func (p *packPipeline) run(ctx context.Context, groups [][]archive.PackFile) (pi
 		})
 	}
 	go func() { builders.Wait(); close(built) }()
-	for range p.uploads {
-		g.Go(func() error {
-			for b := range built {
-				ok, err := upload(gctx, p.st, b)
+	slots := newGate(newAdaptive(startUploads, 1, p.uploads))
+	g.Go(func() error {
+		for b := range built {
+			if err := slots.acquire(gctx); err != nil {
+				b.discard()
+				return err
+			}
+			g.Go(func() error {
+				var pushedBack atomic.Bool
+				ok, err := upload(store.WithRetryNotify(gctx, func(string) { pushedBack.Store(true) }), p.st, b)
+				slots.release(b.desc.Size, pushedBack.Load(), err == nil)
 				if err != nil {
 					return err
 				}
@@ -128,10 +138,11 @@ func (p *packPipeline) run(ctx context.Context, groups [][]archive.PackFile) (pi
 					sent.Add(1)
 					sentBytes.Add(b.desc.Size)
 				}
-			}
-			return nil
-		})
-	}
+				return nil
+			})
+		}
+		return nil
+	})
 	err := g.Wait()
 	// Drain what builders left if an upload failed.
 	for b := range built {

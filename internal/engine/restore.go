@@ -36,8 +36,9 @@ type RestoreOptions struct {
 	AnyPlatform bool
 	// LookupOnly finds and checks the entry but restores nothing.
 	LookupOnly bool
-	// Jobs is the number of packs downloaded and extracted at once.
-	// Default max(4, GOMAXPROCS).
+	// Jobs, when set, is the number of packs downloaded and extracted at
+	// once. Default: it starts at max(4, GOMAXPROCS) and grows, up to 12,
+	// while the throughput grows with it (adapt.go).
 	Jobs int
 	// Logf receives diagnostics; nil is silent.
 	Logf func(format string, args ...any)
@@ -45,6 +46,8 @@ type RestoreOptions struct {
 	// (default 10 s); nil is silent.
 	Progress      Progress
 	ProgressEvery time.Duration
+
+	adaptive bool // Jobs was not set: the downloads adapt
 }
 
 // RestoreResult says what a restore did.
@@ -88,7 +91,7 @@ type RestoreResult struct {
 
 func (o *RestoreOptions) defaults() {
 	if o.Jobs <= 0 {
-		o.Jobs = max(4, runtime.GOMAXPROCS(0))
+		o.Jobs, o.adaptive = max(4, runtime.GOMAXPROCS(0)), true
 	}
 	reportingDefaults(&o.Logf, &o.Progress, &o.ProgressEvery)
 }
@@ -315,11 +318,22 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 	})
 	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Jobs)
+	lo, hi := opts.Jobs, opts.Jobs // fixed by the caller
+	if opts.adaptive {
+		lo, hi = 1, max(hi, maxDownloads)
+	}
+	slots := newGate(newAdaptive(opts.Jobs, lo, hi))
+	var stopped error
 	for _, p := range packs {
-		g.Go(func() error {
+		if stopped = slots.acquire(gctx); stopped != nil {
+			break
+		}
+		g.Go(func() (err error) {
 			info := x.Packs[p]
-			rc, err := st.GetBlob(gctx, info.Digest)
+			var pushedBack atomic.Bool
+			defer func() { slots.release(info.Size, pushedBack.Load(), err == nil) }()
+			rctx := store.WithRetryNotify(gctx, func(string) { pushedBack.Store(true) })
+			rc, err := st.GetBlob(rctx, info.Digest)
 			if err != nil {
 				return err
 			}
@@ -338,6 +352,9 @@ func extract(ctx context.Context, st store.Store, ex *archive.Extractor, x *arch
 	}
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if stopped != nil {
+		return stopped
 	}
 	res.PacksDownloaded = len(packs)
 	res.Downloaded = downloaded.Load()

@@ -46,7 +46,9 @@ type SaveOptions struct {
 	PackSize int64
 	// Jobs is the number of packs compressed at once. Default GOMAXPROCS.
 	Jobs int
-	// Uploads is the number of blobs uploaded at once. Default 3.
+	// Uploads is the most blobs uploaded at once (default 8: each holds a
+	// spooled pack, up to 8 MiB of it in memory). The number in flight
+	// starts at 3 and grows while the throughput grows with it (adapt.go).
 	Uploads int
 	// Tool is recorded in the ref (the program's version).
 	Tool string
@@ -99,7 +101,7 @@ func (o *SaveOptions) defaults() {
 		o.Jobs = runtime.GOMAXPROCS(0)
 	}
 	if o.Uploads <= 0 {
-		o.Uploads = 3
+		o.Uploads = maxUploads
 	}
 	reportingDefaults(&o.Logf, &o.Progress, &o.ProgressEvery)
 	if o.Now == nil {

@@ -132,10 +132,24 @@ func (b *budget) retry(ctx context.Context, what string, kind opKind, err error,
 		d = after
 	}
 	b.r.logf("%s: %s failed (%s); retrying in %s (attempt %d of %d)", b.r.name, what, why, d.Round(time.Millisecond), b.attempt+1, b.tries)
+	if f, _ := ctx.Value(retryNotifyKey{}).(func(string)); f != nil {
+		f(why)
+	}
 	if serr := b.r.sleep(ctx, d); serr != nil {
 		return err
 	}
 	return nil
+}
+
+type retryNotifyKey struct{}
+
+// WithRetryNotify returns ctx with f, which the retries of WithRetries call
+// (before they wait) each time they try again an operation run with ctx,
+// with the reason ("HTTP 503", "network timeout", a stall): what tells a
+// caller that adapts its number of requests in flight that the store
+// pushes back.
+func WithRetryNotify(ctx context.Context, f func(why string)) context.Context {
+	return context.WithValue(ctx, retryNotifyKey{}, f)
 }
 
 // do runs op until it succeeds, fails for good, or the attempts run out.

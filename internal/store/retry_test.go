@@ -137,13 +137,16 @@ func fastOptions(l *logLines) Options {
 	return Options{RetryDelay: time.Millisecond, Logf: l.logf}
 }
 
+// resetTwice fails the first two calls of each operation with a reset.
+func resetTwice(_ string, n int) error {
+	if n <= 2 {
+		return fmt.Errorf("read tcp: %w", syscall.ECONNRESET)
+	}
+	return nil
+}
+
 func TestRetriesTransientThenSucceeds(t *testing.T) {
-	f := &fakeStore{fail: func(op string, n int) error {
-		if n <= 2 {
-			return fmt.Errorf("read tcp: %w", syscall.ECONNRESET)
-		}
-		return nil
-	}}
+	f := &fakeStore{fail: resetTwice}
 	var l logLines
 	st := WithRetries(f, fastOptions(&l))
 	if _, err := st.GetRef(t.Context(), "k"); err != nil {
@@ -509,4 +512,27 @@ func (s *checkThenPutStore) PutBlob(ctx context.Context, d digest.Digest, size i
 		return fmt.Errorf("answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// TestRetryNotify: each retry of an operation run with a notifying context
+// is reported, with its reason; other contexts report nothing.
+func TestRetryNotify(t *testing.T) {
+	f := &fakeStore{fail: resetTwice}
+	var l logLines
+	st := WithRetries(f, fastOptions(&l))
+	var whys []string
+	ctx := WithRetryNotify(t.Context(), func(why string) { whys = append(whys, why) })
+	if _, err := st.StatBlob(ctx, digest.FromBytes(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if len(whys) != 2 || whys[0] != "connection reset" {
+		t.Errorf("notified %q, want 2 connection resets", whys)
+	}
+	whys = nil
+	if _, err := st.StatBlob(t.Context(), digest.FromBytes(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if len(whys) != 0 {
+		t.Errorf("a context without the hook notified %q", whys)
+	}
 }

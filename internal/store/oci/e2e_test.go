@@ -3,6 +3,7 @@ package oci_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/engine"
+	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/oci"
+	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
 
@@ -126,4 +129,62 @@ func TestCraneExportOfSavedEntry(t *testing.T) {
 	if got := readTar(t, rc); !equalMaps(got, want) {
 		t.Errorf("crane export gives %v, want %v", keys(got), keys(want))
 	}
+}
+
+// TestRequestsPerPushedBlob counts what a save costs per blob it uploads,
+// through the retries every opened store has (so packs go from a spool, as
+// in production): the engine's HEAD, then one POST and one PUT that carries
+// the bytes. No second HEAD (the store remembers the engine's answer) and no
+// PATCH (the upload is monolithic): 3 requests a blob, where go-containerregistry's
+// upload took 5 (HEAD, HEAD, POST, PATCH, PUT).
+func TestRequestsPerPushedBlob(t *testing.T) {
+	host := registry(t, false)
+	src := t.TempDir()
+	for i := range 6 {
+		data, _ := storetest.RandomBlob(t, 200<<10)
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%d", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCounter()
+	st := store.WithRetries(openStore(t, host, oci.WithTransport(c)), store.Options{Logf: t.Logf})
+	save, err := engine.Save(context.Background(), st, engine.SaveOptions{Key: "k", Folders: []string{src}, PackSize: 256 << 10, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if save.NewPacks < 3 || save.UploadedBlobs != save.NewPacks+1 {
+		t.Fatalf("save: %+v, want several packs and the index uploaded", save)
+	}
+	// The first save of a repository also puts the times manifest's empty blob.
+	blobs := save.UploadedBlobs + 1
+	got := map[string]int{}
+	for _, k := range []string{"HEAD blob", "POST upload", "PATCH upload", "PUT upload", "GET upload"} {
+		got[k] = c.count(k)
+	}
+	want := map[string]int{"HEAD blob": blobs, "POST upload": blobs, "PATCH upload": 0, "PUT upload": blobs, "GET upload": 0}
+	if !equalCounts(got, want) {
+		t.Errorf("requests for %d blobs: %v, want %v (3 a blob)", blobs, got, want)
+	}
+	// Every blob is there, whole.
+	ref, err := st.GetRef(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append(ref.Packs, ref.Index) {
+		if info, err := st.StatBlob(context.Background(), d.Digest); err != nil || info.Size != d.Size {
+			t.Errorf("pack %s: %+v, %v", d.Digest.Short(), info, err)
+		}
+	}
+}
+
+func equalCounts(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -39,9 +38,15 @@ type Store struct {
 	puller *remote.Puller
 	// foreign holds the keys already reported as foreign by GetRef.
 	foreign sync.Map
-	// pusher remembers the blobs it uploaded; DeleteBlob replaces it so
-	// that a deleted blob is uploaded again.
+	// pusher puts manifests and staged blobs; DeleteBlob replaces it so
+	// that it forgets the blobs it uploaded.
 	pusher atomic.Pointer[remote.Pusher]
+	// push is the client of blob uploads (upload.go).
+	push pushClient
+	// have holds the blobs this Store put or found (a PutBlob of one
+	// costs nothing); missing those a StatBlob just found missing, so that
+	// the PutBlob that follows does not ask again. DeleteBlob clears both.
+	have, missing sync.Map
 }
 
 var (
@@ -169,15 +174,24 @@ func (s *Store) Repository() name.Repository { return s.repo }
 // StatBlob implements store.Store with a HEAD of the blob. A registry does
 // not say when a blob was written: Modified is zero.
 func (s *Store) StatBlob(ctx context.Context, d digest.Digest) (store.BlobInfo, error) {
-	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
+	n, err := s.headBlob(ctx, d)
 	if err != nil {
-		return store.BlobInfo{}, s.fail("stat blob "+d.Short(), err)
-	}
-	n, err := l.Size()
-	if err != nil {
-		return store.BlobInfo{}, s.fail("stat blob "+d.Short(), err)
+		err = s.fail("stat blob "+d.Short(), err)
+		if errors.Is(err, store.ErrNotFound) {
+			s.missing.Store(d, true)
+		}
+		return store.BlobInfo{}, err
 	}
 	return store.BlobInfo{Size: n}, nil
+}
+
+// headBlob returns the size of blob d (a HEAD).
+func (s *Store) headBlob(ctx context.Context, d digest.Digest) (int64, error) {
+	l, err := s.puller.Layer(ctx, s.repo.Digest(d.String()))
+	if err != nil {
+		return 0, err
+	}
+	return l.Size()
 }
 
 // GetBlob implements store.Store with a GET of the blob; go-containerregistry
@@ -252,26 +266,37 @@ func (b *blobReader) Read(p []byte) (int, error) {
 
 func (b *blobReader) Close() error { return b.rc.Close() }
 
-// PutBlob implements store.Store. It HEADs the blob and returns at once when
-// the registry has it; otherwise it uploads the bytes in one PATCH, checking
-// them against d and size as they stream, and commits the upload with the
-// digest, which the registry checks too. An upload that fails or is
+// PutBlob implements store.Store. It returns at once when this Store put or
+// found the blob already, and after a HEAD when the registry has it (no
+// HEAD when this Store's StatBlob just found it missing: the engine stats
+// before it puts). Otherwise it uploads the bytes in one PUT (pushBlob),
+// checking them against d and size as they stream; the registry checks the
+// digest too before it commits the upload. An upload that fails or is
 // cancelled is never committed, so nothing becomes readable.
-// The Store remembers the blobs it put: a second PutBlob of one costs nothing.
 func (s *Store) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error {
-	h, err := v1.NewHash(d.String())
-	if err != nil {
-		return err
+	if _, ok := s.have.Load(d); ok {
+		return nil
+	}
+	op := "put blob " + d.Short()
+	if _, known := s.missing.LoadAndDelete(d); !known {
+		n, err := s.headBlob(ctx, d)
+		if err == nil && n == size {
+			s.have.Store(d, true)
+			return nil
+		}
+		if err != nil {
+			if err = s.fail(op, err); !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
 	}
 	body := &uploadBody{r: digest.NewVerifier(store.ContextReader(ctx, r), d, size)}
-	l := &streamLayer{body: body}
-	l.size.Store(size)
-	l.hash.Store(&h)
-	err = s.pusher.Load().Upload(ctx, s.repo, l)
+	err := s.pushBlob(ctx, d, size, body)
 	body.Close() // waits for a read in flight: r is not used after PutBlob returns
 	if err != nil {
-		return s.fail("put blob "+d.Short(), err)
+		return s.fail(op, err)
 	}
+	s.have.Store(d, true)
 	return nil
 }
 
@@ -397,6 +422,7 @@ func (s *Store) DeleteRef(ctx context.Context, key string) error {
 // The registry must allow deletes.
 func (s *Store) DeleteBlob(ctx context.Context, d digest.Digest) error {
 	op := "delete blob " + d.Short()
+	s.have.Delete(d)
 	defer s.resetPusher() //nolint:errcheck // it worked with the same options in New
 	rt, err := transport.NewWithContext(ctx, s.repo.Registry, s.auth, s.rt, []string{s.repo.Scope(transport.DeleteScope)})
 	if err != nil {

@@ -198,7 +198,7 @@ func (s *slowStore) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser
 // by the store; with the number fixed (Uploads 2, Jobs 2) they never pass it.
 func TestTransfersInFlightRiseWithLatency(t *testing.T) {
 	if testing.Short() {
-		t.Skip("about 5 s of latency")
+		t.Skip("about 10 s of latency")
 	}
 	src := t.TempDir()
 	for i := range 60 {
@@ -208,7 +208,9 @@ func TestTransfersInFlightRiseWithLatency(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	slow := &slowStore{Store: memory.NewStore("t"), latency: 100 * time.Millisecond}
+	// Latency far above what packing 32 KiB costs on a loaded machine, so
+	// that the uploads, not the packers, are what a save waits for.
+	slow := &slowStore{Store: memory.NewStore("t"), latency: 200 * time.Millisecond}
 	res, err := Save(context.Background(), slow, SaveOptions{Key: "k", Folders: []string{src}, PackSize: 32 << 10, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)

@@ -166,7 +166,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	if p, ok := r.Context().Value(principalKey{}).(*Principal); ok {
 		who = p.Name
 	}
-	s.o.Logf("%s %s %s: %d %s: %s", who, r.Method, r.URL.Path, status, code, msg)
+	if status != http.StatusNotFound { // a miss is not a failure
+		s.o.Logf("%s %s %s: %d %s: %s", who, r.Method, r.URL.Path, status, code, msg)
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

@@ -52,14 +52,14 @@ func withRole(m map[string]string, k, v string) map[string]string {
 var (
 	oursFetch = &action{kind: "fetch", impl: "tekton-cache's cache-fetch", ours: true,
 		params: set(append(commonParams, "SOURCE", "RESTORE_KEYS", "STRICT", "TIMEOUT", "JOBS", "LOOKUP_ONLY",
-			"FAIL_ON_MISS", "CROSS_PLATFORM", "SCOPE", "FALLBACK_SCOPE")...),
+			"FAIL_ON_MISS", "CROSS_PLATFORM", "SCOPE", "FALLBACK_SCOPE", "TOKEN_FILE")...),
 		required: []string{"SOURCE", "CACHE_PATH"},
 		results: set("status", "error", "fetched", "restored", "key", "matched-key", "restore-key", "seconds",
 			"bytes", "store", "age-seconds", "platform"),
 		role: withRole(upperRoles, "store", "SOURCE")}
 	oursUpload = &action{kind: "upload", impl: "tekton-cache's cache-upload", ours: true,
 		params: set(append(commonParams, "TARGET", "KEY", "RESTORE_KEYS", "FETCHED", "FORCE_CACHE_UPLOAD", "STRICT",
-			"TIMEOUT", "JOBS", "CROSS_PLATFORM", "READ_ONLY", "SCOPE")...),
+			"TIMEOUT", "JOBS", "CROSS_PLATFORM", "READ_ONLY", "SCOPE", "TOKEN_FILE")...),
 		required: []string{"TARGET", "CACHE_PATH"},
 		results:  set("status", "error", "uploaded", "key", "seconds", "bytes", "uploaded-bytes"),
 		role:     withRole(upperRoles, "store", "TARGET")}

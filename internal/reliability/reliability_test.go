@@ -96,17 +96,7 @@ func openS3(t *testing.T, p *faultproxy.Proxy) string {
 	user, secret := "relminio", "rel-minio-secret-4f1a"
 	endpoint := testserver.MinIO(t, user, secret)
 	p.SetTarget(endpoint)
-	for _, k := range []string{"AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"} {
-		t.Setenv(k, "")
-		os.Unsetenv(k)
-	}
-	dir := t.TempDir()
-	for k, f := range map[string]string{"AWS_CONFIG_FILE": "config", "AWS_SHARED_CREDENTIALS_FILE": "credentials"} {
-		os.WriteFile(filepath.Join(dir, f), nil, 0o600)
-		t.Setenv(k, filepath.Join(dir, f))
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", user)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+	testserver.IsolateAWS(t, user, secret)
 	raw := func(ep string) string {
 		return fmt.Sprintf("s3://%s/%s?endpoint=%s&use_path_style=true&disable_https=true&region=us-east-1", bucket, storetest.NewPrefix(), ep)
 	}

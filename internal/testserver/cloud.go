@@ -137,3 +137,23 @@ func isFile(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && !fi.IsDir()
 }
+
+// IsolateAWS keeps the developer's AWS profile, region, endpoint and
+// files out of t, and gives it the credentials user and secret (of a MinIO
+// that MinIO started).
+func IsolateAWS(t testing.TB, user, secret string) {
+	t.Helper()
+	for _, k := range []string{"AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	dir := t.TempDir()
+	for k, f := range map[string]string{"AWS_CONFIG_FILE": "config", "AWS_SHARED_CREDENTIALS_FILE": "credentials"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(k, filepath.Join(dir, f))
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", user)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+}

@@ -6,6 +6,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	azstore "github.com/tekton-cache/tekton-cache/internal/store/azure"
 	gcsstore "github.com/tekton-cache/tekton-cache/internal/store/gcs"
+	"github.com/tekton-cache/tekton-cache/internal/store/httpstore"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/oci"
 	s3store "github.com/tekton-cache/tekton-cache/internal/store/s3"
@@ -19,5 +20,7 @@ func Mux() *store.Mux {
 	m.Register(s3store.Scheme, s3store.Open)
 	m.Register(gcsstore.Scheme, gcsstore.Open)
 	m.Register(azstore.Scheme, azstore.Open)
+	m.Register("http", httpstore.Open)
+	m.Register("https", httpstore.Open)
 	return &m
 }

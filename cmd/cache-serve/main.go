@@ -1,0 +1,168 @@
+// Command cache-serve serves a cache store over HTTP (docs/SERVE.md,
+// docs/HTTP.md) to `cache fetch` and `cache upload` with http:// store
+// URLs. It is a second binary of the module, so that the server's code and
+// dependencies stay out of the step image's `cache`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tekton-cache/tekton-cache/internal/cli"
+	"github.com/tekton-cache/tekton-cache/internal/server"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/all"
+)
+
+func main() {
+	// SIGTERM (a rollout, a node drain) stops taking requests and finishes
+	// the ones in flight.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := newCommand(os.Stderr, nil).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cache-serve:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the flags of cache-serve.
+type options struct {
+	listen          string
+	storeURL        string
+	insecure        bool
+	tokensFile      string
+	anonReads       bool
+	anonWrites      bool
+	anonScope       string
+	tlsCert, tlsKey string
+	maxBodySize     int64
+	shutdownTimeout time.Duration
+}
+
+// newCommand is the cache-serve command; ready, when set, receives the
+// address it listens on once it does (for tests).
+func newCommand(stderr io.Writer, ready func(addr string)) *cobra.Command {
+	o := options{maxBodySize: server.DefaultMaxBodySize}
+	cmd := &cobra.Command{
+		Use:   "cache-serve",
+		Short: "Serve a cache store over HTTP to cache fetch and cache upload",
+		Long: `cache-serve answers the native HTTP store API (docs/HTTP.md) over a backing
+store: a directory (file:///data, a PVC) or a bucket (s3://, gs://, azblob://).
+Clients use it with --store http://HOST:PORT and a bearer token in CACHE_TOKEN
+or CACHE_TOKEN_FILE.
+
+Every flag can also be set with an environment variable: CACHE_ and the flag
+name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cli.ApplyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return run(cmd.Context(), o, log.New(stderr, "", log.LstdFlags), ready)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.listen, "listen", ":8080", "the address to listen on")
+	fs.StringVar(&o.storeURL, "store", "file:///data", "the backing store: file:///DIR, s3://BUCKET/PREFIX, gs://..., azblob://..., oci://...")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the backing store")
+	fs.StringVar(&o.tokensFile, "tokens-file", "", "a YAML or JSON file of tokens (their sha256), each with a write scope and read scopes (docs/HTTP.md)")
+	fs.BoolVar(&o.anonReads, "allow-unauthenticated-reads", false, "let requests without a token read blobs and the refs of --anonymous-scope")
+	fs.BoolVar(&o.anonWrites, "allow-unauthenticated-writes", false, "let requests without a token write blobs and the refs of --anonymous-scope (a laptop, a test)")
+	fs.StringVar(&o.anonScope, "anonymous-scope", server.DefaultAnonymousScope, "the scope of requests without a token")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+	fs.Var(cli.SizeValue(&o.maxBodySize), "max-body-size", "the largest blob a client may put (4GiB, 500MB)")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long requests in flight may take to finish")
+	return cmd
+}
+
+// run serves until ctx is done, then stops taking connections and waits
+// (up to o.shutdownTimeout) for the requests in flight.
+func run(ctx context.Context, o options, logger *log.Logger, ready func(addr string)) error {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	var auth server.Authenticator
+	if o.tokensFile != "" {
+		t, err := server.LoadTokens(o.tokensFile)
+		if err != nil {
+			return err
+		}
+		auth = t
+		logger.Printf("%d tokens from %s", t.Len(), o.tokensFile)
+	} else if !o.anonReads && !o.anonWrites {
+		logger.Printf("warning: no --tokens-file and no --allow-unauthenticated-*: every request will be refused")
+	}
+	st, err := all.Mux().Open(ctx, o.storeURL, store.Options{Insecure: o.insecure, Logf: logger.Printf})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(st, server.Options{
+		Authenticator:              auth,
+		AnonymousScope:             o.anonScope,
+		AllowUnauthenticatedReads:  o.anonReads,
+		AllowUnauthenticatedWrites: o.anonWrites,
+		MaxBodySize:                o.maxBodySize,
+		Logf:                       logger.Printf,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          logger,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	scheme := "http"
+	if o.tlsCert != "" {
+		scheme = "https"
+	}
+	logger.Printf("serving %s on %s://%s", st, scheme, ln.Addr())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if o.tlsCert != "" {
+			errc <- hs.ServeTLS(ln, o.tlsCert, o.tlsKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Printf("stopping: finishing the requests in flight (at most %s)", o.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("stopping: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	logger.Printf("stopped")
+	return nil
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/httpapi"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+)
+
+// lockedBuffer is the server's log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs cache-serve with args until the returned cancel (a SIGTERM)
+// and returns its URL and the error it ends with.
+func start(t *testing.T, args ...string) (url string, cancel func(), done <-chan error, logs *lockedBuffer) {
+	t.Helper()
+	ctx, cancelCtx := context.WithCancel(context.Background())
+	t.Cleanup(cancelCtx)
+	addr := make(chan string, 1)
+	logs = &lockedBuffer{}
+	cmd := newCommand(logs, func(a string) { addr <- a })
+	cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, args...))
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.ExecuteContext(ctx) }()
+	select {
+	case a := <-addr:
+		return "http://" + a, cancelCtx, errc, logs
+	case err := <-errc:
+		t.Fatalf("cache-serve %v: %v\n%s", args, err, logs)
+	}
+	return "", nil, nil, nil
+}
+
+// TestGracefulShutdown: a SIGTERM while a blob is being uploaded lets
+// the upload finish and be kept; then the server stops.
+func TestGracefulShutdown(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CACHE_ALLOW_UNAUTHENTICATED_WRITES", "true") // flags come from CACHE_* too
+	base, sigterm, done, logs := start(t, "--store", "file://"+dir)
+
+	resp, err := http.Get(base + httpapi.HealthPath)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+
+	data := bytes.Repeat([]byte("cache "), 200_000)
+	d := digest.FromBytes(data)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", base+httpapi.BlobsPath+d.Hex(), pr)
+	req.ContentLength = int64(len(data))
+	answer := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("PUT: %v", err)
+		}
+		answer <- resp
+	}()
+	pw.Write(data[:len(data)/2])
+	sigterm()
+	// Shutdown has begun once the log says so; the upload goes on.
+	for !strings.Contains(logs.String(), "stopping") {
+		select {
+		case err := <-done:
+			t.Fatalf("the server ended before the upload did: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	pw.Write(data[len(data)/2:])
+	pw.Close()
+	if resp := <-answer; resp == nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the upload in flight at SIGTERM got %v, want 201", resp)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("cache-serve ended with %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, store.BlobName(d))); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the blob uploaded during shutdown: %d bytes, %v", len(got), err)
+	}
+	if _, err := http.Get(base + httpapi.HealthPath); err == nil {
+		t.Fatal("the server still answers after it stopped")
+	}
+}
+
+// TestFlags: a tokens file is read; mistakes stop the server with one line.
+func TestFlags(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	os.WriteFile(tokens, fmt.Appendf(nil, "tokens:\n  - {name: ci, sha256: %s, write: main}\n", digest.FromBytes([]byte("tok")).Hex()), 0o600)
+	base, sigterm, done, _ := start(t, "--store", "file://"+t.TempDir(), "--tokens-file", tokens, "--max-body-size", "1KiB")
+	req, _ := http.NewRequest("PUT", base+httpapi.BlobsPath+digest.FromBytes(make([]byte, 2000)).Hex(), bytes.NewReader(make([]byte, 2000)))
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a blob over --max-body-size: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	sigterm()
+	<-done
+
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--tls-cert", "x.pem"}, "go together"},
+		{[]string{"--tokens-file", "/no/such/file"}, "reading the tokens file"},
+		{[]string{"--store", "nope"}, "no scheme"},
+		{[]string{"--anonymous-scope", "Bad.Scope", "--store", "file://" + t.TempDir()}, "invalid scope"},
+	} {
+		cmd := newCommand(io.Discard, nil)
+		cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, tc.args...))
+		if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("cache-serve %v: %v, want %q", tc.args, err, tc.says)
+		}
+	}
+}

@@ -1,0 +1,12 @@
+package cli
+
+import "github.com/spf13/pflag"
+
+// ApplyEnv sets every flag of fs not given on the command line from its
+// CACHE_* variable, as the cache command's flags are: for the module's
+// other commands (cache-serve).
+func ApplyEnv(fs *pflag.FlagSet) error { return applyEnv(fs) }
+
+// SizeValue is a byte-size flag ("4GiB", "500MB", "1024") stored in n, as
+// prune's --max-size.
+func SizeValue(n *int64) pflag.Value { return sizeValue{n} }

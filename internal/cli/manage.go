@@ -158,7 +158,6 @@ func refBlobs(r *store.Ref) []format.Descriptor {
 	return ds
 }
 
-
 // deleteResult is what delete --output json prints.
 type deleteResult struct {
 	Store   string   `result:"store"`

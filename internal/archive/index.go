@@ -85,7 +85,9 @@ func (x *Index) TarName(e *Entry) string {
 // extraction (parents before children).
 func (x *Index) Sort() {
 	// Sort positions, then move each entry (about 100 bytes) once, rather
-	// than at every swap: tens of thousands of them in a no-op save.
+	// than at every swap: tens of thousands of them in a no-op save. The
+	// entries (and IDs) are permuted in place, cycle by cycle: no second
+	// slice of them (600,000 entries: 67 MB).
 	order := make([]int32, len(x.Entries))
 	for i := range order {
 		order[i] = int32(i)
@@ -97,17 +99,35 @@ func (x *Index) Sort() {
 		}
 		return strings.Compare(a.Path, b.Path)
 	})
-	sorted := make([]Entry, len(x.Entries))
-	for i, o := range order {
-		sorted[i] = x.Entries[o]
-	}
-	x.Entries = sorted
-	if len(x.IDs) == len(sorted) {
-		ids := make([]FileID, len(sorted))
-		for i, o := range order {
-			ids[i] = x.IDs[o]
+	ids := len(x.IDs) == len(x.Entries)
+	// Position i gets the entry at order[i]; a position done is marked
+	// order[i] = i.
+	for i := range order {
+		if order[i] == int32(i) {
+			continue
 		}
-		x.IDs = ids
+		e := x.Entries[i]
+		var id FileID
+		if ids {
+			id = x.IDs[i]
+		}
+		j := int32(i)
+		for {
+			k := order[j]
+			order[j] = j
+			if k == int32(i) {
+				x.Entries[j] = e
+				if ids {
+					x.IDs[j] = id
+				}
+				break
+			}
+			x.Entries[j] = x.Entries[k]
+			if ids {
+				x.IDs[j] = x.IDs[k]
+			}
+			j = k
+		}
 	}
 }
 

@@ -210,9 +210,9 @@ func (x *Index) EncodeTo(w io.Writer) error {
 
 // DefaultMaxIndexEntries is the most entries an index may hold unless
 // SetMaxIndexEntries says otherwise (CACHE_MAX_INDEX_ENTRIES): decoding
-// costs about 850 bytes allocated and 280 live per entry with 70-character
+// costs about 440 bytes allocated and 185 live per entry with 70-character
 // paths (docs/FORMAT.md), so the default bounds a hostile index to about
-// 1.7 GB allocated and 0.6 GB live.
+// 0.9 GB allocated and 0.4 GB live.
 const DefaultMaxIndexEntries = 2_000_000
 
 // IndexBytesPerEntry bounds the decompressed index per allowed entry: an

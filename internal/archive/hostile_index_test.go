@@ -107,6 +107,9 @@ func TestDecodeIndexSizeBoundFollowsTheCap(t *testing.T) {
 // TestIndexMemoryPerEntry measures what decoding costs per entry, the
 // figures docs/FORMAT.md states, and fails if they double.
 func TestIndexMemoryPerEntry(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
 	if testing.Short() {
 		t.Skip("decodes 200,000 entries")
 	}

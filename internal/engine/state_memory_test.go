@@ -61,6 +61,9 @@ func bytesPerEntry(n int, f func() any) (allocated, live float64) {
 // entry), and reading it back costs the blob, the records and the
 // decoded index, not the file's text on top (format 2: about 1,100 B).
 func TestStateMemoryPerEntry(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
 	if testing.Short() {
 		t.Skip("150,000 entries")
 	}

@@ -107,6 +107,9 @@ func TestDecodeIndexSizeBoundFollowsTheCap(t *testing.T) {
 // TestIndexMemoryPerEntry measures what decoding costs per entry, the
 // figures docs/FORMAT.md states, and fails if they double.
 func TestIndexMemoryPerEntry(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
 	if testing.Short() {
 		t.Skip("decodes 200,000 entries")
 	}
@@ -131,8 +134,10 @@ func TestIndexMemoryPerEntry(t *testing.T) {
 	live := (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / entries
 	runtime.KeepAlive(x)
 	t.Logf("decoding %d entries (%d bytes compressed): %.0f B allocated and %.0f B live per entry", len(x.Entries), len(blob), allocated, live)
-	if allocated > 1500 || live > 600 {
-		t.Errorf("decoding costs %.0f B allocated and %.0f B live per entry: docs/FORMAT.md says about 730 and 260", allocated, live)
+	// Read whole (before the stream), the same index cost about 730 B
+	// allocated and 260 live an entry.
+	if allocated > 550 || live > 230 {
+		t.Errorf("decoding costs %.0f B allocated and %.0f B live per entry: docs/FORMAT.md says about 440 and 185", allocated, live)
 	}
 }
 

@@ -7,11 +7,13 @@
 package archive
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"slices"
 	"strings"
@@ -85,7 +87,9 @@ func (x *Index) TarName(e *Entry) string {
 // extraction (parents before children).
 func (x *Index) Sort() {
 	// Sort positions, then move each entry (about 100 bytes) once, rather
-	// than at every swap: tens of thousands of them in a no-op save.
+	// than at every swap: tens of thousands of them in a no-op save. The
+	// entries (and IDs) are permuted in place, cycle by cycle: no second
+	// slice of them (600,000 entries: 67 MB).
 	order := make([]int32, len(x.Entries))
 	for i := range order {
 		order[i] = int32(i)
@@ -97,17 +101,35 @@ func (x *Index) Sort() {
 		}
 		return strings.Compare(a.Path, b.Path)
 	})
-	sorted := make([]Entry, len(x.Entries))
-	for i, o := range order {
-		sorted[i] = x.Entries[o]
-	}
-	x.Entries = sorted
-	if len(x.IDs) == len(sorted) {
-		ids := make([]FileID, len(sorted))
-		for i, o := range order {
-			ids[i] = x.IDs[o]
+	ids := len(x.IDs) == len(x.Entries)
+	// Position i gets the entry at order[i]; a position done is marked
+	// order[i] = i.
+	for i := range order {
+		if order[i] == int32(i) {
+			continue
 		}
-		x.IDs = ids
+		e := x.Entries[i]
+		var id FileID
+		if ids {
+			id = x.IDs[i]
+		}
+		j := int32(i)
+		for {
+			k := order[j]
+			order[j] = j
+			if k == int32(i) {
+				x.Entries[j] = e
+				if ids {
+					x.IDs[j] = id
+				}
+				break
+			}
+			x.Entries[j] = x.Entries[k]
+			if ids {
+				x.IDs[j] = x.IDs[k]
+			}
+			j = k
+		}
 	}
 }
 
@@ -129,20 +151,68 @@ func (x *Index) TotalSize() int64 {
 // Encode returns the index as zstd-compressed JSON. The same index always
 // gives the same bytes.
 func (x *Index) Encode() ([]byte, error) {
-	raw, err := json.Marshal(x)
-	if err != nil {
+	var out bytes.Buffer
+	// Compressed, an entry takes 40-70 bytes: sized once, not grown by
+	// copies.
+	out.Grow(4096 + 64*len(x.Entries))
+	if err := x.EncodeTo(&out); err != nil {
 		return nil, err
 	}
+	return out.Bytes(), nil
+}
+
+// EncodeTo writes the index to w as zstd-compressed JSON, the bytes of
+// Encode. The JSON (that of json.Marshal(x)) is written into the zstd
+// stream an entry at a time, never held whole: about 200 bytes an entry,
+// 120 MB for 600,000 of them, grown by doubling.
+func (x *Index) EncodeTo(w io.Writer) error {
 	enc := encoderPool.Get().(*zstd.Encoder)
 	defer encoderPool.Put(enc)
-	return enc.EncodeAll(raw, nil), nil
+	enc.Reset(w)
+	bw := bufio.NewWriterSize(enc, 64<<10)
+	// The members before the entries, in Index's order.
+	head, err := json.Marshal(struct {
+		Format int                 `json:"format"`
+		Roots  []string            `json:"roots"`
+		Packs  []format.Descriptor `json:"packs"`
+	}{x.Format, x.Roots, x.Packs})
+	if err != nil {
+		return err
+	}
+	bw.Write(head[:len(head)-1])
+	bw.WriteString(`,"entries":`)
+	if x.Entries == nil {
+		bw.WriteString("null")
+	} else {
+		// One Encoder through one buffer: json.Marshal's bytes (HTML
+		// escaping included) and its newline, dropped.
+		var buf bytes.Buffer
+		je := json.NewEncoder(&buf)
+		bw.WriteByte('[')
+		for i := range x.Entries {
+			buf.Reset()
+			if err := je.Encode(&x.Entries[i]); err != nil {
+				return err
+			}
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			bw.Write(buf.Bytes()[:buf.Len()-1])
+		}
+		bw.WriteByte(']')
+	}
+	bw.WriteByte('}')
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return enc.Close()
 }
 
 // DefaultMaxIndexEntries is the most entries an index may hold unless
 // SetMaxIndexEntries says otherwise (CACHE_MAX_INDEX_ENTRIES): decoding
-// costs about 850 bytes allocated and 280 live per entry with 70-character
+// costs about 440 bytes allocated and 185 live per entry with 70-character
 // paths (docs/FORMAT.md), so the default bounds a hostile index to about
-// 1.7 GB allocated and 0.6 GB live.
+// 0.9 GB allocated and 0.4 GB live.
 const DefaultMaxIndexEntries = 2_000_000
 
 // IndexBytesPerEntry bounds the decompressed index per allowed entry: an
@@ -176,63 +246,90 @@ func tooManyEntries(what string, max int64) error {
 // bound on the entries it holds (each entry is an object), found before
 // the parser spends memory on them. It stops past limit.
 func countObjects(raw []byte, limit int64) int64 {
-	var n int64
-	inString, escaped := false, false
+	var c objectCounter
+	c.count(raw, limit)
+	return c.n
+}
+
+// objectCounter counts the '{' outside strings of JSON text given in
+// pieces.
+type objectCounter struct {
+	n                 int64
+	inString, escaped bool
+}
+
+// count counts the objects of the next piece of text, stopping past limit.
+func (o *objectCounter) count(raw []byte, limit int64) {
 	for _, c := range raw {
 		switch {
-		case escaped:
-			escaped = false
-		case inString:
+		case o.escaped:
+			o.escaped = false
+		case o.inString:
 			switch c {
 			case '\\':
-				escaped = true
+				o.escaped = true
 			case '"':
-				inString = false
+				o.inString = false
 			}
 		case c == '"':
-			inString = true
+			o.inString = true
 		case c == '{':
-			if n++; n > limit {
-				return n
+			if o.n++; o.n > limit {
+				return
 			}
 		}
 	}
-	return n
 }
 
 // DecodeIndex parses and validates an index blob. An index past the cap
-// on entries (SetMaxIndexEntries) is refused before it is parsed: its
-// decompressed size is bounded from the cap, then its objects counted.
+// on entries (SetMaxIndexEntries) is refused as soon as it is seen to be:
+// its decompressed size is bounded from the cap, and its entries are
+// parsed one at a time from the zstd stream (decodeIndexStream), so that
+// the text is never held whole and parsing stops one entry past the cap.
+// An index in another layout than our writer's is read whole, with its
+// objects counted before it is parsed.
 func DecodeIndex(blob []byte) (*Index, error) {
 	maxEntries, maxSize := MaxIndexEntries(), maxIndexSize()
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxSize))
-	if err != nil {
+	tooLarge := func() error {
+		return fmt.Errorf("%w: it is larger than %d bytes uncompressed (%d entries of %d bytes, CACHE_MAX_INDEX_ENTRIES): refused", ErrIndexTooLarge, maxSize, maxEntries, IndexBytesPerEntry)
+	}
+	// The objects are counted first, in a pass that holds nothing (the
+	// top-level object and each pack are objects too: packs hold about 4
+	// MiB each, so a quarter of the cap leaves room for them short of
+	// terabytes of content); the count then sizes the entries.
+	limit := maxEntries + maxEntries/4 + 16
+	var count objectCounter
+	err := streamIndex(blob, maxSize, func(r io.Reader) error {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := r.Read(buf)
+			if count.count(buf[:n], limit); count.n > limit {
+				return tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+	})
+	var x *Index
+	if err == nil {
+		err = streamIndex(blob, maxSize, func(r io.Reader) (err error) {
+			x, err = decodeIndexStream(r, maxEntries, int(count.n))
+			return err
+		})
+	}
+	if errors.Is(err, errNotCanonical) {
+		x, err = decodeIndexWhole(blob, maxEntries, maxSize)
+	}
+	switch {
+	case errors.Is(err, errIndexSize) || errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded):
+		return nil, tooLarge()
+	case errors.Is(err, ErrIndexTooLarge) || errors.Is(err, errDecompress) || errors.Is(err, format.ErrUnsupported):
 		return nil, err
-	}
-	defer dec.Close()
-	// DecodeAll sizes its output from the frame header and stops at the limit.
-	raw, err := dec.DecodeAll(blob, nil)
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-		return nil, fmt.Errorf("%w: it is larger than %d bytes uncompressed (%d entries of %d bytes, CACHE_MAX_INDEX_ENTRIES): refused", ErrIndexTooLarge, maxSize, maxEntries, IndexBytesPerEntry)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("decompressing index: %w", err)
-	}
-	// The top-level object and each pack are objects too: packs hold
-	// about 4 MiB each, so a quarter of the cap leaves room for them
-	// short of terabytes of content.
-	if limit := maxEntries + maxEntries/4 + 16; countObjects(raw, limit) > limit {
-		return nil, tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
-	}
-	v, err := peekFormat(raw)
-	if err != nil {
-		return nil, fmt.Errorf("decoding index: %w", err)
-	}
-	if err := format.Check("index", v); err != nil {
-		return nil, err
-	}
-	x, err := indexDecoders[v](raw)
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("decoding index: %w", err)
 	}
 	if int64(len(x.Entries)) > maxEntries {
@@ -242,6 +339,68 @@ func DecodeIndex(blob []byte) (*Index, error) {
 		return nil, err
 	}
 	return x, nil
+}
+
+// streamIndex calls f with the decompressed stream of blob, which fails
+// past maxSize bytes.
+func streamIndex(blob []byte, maxSize uint64, f func(r io.Reader) error) error {
+	// Streaming, the decoder's memory cap is its window's (our writer's
+	// is at most 8 MiB); the limitReader bounds the size.
+	dec, err := zstd.NewReader(bytes.NewReader(blob), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxStreamWindow))
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	return f(&limitReader{r: &decompressReader{dec}, n: int64(maxSize)})
+}
+
+// errDecompress is wrapped by the errors of an index that does not
+// decompress.
+var errDecompress = errors.New("decompressing index")
+
+// decompressReader marks the errors of r (a zstd stream) with errDecompress.
+type decompressReader struct{ r io.Reader }
+
+func (d *decompressReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w: %w", errDecompress, err)
+	}
+	return n, err
+}
+
+// decodeIndexWhole decompresses blob whole (at most maxSize bytes), counts
+// its objects before parsing it, and parses it with the decoder of its
+// format version.
+func decodeIndexWhole(blob []byte, maxEntries int64, maxSize uint64) (*Index, error) {
+	// A decoder of its own: one that streamed cannot DecodeAll.
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxSize))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	// DecodeAll sizes its output from the frame header and stops at the limit.
+	raw, err := dec.DecodeAll(blob, nil)
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errDecompress, err)
+	}
+	// The top-level object and each pack are objects too: packs hold
+	// about 4 MiB each, so a quarter of the cap leaves room for them
+	// short of terabytes of content.
+	if limit := maxEntries + maxEntries/4 + 16; countObjects(raw, limit) > limit {
+		return nil, tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
+	}
+	v, err := peekFormat(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := format.Check("index", v); err != nil {
+		return nil, err
+	}
+	return indexDecoders[v](raw)
 }
 
 // indexDecoders parse the JSON of each format version this build reads

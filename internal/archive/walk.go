@@ -46,8 +46,12 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		x.Entries = append(x.Entries, entries...)
-		x.IDs = append(x.IDs, ids...)
+		if x.Entries == nil { // the first root's slices, not a copy of them
+			x.Entries, x.IDs = entries, ids
+		} else {
+			x.Entries = append(x.Entries, entries...)
+			x.IDs = append(x.IDs, ids...)
+		}
 		skipped = append(skipped, sk...)
 	}
 	x.Sort()

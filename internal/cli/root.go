@@ -51,6 +51,7 @@ name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 // for a failure under --strict or --fail-on-miss, 2 for a misconfiguration
 // (a usage error, a bad store URL, key, pattern, working dir or value).
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	defer softMemoryLimit()()
 	root := NewRoot()
 	stopProfile := addProfileFlag(root, stderr)
 	defer stopProfile()

@@ -1,10 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
@@ -47,7 +47,11 @@ func Load(ctx context.Context, st store.BlobStore, ref *store.Ref) (*Entry, erro
 		return nil, markDamage(fmt.Errorf("entry %s: %w", ref.Key, err))
 	}
 	defer rc.Close()
-	blob, err := io.ReadAll(digest.NewVerifier(rc, ref.Index.Digest, ref.Index.Size))
+	// Read into a buffer of the ref's size (checked by the verifier), not
+	// grown by copies: 600,000 entries make a 40 MB index.
+	buf := bytes.NewBuffer(make([]byte, 0, max(0, ref.Index.Size)+bytes.MinRead))
+	_, err = buf.ReadFrom(digest.NewVerifier(rc, ref.Index.Digest, ref.Index.Size))
+	blob := buf.Bytes()
 	if err != nil {
 		return nil, markDamage(fmt.Errorf("entry %s: reading index: %w", ref.Key, err))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +64,63 @@ func encodeJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// stateAsJSON returns a state file as one JSON object, which the forgeries
+// change: its header's members (the sizes left out), "index_blob" (base64)
+// and the records as "dev", "ino" and "ctime" arrays.
+func stateAsJSON(t *testing.T, data []byte) []byte {
+	t.Helper()
+	line, rest, ok := bytes.Cut(data, []byte("\n"))
+	if !ok {
+		t.Fatal("the restore state has no header line")
+	}
+	m := decodeJSON(t, line).(map[string]any)
+	n, _ := m["index_size"].(json.Number).Int64()
+	delete(m, "index_size")
+	delete(m, "records")
+	m["index_blob"] = base64.StdEncoding.EncodeToString(rest[:n])
+	var dev, ino, ctime []any
+	for rec := rest[n:]; len(rec) >= recordSize; rec = rec[recordSize:] {
+		dev = append(dev, json.Number(fmt.Sprint(binary.LittleEndian.Uint64(rec))))
+		ino = append(ino, json.Number(fmt.Sprint(binary.LittleEndian.Uint64(rec[8:]))))
+		ctime = append(ctime, json.Number(fmt.Sprint(int64(binary.LittleEndian.Uint64(rec[16:])))))
+	}
+	m["dev"], m["ino"], m["ctime"] = dev, ino, ctime
+	return encodeJSON(t, m)
+}
+
+// stateFromJSON is the state file of stateAsJSON's view.
+func stateFromJSON(t *testing.T, j []byte) []byte {
+	t.Helper()
+	m := decodeJSON(t, j).(map[string]any)
+	blob, err := base64.StdEncoding.DecodeString(m["index_blob"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrays := [3][]any{}
+	for i, k := range []string{"dev", "ino", "ctime"} {
+		arrays[i], _ = m[k].([]any)
+		delete(m, k)
+	}
+	if len(arrays[0]) != len(arrays[1]) || len(arrays[0]) != len(arrays[2]) {
+		t.Fatal("test bug: a forgery made the records' arrays of different lengths")
+	}
+	delete(m, "index_blob")
+	m["index_size"], m["records"] = len(blob), len(arrays[0])
+	out := append(encodeJSON(t, m), '\n')
+	out = append(out, blob...)
+	for i := range arrays[0] {
+		for _, a := range arrays {
+			n, err := strconv.ParseInt(string(a[i].(json.Number)), 10, 64)
+			if err != nil {
+				u, _ := strconv.ParseUint(string(a[i].(json.Number)), 10, 64)
+				n = int64(u)
+			}
+			out = binary.LittleEndian.AppendUint64(out, uint64(n))
+		}
+	}
+	return out
 }
 
 // walkStrings replaces every string s of v (map values and array elements,
@@ -253,6 +312,9 @@ func indexBlobOf(t *testing.T, st store.Store, key string) ([]byte, digest.Diges
 
 type forgery struct {
 	name string
+	// raw: the forgery works on the file's bytes, not on its JSON view
+	// (stateAsJSON).
+	raw bool
 	// namesOther: the forged state names another entry of the store as
 	// the folder's base, with the records of this one. Nothing in the
 	// workspace can tell that from a build that wrote the other entry's
@@ -270,14 +332,14 @@ type forgery struct {
 // another entry's index; key is the entry the state names.
 func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byte, otherDigest, ownDigest digest.Digest) []forgery {
 	fs := []forgery{
-		{"none (control)", false, func(t *testing.T, d []byte) ([]byte, bool) { return d, true }},
-		{"garbage", false, func(t *testing.T, d []byte) ([]byte, bool) {
+		{"none (control)", false, false, func(t *testing.T, d []byte) ([]byte, bool) { return d, true }},
+		{"garbage", true, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			return []byte("\x00\xff{not json at all\x7f"), true
 		}},
-		{"truncated", false, func(t *testing.T, d []byte) ([]byte, bool) { return d[:len(d)/2], true }},
-		{"empty", false, func(t *testing.T, d []byte) ([]byte, bool) { return nil, true }},
-		{"null", false, func(t *testing.T, d []byte) ([]byte, bool) { return []byte("null"), true }},
-		{"state digests flipped", false, func(t *testing.T, d []byte) ([]byte, bool) {
+		{"truncated", true, false, func(t *testing.T, d []byte) ([]byte, bool) { return d[:len(d)/2], true }},
+		{"empty", true, false, func(t *testing.T, d []byte) ([]byte, bool) { return nil, true }},
+		{"null", true, false, func(t *testing.T, d []byte) ([]byte, bool) { return []byte("null"), true }},
+		{"state digests flipped", false, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			n := 0
 			v := walkStrings(decodeJSON(t, d), func(s string) string {
 				if hexDigest.MatchString(s) || prefixDigest.MatchString(s) {
@@ -288,9 +350,9 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 			})
 			return encodeJSON(t, v), n > 0
 		}},
-		{"index file digests flipped", false, flipInIndex(hexDigest)},
-		{"index pack digests flipped", false, flipInIndex(prefixDigest)},
-		{"index re-encoded, so not in the store", false, func(t *testing.T, d []byte) ([]byte, bool) {
+		{"index file digests flipped", false, false, flipInIndex(hexDigest)},
+		{"index pack digests flipped", false, false, flipInIndex(prefixDigest)},
+		{"index re-encoded, so not in the store", false, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			same := false
 			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
 				nb := mutateIndexJSON(t, blob, func(any) {})
@@ -302,7 +364,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 			}
 			return encodeJSON(t, v), ok
 		}},
-		{"index of another key", true, func(t *testing.T, d []byte) ([]byte, bool) {
+		{"index of another key", false, true, func(t *testing.T, d []byte) ([]byte, bool) {
 			v, ok := forgeIndex(t, decodeJSON(t, d), func([]byte) []byte { return otherBlob })
 			if !ok { // a state that names its index by digest only
 				n := 0
@@ -323,7 +385,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 		}},
 	}
 	swap := fs[len(fs)-1].forge
-	fs = append(fs, forgery{"index of another key, and its key", true, func(t *testing.T, d []byte) ([]byte, bool) {
+	fs = append(fs, forgery{"index of another key, and its key", false, true, func(t *testing.T, d []byte) ([]byte, bool) {
 		d, ok := swap(t, d)
 		v := walkStrings(decodeJSON(t, d), func(s string) string {
 			if s == key {
@@ -338,7 +400,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 	top := map[string]bool{}
 	numericKeys(decodeJSON(t, state), top)
 	for _, k := range sortedKeys(top) {
-		fs = append(fs, forgery{"state numbers rotated: " + k, false, func(t *testing.T, d []byte) ([]byte, bool) {
+		fs = append(fs, forgery{"state numbers rotated: " + k, false, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			v := decodeJSON(t, d)
 			ok := rotateNumbers(v, k)
 			return encodeJSON(t, v), ok
@@ -350,7 +412,7 @@ func forgeries(t *testing.T, state []byte, key, otherKey string, otherBlob []byt
 		return blob
 	})
 	for _, k := range sortedKeys(inIndex) {
-		fs = append(fs, forgery{"index numbers rotated: " + k, false, func(t *testing.T, d []byte) ([]byte, bool) {
+		fs = append(fs, forgery{"index numbers rotated: " + k, false, false, func(t *testing.T, d []byte) ([]byte, bool) {
 			changed := false
 			v, ok := forgeIndex(t, decodeJSON(t, d), func(blob []byte) []byte {
 				return mutateIndexJSON(t, blob, func(x any) { changed = rotateNumbers(x, k) })
@@ -406,7 +468,7 @@ func TestForgedStateNeverPublishesABadEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, f := range forgeries(t, state, "entry-a", "entry-b", otherBlob, otherDigest, ownDigest) {
+	for i, f := range forgeries(t, stateAsJSON(t, state), "entry-a", "entry-b", otherBlob, otherDigest, ownDigest) {
 		t.Run(f.name, func(t *testing.T) {
 			ws := filepath.Join(t.TempDir(), "nm")
 			restore(t, st, "entry-a", nil, ws)
@@ -415,9 +477,15 @@ func TestForgedStateNeverPublishesABadEntry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if !f.raw {
+				data = stateAsJSON(t, data)
+			}
 			forged, ok := f.forge(t, data)
 			if !ok {
 				t.Skipf("the restore state holds nothing this forgery changes")
+			}
+			if !f.raw {
+				forged = stateFromJSON(t, forged)
 			}
 			if err := os.WriteFile(sp, forged, 0o644); err != nil {
 				t.Fatal(err)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +18,18 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 )
 
-// stateFormat is the version of the restore state (docs/FORMAT.md).
-const stateFormat = 2
+// stateFormat is the version of the restore state (docs/FORMAT.md): 3 is
+// a line of JSON, then the index blob and the records as they are (2
+// held both in the JSON, as base64 and arrays of numbers, which cost the
+// whole file and its decoding in memory at once).
+const stateFormat = 3
+
+// maxStateHeader bounds the state's first line, its JSON header.
+const maxStateHeader = 64 << 10
+
+// recordSize is the size of one record in the state file: device, inode,
+// ctime, little-endian.
+const recordSize = 24
 
 // maxState bounds the state file read from a folder.
 const maxState = 1 << 30
@@ -42,12 +54,15 @@ type state struct {
 	Store      string        `json:"store,omitempty"`
 	Written    time.Time     `json:"written"`
 	Index      digest.Digest `json:"index"`
-	Blob       []byte        `json:"index_blob"`
+	IndexSize  int64         `json:"index_size"`
 	Root       int           `json:"root"`
 	RacyBefore int64         `json:"racy_before"`
-	Dev        []uint64      `json:"dev"`
-	Ino        []uint64      `json:"ino"`
-	Ctime      []int64       `json:"ctime"`
+	Records    int64         `json:"records"`
+	// After the header line: the index blob, then the records.
+	Blob  []byte   `json:"-"`
+	Dev   []uint64 `json:"-"`
+	Ino   []uint64 `json:"-"`
+	Ctime []int64  `json:"-"`
 }
 
 // folderState is the state of several folders read back and checked.
@@ -76,32 +91,48 @@ func hasContent(e *archive.Entry) bool { return e.Type == archive.TypeFile && e.
 func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.FileID, racyBefore int64, key, storeName string, now time.Time) error {
 	idx := digest.FromBytes(blob)
 	for root, f := range folders {
-		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, Blob: blob, Root: root, RacyBefore: racyBefore}
+		n := 0
 		for i := range x.Entries {
-			e := &x.Entries[i]
-			if e.Root != root || !hasContent(e) {
-				continue
+			if e := &x.Entries[i]; e.Root == root && hasContent(e) {
+				n++
 			}
-			var id archive.FileID
-			if i < len(ids) && ids[i].Ctime < racyBefore {
-				id = ids[i]
-			}
-			st.Dev, st.Ino, st.Ctime = append(st.Dev, id.Dev), append(st.Ino, id.Ino), append(st.Ctime, id.Ctime)
 		}
-		data, err := json.Marshal(&st)
+		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, IndexSize: int64(len(blob)), Root: root, RacyBefore: racyBefore, Records: int64(n)}
+		head, err := json.Marshal(&st)
 		if err != nil {
 			return err
 		}
-		if err := writeAt(f, archive.StateFileName, data); err != nil {
+		err = writeAt(f, archive.StateFileName, func(w *bufio.Writer) error {
+			w.Write(head)
+			w.WriteByte('\n')
+			w.Write(blob)
+			var rec [recordSize]byte
+			for i := range x.Entries {
+				e := &x.Entries[i]
+				if e.Root != root || !hasContent(e) {
+					continue
+				}
+				var id archive.FileID
+				if i < len(ids) && ids[i].Ctime < racyBefore {
+					id = ids[i]
+				}
+				binary.LittleEndian.PutUint64(rec[0:], id.Dev)
+				binary.LittleEndian.PutUint64(rec[8:], id.Ino)
+				binary.LittleEndian.PutUint64(rec[16:], uint64(id.Ctime))
+				w.Write(rec[:])
+			}
+			return w.Flush()
+		})
+		if err != nil {
 			return fmt.Errorf("writing restore state in %s: %w", f, err)
 		}
 	}
 	return nil
 }
 
-// writeAt writes data to dir/name through a temporary file, without
+// writeAt writes dir/name, through write, via a temporary file, without
 // following symlinks at either name.
-func writeAt(dir, name string, data []byte) error {
+func writeAt(dir, name string, write func(w *bufio.Writer) error) error {
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -113,7 +144,7 @@ func writeAt(dir, name string, data []byte) error {
 		return err
 	}
 	f := os.NewFile(uintptr(fd), tmp)
-	_, err = f.Write(data)
+	err = write(bufio.NewWriterSize(f, 256<<10))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -187,13 +218,41 @@ func readStateFile(dir string) (*state, error) {
 	if !fi.Mode().IsRegular() || fi.Size() > maxState {
 		return nil, errors.New("not a regular file of a sensible size")
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxState))
+	r := bufio.NewReaderSize(f, maxStateHeader)
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) || errors.Is(err, io.EOF) {
+		return nil, errors.New("no header line (a state of format 2 or older, or not a state)")
+	}
 	if err != nil {
 		return nil, err
 	}
 	var st state
-	if err := fastjson.Unmarshal(data, &st); err != nil {
+	if err := fastjson.Unmarshal(line, &st); err != nil {
 		return nil, err
+	}
+	if st.Format != stateFormat {
+		return nil, fmt.Errorf("format %d, this build reads %d", st.Format, stateFormat)
+	}
+	// The sizes the header gives must be the file's, to the byte, before
+	// anything is allocated from them.
+	rest := fi.Size() - int64(len(line))
+	if st.IndexSize < 0 || st.Records < 0 || st.IndexSize > rest || st.Records > (rest-st.IndexSize)/recordSize || st.IndexSize+st.Records*recordSize != rest {
+		return nil, fmt.Errorf("its header says %d bytes of index and %d records, the file holds %d bytes after it", st.IndexSize, st.Records, rest)
+	}
+	st.Blob = make([]byte, st.IndexSize)
+	if _, err := io.ReadFull(r, st.Blob); err != nil {
+		return nil, err
+	}
+	st.Dev, st.Ino, st.Ctime = make([]uint64, st.Records), make([]uint64, st.Records), make([]int64, st.Records)
+	var rec [recordSize]byte
+	for i := range st.Records {
+		if _, err := io.ReadFull(r, rec[:]); err != nil {
+			return nil, err
+		}
+		st.Dev[i], st.Ino[i], st.Ctime[i] = binary.LittleEndian.Uint64(rec[0:]), binary.LittleEndian.Uint64(rec[8:]), int64(binary.LittleEndian.Uint64(rec[16:]))
+	}
+	if n, _ := r.Read(rec[:1]); n != 0 {
+		return nil, errors.New("it grew while it was read")
 	}
 	return &st, nil
 }

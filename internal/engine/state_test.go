@@ -1,9 +1,15 @@
 package engine
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
@@ -30,6 +36,8 @@ func FuzzReadState(f *testing.F) {
 	f.Add([]byte(`{"format":2,"key":"k","index":"sha256:00","index_blob":"AAAA"}`))
 	f.Add([]byte(`{"format":2,"written":"not a time","index_blob":123}`))
 	f.Add([]byte(`{"format":2,"root":0,"dev":[1],"ino":[2,3],"ctime":[]}`))
+	f.Add([]byte(`{"format":3,"index_size":4,"records":1}` + "\n\x28\xb5\x2f\xfd" + string(make([]byte, 24))))
+	f.Add([]byte(`{"format":3,"index_size":-1,"records":9223372036854775807}` + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, archive.StateFileName), data, 0o644); err != nil {
@@ -46,4 +54,80 @@ func FuzzReadState(f *testing.F) {
 			t.Fatal("readState returned an index that does not validate, or records that do not match it")
 		}
 	})
+}
+
+// TestOldStateReadsAsNoState: a state of format 2 (one JSON object, the
+// index blob in base64 and the records as arrays) is not used, small or
+// large: the save reads every file, and says why.
+func TestOldStateReadsAsNoState(t *testing.T) {
+	st := memory.NewStore("t")
+	src := t.TempDir()
+	testtree.Make(t, src)
+	save(t, st, "k", src)
+	fs, why := readState([]string{src})
+	if fs == nil {
+		t.Fatalf("the state a save wrote does not read back: %s", why)
+	}
+	// Its records as format 2 held them: what format 2 would have used.
+	var dev, ino []uint64
+	var ctime []int64
+	for i := range fs.X.Entries {
+		if hasContent(&fs.X.Entries[i]) {
+			dev, ino, ctime = append(dev, fs.IDs[i].Dev), append(ino, fs.IDs[i].Ino), append(ctime, fs.IDs[i].Ctime)
+		}
+	}
+	for _, pad := range []int{0, 100 << 10} {
+		old, err := json.Marshal(map[string]any{
+			"format": 2, "key": "k", "written": time.Now(), "index": fs.Index, "index_blob": fs.Blob,
+			"root": 0, "racy_before": time.Now().UnixNano(), "dev": dev, "ino": ino, "ctime": ctime,
+			"store": strings.Repeat("x", pad),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, archive.StateFileName), old, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, why := readState([]string{src}); got != nil || !strings.Contains(why, "not usable") {
+			t.Fatalf("a format 2 state of %d bytes: got %v (%q), want none and why", len(old), got, why)
+		}
+		var logs []string
+		res, err := Save(context.Background(), st, SaveOptions{Key: fmt.Sprint("k2-", pad), Folders: []string{src}, Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Base != "" || !strings.Contains(strings.Join(logs, "\n"), "not usable") {
+			t.Fatalf("a save over a format 2 state used base %q (logs %q), want none and a line saying why", res.Base, logs)
+		}
+	}
+}
+
+// TestStateFileHoldsBlobAndRecordsRaw: the state is its header line, the
+// index blob and 24 bytes a record, nothing else (format 2 held the blob
+// in base64 and the records in decimal, in one JSON object read whole).
+func TestStateFileHoldsBlobAndRecordsRaw(t *testing.T) {
+	st := memory.NewStore("t")
+	src := t.TempDir()
+	testtree.Make(t, src)
+	save(t, st, "k", src)
+	data, err := os.ReadFile(filepath.Join(src, archive.StateFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, _ := readState([]string{src})
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	if want := len(line) + 1 + len(fs.Blob) + recordSize*len(fs.IDs) - recordSize*countEmpty(fs); len(data) != want {
+		t.Fatalf("the state is %d bytes, want %d (header, blob, records)", len(data), want)
+	}
+}
+
+// countEmpty counts the entries of fs without a record (not files with content).
+func countEmpty(fs *folderState) int {
+	n := 0
+	for i := range fs.X.Entries {
+		if !hasContent(&fs.X.Entries[i]) {
+			n++
+		}
+	}
+	return n
 }

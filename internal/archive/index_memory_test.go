@@ -1,0 +1,125 @@
+package archive
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// allocated returns the bytes f allocates, per n.
+func allocated(n int, f func()) float64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return float64(after.TotalAlloc-before.TotalAlloc) / float64(n)
+}
+
+// TestSortInPlace: Sort permutes the entries and their IDs together,
+// without a second slice of either (4 bytes an entry for the order).
+func TestSortInPlace(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
+	x := manyEntries(20_000)
+	for i := range x.Entries {
+		x.IDs = append(x.IDs, FileID{Ino: uint64(i), Dev: uint64(len(x.Entries[i].Path))})
+		x.Entries[i].Offset = int64(i) // Offset says which ID is the entry's
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	r.Shuffle(len(x.Entries), func(i, j int) {
+		x.Entries[i], x.Entries[j] = x.Entries[j], x.Entries[i]
+		x.IDs[i], x.IDs[j] = x.IDs[j], x.IDs[i]
+	})
+	per := allocated(len(x.Entries), x.Sort)
+	for i := range x.Entries {
+		if i > 0 && x.Entries[i-1].Path >= x.Entries[i].Path {
+			t.Fatalf("not sorted at %d: %q then %q", i, x.Entries[i-1].Path, x.Entries[i].Path)
+		}
+		if x.IDs[i].Ino != uint64(x.Entries[i].Offset) {
+			t.Fatalf("entry %d has the ID of entry %d", x.Entries[i].Offset, x.IDs[i].Ino)
+		}
+	}
+	if per > 8 {
+		t.Errorf("sorting allocated %.0f B an entry, want at most 8 (the order; no copy of the entries)", per)
+	}
+}
+
+// TestEncodeStreams: Encode gives the zstd of json.Marshal's bytes, without
+// holding them: it allocates about the compressed size.
+func TestEncodeStreams(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
+	for _, x := range []*Index{manyEntries(100_000), {Format: 1}, {Format: 1, Roots: []string{"<&>"}, Entries: []Entry{}}} {
+		want, err := json.Marshal(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.Encode() // the encoder's history, once per process, is not the index's
+		var blob []byte
+		per := allocated(max(1, len(x.Entries)), func() { blob, err = x.Encode() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, _ := zstd.NewReader(nil)
+		got, err := dec.DecodeAll(blob, nil)
+		dec.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the index's JSON differs from json.Marshal's (%v):\n%.300s\n%.300s", err, got, want)
+		}
+		if n := len(x.Entries); n > 1000 {
+			t.Logf("encoding %d entries: %.0f B allocated an entry, %.0f B of output", n, per, float64(len(blob))/float64(n))
+			if per > 2*float64(len(blob))/float64(n)+50 {
+				t.Errorf("encoding allocated %.0f B an entry for %.0f B of output: the JSON (~%d B an entry) is held", per, float64(len(blob))/float64(n), len(want)/n)
+			}
+		}
+	}
+}
+
+// TestDecodeIndexOtherLayouts: what our writer does not write, but
+// encoding/json reads, decodes as encoding/json decodes it (read whole).
+func TestDecodeIndexOtherLayouts(t *testing.T) {
+	e := `{"p":"d","t":"d","m":493,"mt":0,"k":-1}`
+	e2 := `{"p":"e","t":"d","m":493,"mt":0,"k":-1}`
+	for name, tc := range map[string]struct {
+		raw   string
+		paths string
+	}{
+		"escaped entries name":  {`{"format":1,"roots":["c"],"packs":[],"\u0065ntries":[` + e + `]}`, "d"},
+		"entries twice":         {`{"format":1,"roots":["c"],"entries":[` + e + `],"packs":[],"entries":[` + e2 + `]}`, "e"},
+		"entries first":         {`{"entries":[` + e + `],"format":1,"roots":["c"],"packs":[]}`, "d"},
+		"white space":           {" {\n \"format\" : 1 ,\t\"roots\" : [ \"c\" ] , \"packs\" : [ ] , \"entries\" : [ " + e + " , " + e2 + " ] } \n", "d,e"},
+		"no entries":            {`{"format":1,"roots":["c"],"packs":[]}`, ""},
+		"null entries":          {`{"format":1,"roots":["c"],"packs":[],"entries":null}`, ""},
+		"escaped format inside": {`{"format":1,"roots":["c"],"packs":[],"entries":[` + e + `],"\u0066ormat":1}`, "d"},
+	} {
+		x, err := DecodeIndex(zstdBlob(t, tc.raw))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		var paths []string
+		for _, e := range x.Entries {
+			paths = append(paths, e.Path)
+		}
+		if got := strings.Join(paths, ","); got != tc.paths {
+			t.Errorf("%s: entries %q, want %q", name, got, tc.paths)
+		}
+	}
+	for name, raw := range map[string]string{
+		"trailing comma":  `{"format":1,"roots":["c"],"packs":[],"entries":[` + e + `,]}`,
+		"entry not a map": `{"format":1,"roots":["c"],"packs":[],"entries":[1]}`,
+		"other format":    `{"format":1,"roots":["c"],"packs":[],"entries":[],"\u0066ormat":7}`,
+		"unclosed":        `{"format":1,"roots":["c"],"packs":[],"entries":[` + e,
+	} {
+		if _, err := DecodeIndex(zstdBlob(t, raw)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -1,0 +1,309 @@
+package archive
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	fastjson "github.com/segmentio/encoding/json"
+)
+
+// errNotCanonical says that an index's JSON is not in the shape our
+// writer gives it ("format" first, entries an array of objects, "entries"
+// once): DecodeIndex then reads it whole, as before streaming.
+var errNotCanonical = errors.New("not the canonical index layout")
+
+// errIndexSize is the error of a limitReader past its limit.
+var errIndexSize = errors.New("index past its size limit")
+
+// limitReader reads r, failing with errIndexSize past n bytes.
+type limitReader struct {
+	r io.Reader
+	n int64 // bytes left
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return 0, errIndexSize
+	}
+	if int64(len(p)) > l.n+1 {
+		p = p[:l.n+1]
+	}
+	n, err := l.r.Read(p)
+	if l.n -= int64(n); l.n < 0 {
+		return n, errIndexSize
+	}
+	return n, err
+}
+
+// jsonStream scans JSON text from a reader through a buffer that grows
+// only to the largest value it is asked for (an entry: a few hundred
+// bytes), so that an index is parsed without its text held whole.
+type jsonStream struct {
+	r   io.Reader
+	buf []byte
+	pos int // buf[pos:] is unread
+	eof bool
+	err error // the reader's error, other than io.EOF
+}
+
+// fill reads more into the buffer, keeping buf[keep:]; it reports whether
+// anything was added.
+func (s *jsonStream) fill(keep int) bool {
+	if s.eof || s.err != nil {
+		return false
+	}
+	n := copy(s.buf, s.buf[keep:])
+	s.buf, s.pos = s.buf[:n], s.pos-keep
+	if len(s.buf) == cap(s.buf) {
+		s.buf = append(s.buf, make([]byte, len(s.buf))...)[:n]
+	}
+	for {
+		m, err := s.r.Read(s.buf[n:cap(s.buf)])
+		s.buf = s.buf[:n+m]
+		if errors.Is(err, io.EOF) {
+			s.eof = true
+		} else if err != nil {
+			s.err = err
+		}
+		if m > 0 || err != nil {
+			return m > 0
+		}
+	}
+}
+
+// peek skips white space and returns the next byte, 0 at the end.
+func (s *jsonStream) peek() byte {
+	for {
+		for s.pos < len(s.buf) {
+			switch c := s.buf[s.pos]; c {
+			case ' ', '\t', '\r', '\n':
+				s.pos++
+			default:
+				return c
+			}
+		}
+		if !s.fill(s.pos) {
+			return 0
+		}
+	}
+}
+
+// expect consumes c, the next byte after white space, or fails.
+func (s *jsonStream) expect(c byte) error {
+	if s.peek() != c {
+		return s.syntax(fmt.Sprintf("want %q", c))
+	}
+	s.pos++
+	return nil
+}
+
+func (s *jsonStream) syntax(what string) error {
+	if s.err != nil {
+		return s.err
+	}
+	return fmt.Errorf("invalid JSON: %s", what)
+}
+
+// value returns the raw text of the next JSON value (scanned for its end
+// only: the caller parses it), valid until the next call.
+func (s *jsonStream) value() ([]byte, error) {
+	if s.peek() == 0 {
+		return nil, s.syntax("unexpected end")
+	}
+	start, i := s.pos, s.pos
+	depth, inString, escaped := 0, false, false
+	for {
+		for ; i < len(s.buf); i++ {
+			c := s.buf[i]
+			switch {
+			case escaped:
+				escaped = false
+			case inString:
+				switch c {
+				case '\\':
+					escaped = true
+				case '"':
+					inString = false
+					if depth == 0 {
+						s.pos = i + 1
+						return s.buf[start:s.pos], nil
+					}
+				}
+			case c == '"':
+				inString = true
+			case c == '{' || c == '[':
+				depth++
+			case c == '}' || c == ']':
+				if depth == 0 { // a scalar's end
+					s.pos = i
+					return s.buf[start:i], nil
+				}
+				if depth--; depth == 0 {
+					s.pos = i + 1
+					return s.buf[start:s.pos], nil
+				}
+			case depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+				s.pos = i
+				return s.buf[start:i], nil
+			}
+		}
+		off := i - start
+		if !s.fill(start) {
+			if depth == 0 && !inString && off > 0 { // a scalar at the end
+				s.pos = len(s.buf)
+				return s.buf[:s.pos], nil
+			}
+			return nil, s.syntax("unexpected end")
+		}
+		start, i = 0, off
+	}
+}
+
+// decodeIndexStream parses a version 1 index in the layout our writer
+// gives it from r, an entry at a time: only the entries decoded are held,
+// never the text, in a slice of capacity size (the entries expected). It
+// refuses more than maxEntries entries as soon as it has read one more.
+// Anything else than that layout gives errNotCanonical
+// (the caller then reads the index whole); its other errors are final.
+func decodeIndexStream(r io.Reader, maxEntries int64, size int) (*Index, error) {
+	s := &jsonStream{r: r, buf: make([]byte, 0, 64<<10)}
+	if err := s.expect('{'); err != nil {
+		return nil, err
+	}
+	if k, err := s.value(); err != nil || string(k) != `"format"` {
+		return nil, errNotCanonical
+	}
+	if err := s.expect(':'); err != nil {
+		return nil, err
+	}
+	v, err := s.value()
+	if err != nil {
+		return nil, err
+	}
+	version, err := strconv.Atoi(string(v))
+	if err != nil {
+		return nil, errNotCanonical
+	}
+	if version != 1 {
+		return nil, errNotCanonical // not ours to stream: the decoders of indexDecoders say
+	}
+	// The other members but the entries, parsed together at the end.
+	head := []byte(`{"format":1`)
+	x := &Index{}
+	seen := false
+	for {
+		switch s.peek() {
+		case '}':
+			s.pos++
+		case ',':
+			s.pos++
+			k, err := s.value()
+			if err != nil {
+				return nil, err
+			}
+			if len(k) == 0 || k[0] != '"' {
+				return nil, s.syntax("want a member name")
+			}
+			key := string(k)
+			if err := s.expect(':'); err != nil {
+				return nil, err
+			}
+			if key == `"entries"` {
+				if seen {
+					return nil, errNotCanonical
+				}
+				seen = true
+				if x.Entries, err = s.entries(maxEntries, size); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			v, err := s.value()
+			if err != nil {
+				return nil, err
+			}
+			head = append(append(append(append(head, ','), key...), ':'), v...)
+			continue
+		default:
+			return nil, s.syntax("want ',' or '}'")
+		}
+		break
+	}
+	if s.peek() != 0 {
+		return nil, errors.New("data after the index")
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	head = append(head, '}')
+	entries := x.Entries
+	x.Entries = nil
+	if _, err := fastjson.Parse(head, x, fastjson.DisallowUnknownFields); err != nil {
+		return nil, err
+	}
+	// An escaped member name ("\u0065ntries") may have set what the
+	// stream set: read the whole index instead, by encoding/json's rules.
+	if x.Entries != nil || x.Format != 1 {
+		return nil, errNotCanonical
+	}
+	x.Entries = entries
+	return x, nil
+}
+
+// entries parses the entries member: null, or an array of objects.
+func (s *jsonStream) entries(maxEntries int64, size int) ([]Entry, error) {
+	switch s.peek() {
+	case 'n':
+		v, err := s.value()
+		if err != nil {
+			return nil, err
+		}
+		if string(v) != "null" {
+			return nil, s.syntax("want null")
+		}
+		return nil, nil
+	case '[':
+		s.pos++
+	default:
+		return nil, errNotCanonical
+	}
+	entries := make([]Entry, 0, size)
+	if s.peek() == ']' {
+		s.pos++
+		return entries, nil
+	}
+	for {
+		if s.peek() != '{' {
+			return nil, errNotCanonical
+		}
+		v, err := s.value()
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(entries)) >= maxEntries {
+			return nil, tooManyEntries(fmt.Sprintf("more than %d entries", maxEntries), maxEntries)
+		}
+		entries = append(entries, Entry{})
+		if rest, err := fastjson.Parse(v, &entries[len(entries)-1], fastjson.DisallowUnknownFields); err != nil {
+			return nil, err
+		} else if len(bytes.TrimSpace(rest)) > 0 {
+			return nil, s.syntax("data after an entry")
+		}
+		switch s.peek() {
+		case ',':
+			s.pos++
+		case ']':
+			s.pos++
+			return entries, nil
+		default:
+			return nil, s.syntax("want ',' or ']'")
+		}
+	}
+}
+
+// maxStreamWindow bounds the window of an index's zstd stream: our
+// writer's is at most 8 MiB.
+const maxStreamWindow = 32 << 20

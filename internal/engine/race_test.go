@@ -1,0 +1,7 @@
+//go:build race
+
+package engine
+
+// raceEnabled: the race detector allocates on its own, so tests that
+// count allocated bytes do not run under it.
+const raceEnabled = true

@@ -45,6 +45,7 @@ type StoreFlags struct {
 	Insecure        bool
 	StallTimeout    time.Duration
 	Timeout         time.Duration
+	TokenFile       string
 }
 
 func (s *StoreFlags) add(fs *pflag.FlagSet, uriFlag, uriHelp string) {
@@ -53,6 +54,7 @@ func (s *StoreFlags) add(fs *pflag.FlagSet, uriFlag, uriHelp string) {
 	fs.StringVar(&s.BlobQueryParams, "blob-query-params", "", "query parameters appended to the store URL (e.g. ?endpoint=http://minio:9000&use_path_style=true), as the reference tool's BLOB_QUERY_PARAMS")
 	fs.BoolVar(&s.Insecure, "insecure", false, "allow plain HTTP and self-signed TLS certificates for the store (--insecure, --insecure=false or --insecure false)")
 	fs.DurationVar(&s.Timeout, "timeout", 30*time.Minute, "give up after this long (a warning, as any transient store problem)")
+	fs.StringVar(&s.TokenFile, "token-file", "", "file holding the bearer token for an http:// or https:// store (a projected ServiceAccount token; read again as it rotates; or set CACHE_TOKEN to the token itself)")
 	s.addStall(fs)
 }
 

@@ -51,11 +51,12 @@ func TestHTTPStore(t *testing.T) {
 
 	file := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(file, []byte(tok), 0o600)
-	t.Setenv("CACHE_TOKEN_FILE", file)
 	want := testtree.Snapshot(t, folder)
-	if r := cache(t, args("upload")...); r.code != 0 || !strings.Contains(r.stderr, "saved go-") {
-		t.Fatalf("upload: %+v", r)
+	// The flag, then the variable the StepActions set.
+	if r := cache(t, append(args("upload"), "--token-file", file)...); r.code != 0 || !strings.Contains(r.stderr, "saved go-") {
+		t.Fatalf("upload with --token-file: %+v", r)
 	}
+	t.Setenv("CACHE_TOKEN_FILE", file)
 	os.RemoveAll(folder)
 	if r := cache(t, args("fetch")...); r.code != 0 || readResult(t, res, "fetched") != "true" {
 		t.Fatalf("fetch: %+v", r)

@@ -65,7 +65,7 @@ func bindEnv(cmd *cobra.Command, c *console, quiet *bool) {
 
 // openStore opens the store at url with the store flags.
 func openStore(ctx context.Context, c *console, s *StoreFlags, url string) (store.Store, error) {
-	return all.Mux().Open(ctx, url, store.Options{Insecure: s.Insecure, StallTimeout: stallOption(s.StallTimeout), Logf: c.infof})
+	return all.Mux().Open(ctx, url, store.Options{Insecure: s.Insecure, StallTimeout: stallOption(s.StallTimeout), TokenFile: s.TokenFile, Logf: c.infof})
 }
 
 // withTimeout bounds a command by --timeout.

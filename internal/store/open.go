@@ -55,6 +55,10 @@ type Options struct {
 	// 0 means DefaultStallTimeout, a negative value never. It is distinct
 	// from the whole operation's deadline, which the caller's context sets.
 	StallTimeout time.Duration
+	// TokenFile names a file holding a bearer token, for the stores that
+	// take one (http://, https://): read again as it rotates. Empty: the
+	// store's own default (CACHE_TOKEN_FILE, CACHE_TOKEN).
+	TokenFile string
 }
 
 // Stall returns the stall timeout o asks for (0: none).

@@ -88,7 +88,7 @@ func Open(_ context.Context, u *url.URL, opts store.Options) (store.Store, error
 	if opts.Insecure && u.Scheme == "https" {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
 	}
-	ts, err := newTokenSource()
+	ts, err := newTokenSource(opts.TokenFile)
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +115,11 @@ type tokenSource struct {
 	read time.Time
 }
 
-func newTokenSource() (*tokenSource, error) {
-	ts := &tokenSource{fixed: strings.TrimSpace(os.Getenv(TokenEnv)), file: os.Getenv(TokenFileEnv)}
+func newTokenSource(file string) (*tokenSource, error) {
+	if file == "" {
+		file = os.Getenv(TokenFileEnv)
+	}
+	ts := &tokenSource{fixed: strings.TrimSpace(os.Getenv(TokenEnv)), file: file}
 	if ts.fixed != "" && ts.file != "" {
 		return nil, store.BadURL(fmt.Errorf("both %s and %s are set: set one", TokenEnv, TokenFileEnv))
 	}

@@ -83,3 +83,19 @@ func TestManageEntries(t *testing.T) {
 		t.Fatalf("the kept entry does not restore: %+v", r)
 	}
 }
+
+// TestNoOpSaveReadsNothing: a second save of an unchanged folder with empty
+// files says it read nothing (empty files were counted as read).
+func TestNoOpSaveReadsNothing(t *testing.T) {
+	wd, folder := workspace(t)
+	os.WriteFile(filepath.Join(folder, "empty-1"), nil, 0o644)
+	os.WriteFile(filepath.Join(folder, "empty-2"), nil, 0o644)
+	s := fileStore(t)
+	if r := cache(t, "upload", "--store", s, "--key", "go-1", "--workingdir", wd, "--folder", folder); r.code != 0 {
+		t.Fatal(r)
+	}
+	r := cache(t, "upload", "--store", s, "--key", "go-2", "--workingdir", wd, "--folder", folder)
+	if r.code != 0 || !strings.Contains(r.stderr, "), 0 read, ") || !strings.Contains(r.stderr, " empty") {
+		t.Fatalf("no-op save: %+v", r)
+	}
+}

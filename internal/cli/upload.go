@@ -87,7 +87,10 @@ func runUpload(ctx context.Context, o *uploadOptions) error {
 	}
 	base := "no base entry: every file was read"
 	if res.Base != "" {
-		base = fmt.Sprintf("%d of %d files unchanged since %s (%d of them read to check), %d read", res.ReusedFiles, res.Files, res.Base, res.HashedFiles, res.Files-res.ReusedFiles)
+		base = fmt.Sprintf("%d of %d files unchanged since %s (%d of them read to check), %d read", res.ReusedFiles, res.Files, res.Base, res.HashedFiles, res.Files-res.ReusedFiles-res.EmptyFiles)
+		if res.EmptyFiles > 0 {
+			base += fmt.Sprintf(", %d empty", res.EmptyFiles)
+		}
 	}
 	share := ""
 	if res.Bytes > 0 && res.UploadedBytes <= res.Bytes {

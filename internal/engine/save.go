@@ -80,6 +80,8 @@ type SaveResult struct {
 	Files       int
 	Bytes       int64
 	ReusedFiles int
+	// EmptyFiles counts the empty files among Files (nothing to read or reuse).
+	EmptyFiles int
 	// HashedFiles counts the files read only to check that they still hold
 	// the base's content (no record proved it).
 	HashedFiles int
@@ -179,7 +181,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 			opts.Logf("warning: %v (the next save will read every file)", err)
 		}
 	}
-	res.Files, _ = CountFiles(x)
+	res.Files, res.EmptyFiles = CountFiles(x)
 	res.Bytes = x.TotalSize()
 	res.Duration = time.Since(start)
 	return res, nil

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -43,15 +44,16 @@ func (c *clock) set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// countingMeta counts the records written through it.
+// countingMeta counts the records read and written through it.
 type countingMeta struct {
 	store.Store
-	puts atomic.Int64
+	gets, puts atomic.Int64
 }
 
 func (c *countingMeta) Unwrap() store.Store { return c.Store }
 
 func (c *countingMeta) GetMeta(ctx context.Context, name string) ([]byte, error) {
+	c.gets.Add(1)
 	m, _ := store.As[store.MetaStore](c.Store)
 	return m.GetMeta(ctx, name)
 }
@@ -299,4 +301,21 @@ func TestTwoReplicasOneGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	step(4*time.Hour, true, false)
+}
+
+// TestGCRecordCost: a GC run over N entries reads N last-use records,
+// plus the lease twice and the pending record once, and writes the lease
+// and the pending record: what each run costs beyond `cache prune`.
+func TestGCRecordCost(t *testing.T) {
+	clk := newClock()
+	st := &countingMeta{Store: memory.NewStore(t.Name())}
+	const n = 20
+	for i := range n {
+		putRef(t, st, fmt.Sprintf("default.go-%d", i), clk.Now().Add(-time.Hour))
+	}
+	r := newReplica(t, st, clk, "a", server.CollectorOptions{TTL: 24 * time.Hour, Grace: time.Hour})
+	r.run()
+	if g, p := st.gets.Load(), st.puts.Load(); g != n+3 || p != 2 {
+		t.Fatalf("a GC run over %d entries read %d records and wrote %d, want %d and 2", n, g, p, n+3)
+	}
 }

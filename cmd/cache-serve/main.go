@@ -186,7 +186,6 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	srv.Wait()
 	logger.Printf("stopped")
 	return nil
 }

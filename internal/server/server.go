@@ -123,10 +123,6 @@ func New(st store.Store, o Options) (*Server, error) {
 	return s, nil
 }
 
-// Wait waits for the last-use records being written in the background
-// (after a graceful shutdown, and in tests).
-func (s *Server) Wait() { s.used.wait() }
-
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
@@ -510,9 +506,24 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 		}
 		out := *ref
 		out.Key = key
-		w.Header().Set(httpapi.HeaderScope, scope)
-		writeJSON(w, http.StatusOK, &out)
-		s.used.touch(sk)
+		data, err := json.Marshal(&out)
+		if err != nil {
+			s.fail(w, r, http.StatusInternalServerError, httpapi.CodeStore, err.Error())
+			return
+		}
+		h := w.Header()
+		h.Set(httpapi.HeaderScope, scope)
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Length", strconv.Itoa(len(data)))
+		w.WriteHeader(http.StatusOK)
+		if _, err := w.Write(data); err != nil {
+			return
+		}
+		// The answer is whole (its length is known): send it now, then record
+		// the restore while the client goes on.
+		http.NewResponseController(w).Flush() //nolint:errcheck // a recorder cannot flush; the answer goes at the end
+		s.used.touch(r.Context(), sk)
 		return
 	}
 	s.fail(w, r, http.StatusNotFound, httpapi.CodeNotFound, fmt.Sprintf("no ref %q", key))

@@ -28,15 +28,16 @@ type usage struct {
 	every time.Duration
 	logf  func(string, ...any)
 	sem   chan struct{}
-	wg    sync.WaitGroup
 
 	mu      sync.Mutex
 	written map[string]time.Time // by backing key
 }
 
-// touch records, in the background, that the ref of backing key sk was
-// restored now, unless this server recorded it less than every ago.
-func (u *usage) touch(sk string) {
+// touch records that the ref of backing key sk was restored now, unless
+// this server recorded it less than every ago. The caller has sent its
+// answer whole already: the record costs the client nothing, and the
+// request (which a graceful shutdown waits for) ends once it is written.
+func (u *usage) touch(ctx context.Context, sk string) {
 	if u == nil {
 		return
 	}
@@ -61,26 +62,15 @@ func (u *usage) touch(sk string) {
 	}
 	u.written[sk] = now
 	u.mu.Unlock()
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		defer func() { <-u.sem }()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := gc.RecordUse(ctx, u.meta, sk, now); err != nil {
-			u.logf("warning: %v", err)
-			u.mu.Lock()
-			if u.written[sk].Equal(now) {
-				delete(u.written, sk) // the next restore tries again
-			}
-			u.mu.Unlock()
+	defer func() { <-u.sem }()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := gc.RecordUse(ctx, u.meta, sk, now); err != nil {
+		u.logf("warning: %v", err)
+		u.mu.Lock()
+		if u.written[sk].Equal(now) {
+			delete(u.written, sk) // the next restore tries again
 		}
-	}()
-}
-
-// wait waits for the records being written.
-func (u *usage) wait() {
-	if u != nil {
-		u.wg.Wait()
+		u.mu.Unlock()
 	}
 }

@@ -87,6 +87,18 @@ func TestGracefulShutdown(t *testing.T) {
 		answer <- resp
 	}()
 	pw.Write(data[:len(data)/2])
+	// The half sent may sit in the kernel's buffers before the server has
+	// accepted the connection (a shutdown then drops it unseen): wait
+	// until the server is reading the body into a staged blob.
+	for i := 0; ; i++ {
+		if staged, _ := filepath.Glob(filepath.Join(dir, "v1", "staging", ".tmp-*")); len(staged) > 0 {
+			break
+		}
+		if i == 2000 {
+			t.Fatal("the server never began to stage the upload")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	sigterm()
 	// Shutdown has begun once the log says so; the upload goes on.
 	for !strings.Contains(logs.String(), "stopping") {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tekton-cache/tekton-cache/internal/cli"
+	"github.com/tekton-cache/tekton-cache/internal/gc"
 	"github.com/tekton-cache/tekton-cache/internal/server"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/all"
@@ -49,12 +51,16 @@ type options struct {
 	tlsCert, tlsKey string
 	maxBodySize     int64
 	shutdownTimeout time.Duration
+	ttl             time.Duration
+	maxSize         int64
+	gcInterval      time.Duration
+	gcGrace         time.Duration
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
 // address it listens on once it does (for tests).
 func newCommand(stderr io.Writer, ready func(addr string)) *cobra.Command {
-	o := options{maxBodySize: server.DefaultMaxBodySize}
+	o := options{maxBodySize: server.DefaultMaxBodySize, ttl: 7 * 24 * time.Hour}
 	cmd := &cobra.Command{
 		Use:   "cache-serve",
 		Short: "Serve a cache store over HTTP to cache fetch and cache upload",
@@ -87,6 +93,10 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.StringVar(&o.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	fs.Var(cli.SizeValue(&o.maxBodySize), "max-body-size", "the largest blob a client may put (4GiB, 500MB)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long requests in flight may take to finish")
+	fs.Var(cli.AgeValue(&o.ttl), "ttl", "evict the entries neither restored nor saved for this long (7d, 36h; 0: no age rule)")
+	fs.Var(cli.SizeValue(&o.maxSize), "max-size", "evict the least recently used entries while the store holds more (10GiB; 0: no size rule)")
+	fs.DurationVar(&o.gcInterval, "gc-interval", time.Hour, "how often to evict, and the lease one replica holds to do it (0: never evict)")
+	fs.DurationVar(&o.gcGrace, "gc-grace", gc.DefaultGrace, "how long a blob no entry names is kept (a save may be uploading it)")
 	return cmd
 }
 
@@ -122,6 +132,10 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 	if err != nil {
 		return err
 	}
+	collector, err := newCollector(st, o, logger)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err
@@ -141,6 +155,15 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
+	gcDone := make(chan struct{})
+	gcCtx, stopGC := context.WithCancel(ctx)
+	defer func() { stopGC(); <-gcDone }()
+	go func() {
+		defer close(gcDone)
+		if collector != nil {
+			collector.Run(gcCtx)
+		}
+	}()
 	errc := make(chan error, 1)
 	go func() {
 		if o.tlsCert != "" {
@@ -165,4 +188,39 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 	}
 	logger.Printf("stopped")
 	return nil
+}
+
+// newCollector is the GC of st that the flags ask for, or nil when they
+// ask for none or the store cannot delete (a warning says so).
+func newCollector(st store.Store, o options, logger *log.Logger) (*server.Collector, error) {
+	switch {
+	case o.gcInterval < 0 || o.ttl < 0 || o.maxSize < 0 || o.gcGrace < 0:
+		return nil, errors.New("--gc-interval, --ttl, --max-size and --gc-grace must not be negative")
+	case o.gcInterval == 0 || o.ttl == 0 && o.maxSize == 0:
+		logger.Printf("eviction off (no --ttl or --max-size, or --gc-interval 0)")
+		return nil, nil
+	}
+	if _, ok := store.As[store.Deleter](st); !ok {
+		logger.Printf("warning: eviction off: %s cannot delete entries", st)
+		return nil, nil
+	}
+	if _, ok := store.As[store.MetaStore](st); !ok {
+		logger.Printf("warning: %s keeps no records: entries are evicted by when they were saved, not restored, and every replica collects (docs/SERVE.md)", st)
+	}
+	host, _ := os.Hostname()
+	var id [4]byte
+	rand.Read(id[:])
+	c, err := server.NewCollector(st, server.CollectorOptions{
+		TTL:      o.ttl,
+		MaxSize:  o.maxSize,
+		Grace:    o.gcGrace,
+		Interval: o.gcInterval,
+		Holder:   fmt.Sprintf("%s-%x", host, id),
+		Logf:     logger.Printf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	logger.Printf("evicting every %s: entries unused for %s (0: no age rule), least recently used over %d bytes (0: no size rule), blobs unnamed for %s", o.gcInterval, o.ttl, o.maxSize, o.gcGrace)
+	return c, nil
 }

@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/gc"
 	"github.com/tekton-cache/tekton-cache/internal/httpapi"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/local"
+	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 )
 
 // lockedBuffer is the server's log.
@@ -84,6 +87,18 @@ func TestGracefulShutdown(t *testing.T) {
 		answer <- resp
 	}()
 	pw.Write(data[:len(data)/2])
+	// The half sent may sit in the kernel's buffers before the server has
+	// accepted the connection (a shutdown then drops it unseen): wait
+	// until the server is reading the body into a staged blob.
+	for i := 0; ; i++ {
+		if staged, _ := filepath.Glob(filepath.Join(dir, "v1", "staging", ".tmp-*")); len(staged) > 0 {
+			break
+		}
+		if i == 2000 {
+			t.Fatal("the server never began to stage the upload")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	sigterm()
 	// Shutdown has begun once the log says so; the upload goes on.
 	for !strings.Contains(logs.String(), "stopping") {
@@ -132,11 +147,55 @@ func TestFlags(t *testing.T) {
 		{[]string{"--tokens-file", "/no/such/file"}, "reading the tokens file"},
 		{[]string{"--store", "nope"}, "no scheme"},
 		{[]string{"--anonymous-scope", "Bad.Scope", "--store", "file://" + t.TempDir()}, "invalid scope"},
+		{[]string{"--gc-grace", "-1s", "--store", "file://" + t.TempDir()}, "must not be negative"},
+		{[]string{"--ttl", "soon", "--store", "file://" + t.TempDir()}, "not a duration"},
 	} {
 		cmd := newCommand(io.Discard, nil)
 		cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, tc.args...))
 		if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("cache-serve %v: %v, want %q", tc.args, err, tc.says)
 		}
+	}
+}
+
+// TestEviction: the GC flags evict at start an entry unused past --ttl,
+// keep a fresh one, and a restore through the server leaves its last-use
+// record in the store.
+func TestEviction(t *testing.T) {
+	dir := t.TempDir()
+	b, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.NewObjectStore(b)
+	old := storetest.NewRef(t, st, "default.old", time.Now().Add(-30*24*time.Hour), 1)
+	fresh := storetest.NewRef(t, st, "default.fresh", time.Now(), 1)
+	for _, r := range []*store.Ref{old, fresh} {
+		if err := st.PutRef(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base, sigterm, done, logs := start(t, "--store", "file://"+dir, "--allow-unauthenticated-reads", "--ttl", "7d", "--gc-interval", "1h")
+	for i := 0; !strings.Contains(logs.String(), "gc: evicted 1 entries"); i++ {
+		if i == 2000 {
+			t.Fatalf("no eviction at start:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get(base + httpapi.RefsPath + "fresh")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET fresh: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if resp, _ := http.Get(base + httpapi.RefsPath + "old"); resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET old after its eviction: %v", resp)
+	}
+	sigterm()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	uses, err := gc.ReadUses(t.Context(), st, []*store.Ref{fresh}, time.Now())
+	if err != nil || uses[fresh.Key].IsZero() {
+		t.Fatalf("no last-use record of %s after a restore: %v %v", fresh.Key, uses, err)
 	}
 }

@@ -37,15 +37,42 @@ func randomRefs(r *rand.Rand, n int) []*store.Ref {
 	return refs
 }
 
-// oracle keeps, from refs sorted newest first, what p keeps: by brute
-// force for the size rule (the largest count of newest entries whose
-// blobs fit).
+// randomUses says that some of refs were restored, at random hours, some
+// before they were created (a record left by an earlier entry of the key).
+func randomUses(r *rand.Rand, refs []*store.Ref) map[string]time.Time {
+	m := map[string]time.Time{}
+	for _, ref := range refs {
+		if r.IntN(2) == 0 {
+			m[ref.Key] = t0.Add(time.Duration(r.IntN(100)) * time.Hour)
+		}
+	}
+	return m
+}
+
+// oracle keeps, from refs sorted most recently used first (the later of
+// created and p.LastUsed; then created, then key), what p keeps: by brute
+// force for the size rule (the largest count of most recently used entries
+// whose blobs fit).
 func oracle(refs []*store.Ref, p gc.Policy, now time.Time) []string {
+	used := func(r *store.Ref) time.Time {
+		if u, ok := p.LastUsed[r.Key]; ok && u.After(r.Created) {
+			return u
+		}
+		return r.Created
+	}
 	sorted := slices.Clone(refs)
-	store.SortNewestFirst(sorted)
+	slices.SortFunc(sorted, func(a, b *store.Ref) int {
+		if c := used(b).Compare(used(a)); c != 0 {
+			return c
+		}
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(b.Key, a.Key)
+	})
 	var kept []*store.Ref
 	for _, r := range sorted {
-		if !strings.HasPrefix(r.Key, p.Prefix) || p.OlderThan > 0 && now.Sub(r.Created) > p.OlderThan || p.Keep > 0 && len(kept) == p.Keep {
+		if !strings.HasPrefix(r.Key, p.Prefix) || p.OlderThan > 0 && now.Sub(used(r)) > p.OlderThan || p.Keep > 0 && len(kept) == p.Keep {
 			continue
 		}
 		kept = append(kept, r)
@@ -79,6 +106,9 @@ func TestSelectEntriesMatchesOracle(t *testing.T) {
 		}
 		if r.IntN(4) == 0 {
 			p.Prefix = "k-0"
+		}
+		if r.IntN(2) == 0 {
+			p.LastUsed = randomUses(r, refs)
 		}
 		now := t0.Add(100 * time.Hour)
 		keep, drop := gc.SelectEntries(refs, p, now)
@@ -220,5 +250,36 @@ func TestPruneSkipsAndRemovesDamagedRefs(t *testing.T) {
 	keys, _ := mem.ListRefs(ctx, "")
 	if !slices.Equal(keys, []string{"other-bad"}) {
 		t.Fatalf("refs left %v, want the out-of-scope one", keys)
+	}
+}
+
+// TestReadUsesDistrustsRecords: a record of another key, of garbage or of
+// the future does not count as it says.
+func TestReadUsesDistrustsRecords(t *testing.T) {
+	ctx := t.Context()
+	mem := memory.NewStore(t.Name())
+	now := t0.Add(50 * time.Hour)
+	refs := []*store.Ref{{Key: "a"}, {Key: "b"}, {Key: "c"}, {Key: "d"}, {Key: "e"}}
+	if err := gc.RecordUse(ctx, mem, "a", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := gc.RecordUse(ctx, mem, "b", now.Add(1000*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// c's record name holds a's record: copied, not c's.
+	data, _ := mem.GetMeta(ctx, gc.UsedRecord("a"))
+	if err := mem.PutMeta(ctx, gc.UsedRecord("c"), data); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.PutMeta(ctx, gc.UsedRecord("d"), []byte("{nope")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := gc.ReadUses(ctx, mem, refs, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]time.Time{"a": t0.Add(time.Hour), "b": now}
+	if len(got) != len(want) || !got["a"].Equal(want["a"]) || !got["b"].Equal(want["b"]) {
+		t.Fatalf("uses %v, want %v", got, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -27,12 +28,13 @@ const DefaultGrace = time.Hour
 type Policy struct {
 	// Prefix limits the entries in scope ("" is every entry).
 	Prefix string
-	// OlderThan removes the entries created more than this long ago (0: no
-	// age rule).
+	// OlderThan removes the entries last used more than this long ago (0:
+	// no age rule).
 	OlderThan time.Duration
-	// Keep removes all but the Keep newest entries (0: no count rule).
+	// Keep removes all but the Keep most recently used entries (0: no
+	// count rule).
 	Keep int
-	// MaxSize removes the oldest entries until the blobs of those left
+	// MaxSize removes the least recently used entries until the blobs of those left
 	// (each counted once, however many entries share it) fit in MaxSize
 	// bytes (0: no size rule).
 	MaxSize int64
@@ -40,6 +42,30 @@ type Policy struct {
 	// was written at least Grace ago. Negative is refused; 0 removes such
 	// blobs at once (only safe when no save runs).
 	Grace time.Duration
+	// LastUsed is when the entry of each key was last restored, where
+	// known (ReadUses). An entry's last use is the later of its Created
+	// and LastUsed[key]; every rule ranks and ages entries by it. Nil: by
+	// Created alone, as `cache prune` does.
+	LastUsed map[string]time.Time
+}
+
+// LastUse is when r was last used according to p: the later of its
+// creation and its last restore.
+func (p Policy) LastUse(r *store.Ref) time.Time {
+	if u, ok := p.LastUsed[r.Key]; ok && u.After(r.Created) {
+		return u
+	}
+	return r.Created
+}
+
+// sortByUse sorts refs most recently used first, then newest first (by
+// Created, then key), as store.SortNewestFirst does when nothing was used.
+func (p Policy) sortByUse(refs []*store.Ref) {
+	store.SortNewestFirst(refs)
+	if len(p.LastUsed) == 0 {
+		return
+	}
+	sort.SliceStable(refs, func(i, j int) bool { return p.LastUse(refs[i]).After(p.LastUse(refs[j])) })
 }
 
 // Validate refuses a policy that says nothing or something impossible.
@@ -98,7 +124,7 @@ func sizes(refs []*store.Ref) map[digest.Digest]int64 {
 }
 
 // SelectEntries applies p to refs at time now: it returns the refs in
-// scope that are kept (newest first) and the ones removed, each with the
+// scope that are kept (most recently used first, see Policy.LastUse) and the ones removed, each with the
 // first rule that removes it (age, then count, then size). Refs out of
 // scope are in neither.
 func SelectEntries(refs []*store.Ref, p Policy, now time.Time) (keep []*store.Ref, drop []Decision) {
@@ -109,10 +135,10 @@ func SelectEntries(refs []*store.Ref, p Policy, now time.Time) (keep []*store.Re
 		}
 	}
 	scope = slices.Clone(scope)
-	store.SortNewestFirst(scope)
+	p.sortByUse(scope)
 	for _, r := range scope {
 		switch {
-		case p.OlderThan > 0 && now.Sub(r.Created) > p.OlderThan:
+		case p.OlderThan > 0 && now.Sub(p.LastUse(r)) > p.OlderThan:
 			drop = append(drop, Decision{Key: r.Key, Ref: r, Rule: RuleAge})
 		case p.Keep > 0 && len(keep) >= p.Keep:
 			drop = append(drop, Decision{Key: r.Key, Ref: r, Rule: RuleKeep})
@@ -221,6 +247,9 @@ func UniqueBytes(refs []*store.Ref) int64 {
 func (d Decision) describe(p Policy) string {
 	switch d.Rule {
 	case RuleAge:
+		if p.LastUsed != nil {
+			return fmt.Sprintf("unused for more than %s", p.OlderThan)
+		}
 		return fmt.Sprintf("older than %s", p.OlderThan)
 	case RuleKeep:
 		return fmt.Sprintf("not among the %d newest", p.Keep)

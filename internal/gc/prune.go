@@ -26,6 +26,11 @@ type Options struct {
 	Now func() time.Time
 	// Logf receives what is done, one line at a time; nil is silent.
 	Logf func(format string, args ...any)
+	// ByUse ranks and ages entries by their last use (Policy.LastUsed,
+	// read from the store's last-use records, ReadUses) instead of their
+	// creation, on a store that keeps records; `cache serve` records the
+	// restores it answers. Off: by creation, as `cache prune` does.
+	ByUse bool
 }
 
 // Result says what Prune decided and did.
@@ -153,6 +158,12 @@ func Prune(ctx context.Context, st store.Store, p Policy, o Options) (*Result, e
 		return nil, fmt.Errorf("reading the entries of %s: %w", st, err)
 	}
 	now := o.Now()
+	meta, hasMeta := store.As[store.MetaStore](st)
+	if o.ByUse && hasMeta {
+		if p.LastUsed, err = ReadUses(ctx, meta, inv.refs, now); err != nil {
+			return nil, fmt.Errorf("reading when the entries of %s were last used: %w", st, err)
+		}
+	}
 	res := &Result{}
 	res.Kept, res.Removed = SelectEntries(inv.refs, p, now)
 	for _, k := range inv.damaged {
@@ -197,7 +208,6 @@ func Prune(ctx context.Context, st store.Store, p Policy, o Options) (*Result, e
 	} else {
 		named = inv.refs
 	}
-	meta, hasMeta := store.As[store.MetaStore](st)
 	pending := map[digest.Digest]time.Time{}
 	if hasMeta {
 		pending = readPending(ctx, meta, o.Logf)

@@ -56,6 +56,13 @@ type Options struct {
 	// Logf receives one line per failed request (never a token); nil:
 	// nothing is logged.
 	Logf func(format string, args ...any)
+	// RecordUseEvery is how often, at most, the last-use record of a ref
+	// is rewritten when the ref is read (docs/SERVE.md, Eviction); 0:
+	// DefaultRecordUseEvery; negative: restores are not recorded. A store
+	// without records (store.MetaStore: a registry) records nothing.
+	RecordUseEvery time.Duration
+	// Now is the clock of the last-use records (default time.Now).
+	Now func() time.Time
 }
 
 // Server is the HTTP API over a store (see the package doc).
@@ -64,6 +71,7 @@ type Server struct {
 	o    Options
 	anon Principal
 	mux  *http.ServeMux
+	used *usage // nil: restores are not recorded
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -82,7 +90,16 @@ func New(st store.Store, o Options) (*Server, error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.RecordUseEvery == 0 {
+		o.RecordUseEvery = DefaultRecordUseEvery
+	}
 	s := &Server{st: st, o: o, mux: http.NewServeMux()}
+	if meta, ok := store.As[store.MetaStore](st); ok && o.RecordUseEvery > 0 {
+		s.used = &usage{meta: meta, now: o.Now, every: o.RecordUseEvery, logf: o.Logf, sem: make(chan struct{}, recordParallel), written: map[string]time.Time{}}
+	}
 	s.anon.Name = "anonymous"
 	if o.AllowUnauthenticatedReads || o.AllowUnauthenticatedWrites {
 		s.anon.Read = []string{o.AnonymousScope}
@@ -489,8 +506,24 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 		}
 		out := *ref
 		out.Key = key
-		w.Header().Set(httpapi.HeaderScope, scope)
-		writeJSON(w, http.StatusOK, &out)
+		data, err := json.Marshal(&out)
+		if err != nil {
+			s.fail(w, r, http.StatusInternalServerError, httpapi.CodeStore, err.Error())
+			return
+		}
+		h := w.Header()
+		h.Set(httpapi.HeaderScope, scope)
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Length", strconv.Itoa(len(data)))
+		w.WriteHeader(http.StatusOK)
+		if _, err := w.Write(data); err != nil {
+			return
+		}
+		// The answer is whole (its length is known): send it now, then record
+		// the restore while the client goes on.
+		http.NewResponseController(w).Flush() //nolint:errcheck // a recorder cannot flush; the answer goes at the end
+		s.used.touch(r.Context(), sk)
 		return
 	}
 	s.fail(w, r, http.StatusNotFound, httpapi.CodeNotFound, fmt.Sprintf("no ref %q", key))

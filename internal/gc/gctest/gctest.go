@@ -281,8 +281,29 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			f.check(t, want, res.Blobs.Swept)
 		})
 	}
+	t.Run("ByUse", func(t *testing.T) { testByUse(t, newFixture(t, newStore(t))) })
 	t.Run("GraceTwoPhases", func(t *testing.T) { testGrace(t, newFixture(t, newStore(t))) })
 	t.Run("ConcurrentSave", func(t *testing.T) { testConcurrentSave(t, newFixture(t, newStore(t))) })
+}
+
+// testByUse: a prune by last use keeps the oldest entry, restored an
+// hour ago according to its record, where the store keeps records; where
+// it cannot (a registry), entries age by creation.
+func testByUse(t *testing.T, f *fixture) {
+	at := time.Now().Add(time.Minute)
+	p := gc.Policy{OlderThan: 12*time.Hour + 30*time.Minute}
+	want := []string{"go-4", "go-5"}
+	if meta, ok := store.As[store.MetaStore](f.st); ok {
+		if err := gc.RecordUse(t.Context(), meta, "go-1", at.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		want = []string{"go-1", "go-4", "go-5"}
+	}
+	res, err := gc.Prune(t.Context(), f.st, p, gc.Options{Now: func() time.Time { return at }, ByUse: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.check(t, want, res.Blobs.Swept)
 }
 
 // testGrace: with a grace period, a prune only records the blobs it finds

@@ -34,6 +34,21 @@ func loadEntry(ctx context.Context, st store.Store, key string) (*engine.Entry, 
 	return engine.Load(ctx, st, ref)
 }
 
+// loadEntries opens the store of m's flags and reads the entries of keys.
+func (m *manageOptions) loadEntries(ctx context.Context, keys ...string) ([]*engine.Entry, error) {
+	st, _, err := m.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]*engine.Entry, len(keys))
+	for i, k := range keys {
+		if entries[i], err = loadEntry(ctx, st, k); err != nil {
+			return nil, err
+		}
+	}
+	return entries, nil
+}
+
 // entryPath is an entry's path as inspect and diff print it: prefixed by
 // its folder's name when the entry holds several.
 func entryPath(x *archive.Index, e *archive.Entry) string {
@@ -198,15 +213,11 @@ func newInspect() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := m.withTimeout(cmd.Context())
 			defer cancel()
-			st, _, err := m.open(ctx)
+			es, err := m.loadEntries(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			e, err := loadEntry(ctx, st, args[0])
-			if err != nil {
-				return err
-			}
-			r := describeEntry(e, top)
+			r := describeEntry(es[0], top)
 			if m.Output == "json" {
 				return printResults(cmd.OutOrStdout(), r)
 			}
@@ -313,19 +324,11 @@ func newDiff() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := m.withTimeout(cmd.Context())
 			defer cancel()
-			st, _, err := m.open(ctx)
+			es, err := m.loadEntries(ctx, args[0], args[1])
 			if err != nil {
 				return err
 			}
-			a, err := loadEntry(ctx, st, args[0])
-			if err != nil {
-				return err
-			}
-			b, err := loadEntry(ctx, st, args[1])
-			if err != nil {
-				return err
-			}
-			d := diffEntries(a, b)
+			d := diffEntries(es[0], es[1])
 			if m.Output == "json" {
 				return printResults(cmd.OutOrStdout(), d)
 			}

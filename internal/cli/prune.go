@@ -136,6 +136,7 @@ func (e prunedEntry) MarshalJSON() ([]byte, error) { return marshalResults(e) }
 func newPrune() *cobra.Command {
 	m := &manageOptions{}
 	var p gc.Policy
+	var byUse bool
 	p.Grace = gc.DefaultGrace
 	cmd := &cobra.Command{
 		Use:   "prune",
@@ -183,7 +184,7 @@ The plan is printed first; --dry-run prints it and changes nothing.`,
 				logf = func(f string, args ...any) { fmt.Fprintf(w, f+"\n", args...) }
 			}
 			// The plan first: a dry run of the same policy.
-			plan, err := gc.Prune(ctx, st, p, gc.Options{DryRun: true})
+			plan, err := gc.Prune(ctx, st, p, gc.Options{DryRun: true, ByUse: byUse})
 			if err != nil {
 				return err
 			}
@@ -192,7 +193,7 @@ The plan is printed first; --dry-run prints it and changes nothing.`,
 				printPlan(w, plan, m.DryRun)
 			}
 			if !m.DryRun {
-				if res, err = gc.Prune(ctx, st, p, gc.Options{Logf: logf}); err != nil {
+				if res, err = gc.Prune(ctx, st, p, gc.Options{Logf: logf, ByUse: byUse}); err != nil {
 					return err
 				}
 			}
@@ -220,6 +221,7 @@ The plan is printed first; --dry-run prints it and changes nothing.`,
 	fs.Var(sizeValue{&p.MaxSize}, "max-size", "remove the oldest entries until the rest fit in this (10GB, 500MiB)")
 	fs.Var(ageValue{&p.Grace}, "grace", "keep a blob no entry names until it is this old and was found unnamed this long ago (a save may be using it)")
 	fs.BoolVar(&m.DryRun, "dry-run", false, "print the plan and change nothing")
+	fs.BoolVar(&byUse, "by-last-use", false, "rank and age entries by their last use (the later of created and the last restore cache-serve recorded in this store) instead of created")
 	return cmd
 }
 

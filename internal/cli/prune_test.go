@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tekton-cache/tekton-cache/internal/gc"
+	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/all"
 )
 
 func TestParseAgeAndSize(t *testing.T) {
@@ -97,5 +101,35 @@ func TestNoOpSaveReadsNothing(t *testing.T) {
 	r := cache(t, "upload", "--store", s, "--key", "go-2", "--workingdir", wd, "--folder", folder)
 	if r.code != 0 || !strings.Contains(r.stderr, "), 0 read, ") || !strings.Contains(r.stderr, " empty") {
 		t.Fatalf("no-op save: %+v", r)
+	}
+}
+
+// TestPruneByLastUse: with --by-last-use, an old entry that cache-serve
+// recorded as restored recently is the one --keep 1 keeps.
+func TestPruneByLastUse(t *testing.T) {
+	wd, folder := workspace(t)
+	s := fileStore(t)
+	for _, k := range []string{"go-1", "go-2"} {
+		os.WriteFile(filepath.Join(folder, k), []byte(k), 0o644)
+		if r := cache(t, "upload", "--store", s, "--key", k, "--workingdir", wd, "--folder", folder); r.code != 0 {
+			t.Fatal(r)
+		}
+	}
+	ctx := t.Context()
+	opened, err := all.Mux().Open(ctx, s, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, _ := store.As[store.MetaStore](opened)
+	if err := gc.RecordUse(ctx, meta, "go-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	byCreated := jsonLine(t, cache(t, "prune", "--store", s, "--keep", "1", "--dry-run", "--output", "json"))
+	if kept := byCreated["kept"].([]any); len(kept) != 1 || kept[0] != "go-2" {
+		t.Fatalf("by created: kept %v, want go-2", kept)
+	}
+	byUse := jsonLine(t, cache(t, "prune", "--store", s, "--keep", "1", "--by-last-use", "--dry-run", "--output", "json"))
+	if kept := byUse["kept"].([]any); len(kept) != 1 || kept[0] != "go-1" {
+		t.Fatalf("by last use: kept %v, want go-1 (restored just now)", kept)
 	}
 }

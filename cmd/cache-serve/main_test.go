@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,34 +18,17 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
+	"github.com/tekton-cache/tekton-cache/internal/testserver"
 )
-
-// lockedBuffer is the server's log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // start runs cache-serve with args until the returned cancel (a SIGTERM)
 // and returns its URL and the error it ends with.
-func start(t *testing.T, args ...string) (url string, cancel func(), done <-chan error, logs *lockedBuffer) {
+func start(t *testing.T, args ...string) (url string, cancel func(), done <-chan error, logs *testserver.SyncBuffer) {
 	t.Helper()
 	ctx, cancelCtx := context.WithCancel(context.Background())
 	t.Cleanup(cancelCtx)
 	addr := make(chan string, 1)
-	logs = &lockedBuffer{}
+	logs = &testserver.SyncBuffer{}
 	cmd := newCommand(logs, func(a string) { addr <- a })
 	cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, args...))
 	errc := make(chan error, 1)

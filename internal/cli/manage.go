@@ -13,7 +13,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/engine"
-	"github.com/tekton-cache/tekton-cache/internal/format"
+	"github.com/tekton-cache/tekton-cache/internal/gc"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -112,7 +112,7 @@ func (e listEntry) MarshalJSON() ([]byte, error) { return marshalResults(e) }
 func describeEntries(ctx context.Context, st store.Store, refs, all []*store.Ref) []listEntry {
 	uses := map[digest.Digest]int{}
 	for _, r := range all {
-		for _, d := range refBlobs(r) {
+		for _, d := range r.Blobs() {
 			uses[d.Digest]++
 		}
 	}
@@ -122,7 +122,7 @@ func describeEntries(ctx context.Context, st store.Store, refs, all []*store.Ref
 	for i, r := range refs {
 		e := listEntry{Key: r.Key, Created: r.Created.UTC().Format(time.RFC3339), AgeSeconds: int64(time.Since(r.Created).Seconds()),
 			Platform: r.Platform, Tool: r.Tool, StoredBytes: storedSize(r), Packs: len(r.Packs), Folders: r.Folders}
-		for _, d := range refBlobs(r) {
+		for _, d := range r.Blobs() {
 			if uses[d.Digest] > 1 {
 				e.SharedBytes += d.Size
 			} else {
@@ -143,19 +143,6 @@ func describeEntries(ctx context.Context, st store.Store, refs, all []*store.Ref
 	}
 	g.Wait() //nolint:errcheck // each failure is recorded in its entry
 	return out
-}
-
-// refBlobs lists the blobs a ref names, each once: its index and packs.
-func refBlobs(r *store.Ref) []format.Descriptor {
-	seen := map[digest.Digest]bool{}
-	var ds []format.Descriptor
-	for _, d := range append([]format.Descriptor{r.Index}, r.Packs...) {
-		if !seen[d.Digest] {
-			seen[d.Digest] = true
-			ds = append(ds, d)
-		}
-	}
-	return ds
 }
 
 // deleteResult is what delete --output json prints.
@@ -206,17 +193,7 @@ func newListCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Key, (time.Duration(e.AgeSeconds) * time.Second).String(), e.Platform, files, size,
 					humanBytes(e.StoredBytes), humanBytes(e.OwnBytes), humanBytes(e.SharedBytes), strings.Join(e.Folders, ","))
 			}
-			var total int64
-			seen := map[digest.Digest]bool{}
-			for _, r := range refs {
-				for _, d := range refBlobs(r) {
-					if !seen[d.Digest] {
-						seen[d.Digest] = true
-						total += d.Size
-					}
-				}
-			}
-			fmt.Fprintf(tw, "%d entries, %s stored (shared blobs counted once)\n", len(refs), humanBytes(total))
+			fmt.Fprintf(tw, "%d entries, %s stored (shared blobs counted once)\n", len(refs), humanBytes(gc.UniqueBytes(refs)))
 			return tw.Flush()
 		},
 	}

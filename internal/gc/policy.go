@@ -101,23 +101,12 @@ type Decision struct {
 	Rule string
 }
 
-// blobsOf lists the blobs a ref names: its index and its packs.
-func blobsOf(r *store.Ref) []digest.Digest {
-	ds := make([]digest.Digest, 0, 1+len(r.Packs))
-	ds = append(ds, r.Index.Digest)
-	for _, p := range r.Packs {
-		ds = append(ds, p.Digest)
-	}
-	return ds
-}
-
 // sizes maps each blob the refs name to its size (as the refs give it).
 func sizes(refs []*store.Ref) map[digest.Digest]int64 {
 	m := map[digest.Digest]int64{}
 	for _, r := range refs {
-		m[r.Index.Digest] = r.Index.Size
-		for _, p := range r.Packs {
-			m[p.Digest] = p.Size
+		for _, d := range r.Blobs() {
+			m[d.Digest] = d.Size
 		}
 	}
 	return m
@@ -155,9 +144,9 @@ func SelectEntries(refs []*store.Ref, p Policy, now time.Time) (keep []*store.Re
 	uses := map[digest.Digest]int{}
 	var total int64
 	for _, r := range keep {
-		for _, d := range blobsOf(r) {
-			if uses[d]++; uses[d] == 1 {
-				total += size[d]
+		for _, d := range r.Blobs() {
+			if uses[d.Digest]++; uses[d.Digest] == 1 {
+				total += size[d.Digest]
 			}
 		}
 	}
@@ -165,9 +154,9 @@ func SelectEntries(refs []*store.Ref, p Policy, now time.Time) (keep []*store.Re
 	for n > 0 && total > p.MaxSize {
 		n--
 		r := keep[n]
-		for _, d := range blobsOf(r) {
-			if uses[d]--; uses[d] == 0 {
-				total -= size[d]
+		for _, d := range r.Blobs() {
+			if uses[d.Digest]--; uses[d.Digest] == 0 {
+				total -= size[d.Digest]
 			}
 		}
 		drop = append(drop, Decision{Key: r.Key, Ref: r, Rule: RuleSize})

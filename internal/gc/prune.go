@@ -69,54 +69,23 @@ type inventory struct {
 	damaged []string
 }
 
-// readAll reads every ref of st. A ref that is ours but damaged
-// (store.ErrDamagedRef) is listed as such; any other failure stops the
-// prune: deciding which blobs are unnamed needs every ref.
+// readAll reads every ref of st (store.RefsOrDamaged): any failure but a
+// damaged ref stops the prune, since deciding which blobs are unnamed
+// needs every ref.
 func readAll(ctx context.Context, st store.RefStore) (*inventory, error) {
-	keys, err := st.ListRefs(ctx, "")
+	refs, damaged, err := store.RefsOrDamaged(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]*store.Ref, len(keys))
-	bad := make([]bool, len(keys))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, k := range keys {
-		g.Go(func() error {
-			r, err := st.GetRef(gctx, k)
-			switch {
-			case errors.Is(err, store.ErrDamagedRef):
-				bad[i] = true
-			case errors.Is(err, store.ErrNotFound):
-				// deleted since the listing, or another tool's
-			case err != nil:
-				return err
-			default:
-				refs[i] = r
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	inv := &inventory{}
-	for i, r := range refs {
-		if r != nil {
-			inv.refs = append(inv.refs, r)
-		} else if bad[i] {
-			inv.damaged = append(inv.damaged, keys[i])
-		}
-	}
-	return inv, nil
+	return &inventory{refs: refs, damaged: damaged}, nil
 }
 
 // live is the set of blobs the refs name.
 func live(refs []*store.Ref) map[digest.Digest]bool {
 	m := map[digest.Digest]bool{}
 	for _, r := range refs {
-		for _, d := range blobsOf(r) {
-			m[d] = true
+		for _, d := range r.Blobs() {
+			m[d.Digest] = true
 		}
 	}
 	return m
@@ -248,8 +217,8 @@ func Prune(ctx context.Context, st store.Store, p Policy, o Options) (*Result, e
 		gone[d] = true
 	}
 	for _, r := range after.refs {
-		for _, d := range blobsOf(r) {
-			if gone[d] {
+		for _, b := range r.Blobs() {
+			if d := b.Digest; gone[d] {
 				if err := del.DeleteRef(ctx, r.Key); err != nil && !errors.Is(err, store.ErrNotFound) {
 					return res, fmt.Errorf("withdrawing entry %s, which names a removed blob: %w", r.Key, err)
 				}

@@ -219,7 +219,7 @@ func (c *candidates) readInfos(infos []RefInfo) error {
 	for i, in := range infos {
 		keys[i] = in.Key
 	}
-	refs, err := getRefs(c.ctx, c.st, keys)
+	refs, _, err := getRefs(c.ctx, c.st, keys, false)
 	if err != nil {
 		return err
 	}
@@ -292,26 +292,53 @@ func readRefs(ctx context.Context, st RefStore, prefix string, limit int) ([]*Re
 	if limit > 0 && len(keys) > limit {
 		return nil, tooMany(st, len(keys), prefix)
 	}
-	refs, err := getRefs(ctx, st, keys)
+	refs, _, err := getRefs(ctx, st, keys, false)
 	if err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(refs, func(r *Ref) bool { return r == nil }), nil
 }
 
+// RefsOrDamaged is Refs over every key, except that a ref that is ours but
+// damaged (ErrDamagedRef: it will never restore) does not fail it: its key
+// is returned in damaged. What must see every entry (a prune deciding
+// which blobs no entry names) reads them so.
+func RefsOrDamaged(ctx context.Context, st RefStore) (refs []*Ref, damaged []string, err error) {
+	keys, err := st.ListRefs(ctx, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	all, bad, err := getRefs(ctx, st, keys, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, r := range all {
+		if r != nil {
+			refs = append(refs, r)
+		} else if bad[i] {
+			damaged = append(damaged, keys[i])
+		}
+	}
+	return refs, damaged, nil
+}
+
 // getRefs reads the refs of keys, hintBatch at a time; a ref deleted since
-// the listing is nil.
-func getRefs(ctx context.Context, st RefStore, keys []string) ([]*Ref, error) {
-	refs := make([]*Ref, len(keys))
+// the listing is nil. With keepDamaged, a damaged ref is nil too, and
+// marked in bad; without, it fails the read.
+func getRefs(ctx context.Context, st RefStore, keys []string, keepDamaged bool) (refs []*Ref, bad []bool, err error) {
+	refs, bad = make([]*Ref, len(keys)), make([]bool, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(hintBatch)
 	for i, k := range keys {
 		g.Go(func() error {
 			r, err := st.GetRef(gctx, k)
-			if errors.Is(err, ErrNotFound) {
-				return nil // deleted since the listing
-			}
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrNotFound):
+				return nil // deleted since the listing, or another tool's
+			case keepDamaged && errors.Is(err, ErrDamagedRef):
+				bad[i] = true
+				return nil
+			case err != nil:
 				return err
 			}
 			refs[i] = r
@@ -319,7 +346,7 @@ func getRefs(ctx context.Context, st RefStore, keys []string) ([]*Ref, error) {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return refs, nil
+	return refs, bad, nil
 }

@@ -247,6 +247,19 @@ type InputFile struct {
 // manifest annotation holds it).
 const MaxInputFiles = 500
 
+// Blobs lists the blobs r names, each once: its index, then its packs.
+func (r *Ref) Blobs() []format.Descriptor {
+	ds := make([]format.Descriptor, 0, 1+len(r.Packs))
+	seen := make(map[digest.Digest]bool, 1+len(r.Packs))
+	for _, d := range append([]format.Descriptor{r.Index}, r.Packs...) {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
 // Validate checks that r is complete and well formed.
 func (r *Ref) Validate() error {
 	if err := format.Check(fmt.Sprintf("ref %q", r.Key), r.Format); err != nil {

@@ -10,15 +10,23 @@ import (
 )
 
 // addProfileFlag adds the hidden --cpuprofile FILE (or CACHE_CPUPROFILE)
-// to root: a CPU profile of the command, for `go tool pprof`. It starts
-// before the command runs; the func returned stops it and closes the file,
+// to root: a CPU profile of the command, for `go tool pprof`; and the
+// hidden --memprofile FILE (CACHE_MEMPROFILE): the heap profile ("allocs":
+// what was allocated where, and what is still in use) written when the
+// command is done. The CPU profile starts before the command runs; the
+// func returned stops it, writes the heap profile and closes the files,
 // and must be called once the command is done.
 func addProfileFlag(root *cobra.Command, stderr io.Writer) (stop func()) {
-	var path, what string
+	var path, what, memPath string
 	var f *os.File
 	root.PersistentFlags().StringVar(&path, "cpuprofile", "", "write a CPU profile of the command to this file, for go tool pprof")
-	_ = root.PersistentFlags().MarkHidden("cpuprofile") // the flag was just added
+	root.PersistentFlags().StringVar(&memPath, "memprofile", "", "write a heap profile to this file when the command is done, for go tool pprof")
+	_ = root.PersistentFlags().MarkHidden("cpuprofile") // the flags were just added
+	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if memPath == "" {
+			memPath = os.Getenv(envName("memprofile"))
+		}
 		what = "--cpuprofile"
 		if path == "" {
 			path, what = os.Getenv(envName("cpuprofile")), envName("cpuprofile")
@@ -40,6 +48,12 @@ func addProfileFlag(root *cobra.Command, stderr io.Writer) (stop func()) {
 		return nil
 	}
 	return func() {
+		if memPath != "" {
+			if err := writeHeapProfile(memPath); err != nil {
+				fmt.Fprintf(stderr, "warning: --memprofile: %v\n", err)
+			}
+			memPath = ""
+		}
 		if f == nil {
 			return
 		}
@@ -49,4 +63,16 @@ func addProfileFlag(root *cobra.Command, stderr io.Writer) (stop func()) {
 		}
 		f = nil
 	}
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

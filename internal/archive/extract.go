@@ -45,9 +45,10 @@ import (
 // Use: NewExtractor, Prepare, ExtractPack for each of the packs it returns
 // (in parallel if you like), then Commit or Abort, then Close.
 type Extractor struct {
-	// Known, if set, says which content a file on disk is proven to hold
-	// without reading it (from a record of an earlier run), or "".
-	Known func(root int, path string, id FileID, size, mtime int64, mode uint32) string
+	// Known, if set, says which content the file on disk at the path of
+	// entry i (of the index being extracted) is proven to hold without
+	// reading it (from a record of an earlier run), or "".
+	Known func(i int, id FileID, size, mtime int64, mode uint32) string
 	// Jobs is how many files Prepare hashes at once. Default 4.
 	Jobs int
 
@@ -406,10 +407,21 @@ func openDirAt(pfd int, name string) (int, error) {
 }
 
 // onDisk is a file found at an entry's path by Prepare.
+// It keeps only what checkOnDisk needs of the file's stat: a unix.Stat_t
+// is 144 bytes, and a warm restore of 600,000 files holds one per file.
 type onDisk struct {
 	entry int
 	dir   string
-	st    unix.Stat_t
+	id    FileID
+	size  int64
+	mtime int64
+	mode  uint32 // permission bits
+	// linked: the file has other names (st_nlink > 1).
+	linked bool
+}
+
+func onDiskOf(entry int, dir string, st *unix.Stat_t) onDisk {
+	return onDisk{entry: entry, dir: dir, id: idOf(st), size: st.Size, mtime: st.Mtim.Nano(), mode: uint32(st.Mode & 0o777), linked: st.Nlink > 1}
 }
 
 // Prepare creates the directories of the index and finds which files must be
@@ -465,7 +477,7 @@ func (ex *Extractor) Prepare() ([]int, error) {
 				ex.needed[i] = needTemp
 				continue
 			}
-			check = append(check, onDisk{i, dir, st})
+			check = append(check, onDiskOf(i, dir, &st))
 		}
 	}
 	if err := ex.checkOnDisk(check, dirs); err != nil {
@@ -503,7 +515,7 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 		if ex.Known != nil {
 			// A record proves which content the file holds: the entry's, or
 			// another (then it is rewritten without being read).
-			if d := ex.Known(e.Root, e.Path, idOf(&f.st), f.st.Size, f.st.Mtim.Nano(), uint32(f.st.Mode&0o777)); d != "" {
+			if d := ex.Known(f.entry, f.id, f.size, f.mtime, f.mode); d != "" {
 				same[k] = d == e.Digest
 				continue
 			}
@@ -551,13 +563,13 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 	}
 	for k, f := range files {
 		e := &ex.x.Entries[f.entry]
-		metaSame := uint32(f.st.Mode&0o777) == e.Mode && f.st.Mtim.Nano() == e.MTime
+		metaSame := f.mode == e.Mode && f.mtime == e.MTime
 		switch {
-		case !same[k] || (!metaSame && f.st.Nlink > 1):
+		case !same[k] || (!metaSame && f.linked):
 			ex.needed[f.entry] = needTemp
 		case metaSame:
 			ex.present++
-			ex.ids[f.entry] = idOf(&f.st)
+			ex.ids[f.entry] = f.id
 		default:
 			ex.present++
 			ex.fixes = append(ex.fixes, f.entry)
@@ -581,7 +593,7 @@ func (ex *Extractor) hashOnDisk(dirs *dirFDs, f *onDisk) (bool, error) {
 	rf := rawFile(fd)
 	defer rf.Close()
 	ex.hashed.Add(1)
-	if checkOpened(rf, idOf(&f.st), e.Size) != nil {
+	if checkOpened(rf, f.id, e.Size) != nil {
 		return false, nil
 	}
 	got, err := hashOpened(rf, e.Size)

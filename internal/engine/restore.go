@@ -275,8 +275,8 @@ func (r *restorer) extractEntry(ctx context.Context, entry *Entry, dests []strin
 	ex.Jobs = r.opts.Jobs
 	// What the folders held before: a record proves a file's content only
 	// while the file is exactly as recorded; anything else is hashed.
-	if prev, _ := readState(dests); prev != nil {
-		ex.Known = prev.known()
+	if prev, _ := readState(dests, entry); prev != nil {
+		ex.Known = prev.known(x)
 	}
 	// On failure the folders are as they were, so is their state (its
 	// records still describe them: a file we touched has a new ctime).

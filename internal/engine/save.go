@@ -281,7 +281,7 @@ type base struct {
 // state in the folders, if the store holds the index it names, else the
 // newest entry of the base keys.
 func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOptions) base {
-	if fs, why := readState(folders); fs != nil {
+	if fs, why := readState(folders, nil); fs != nil {
 		// The state is the workspace's word: its packs are reused only if
 		// its index is an entry's index in this store.
 		_, err := st.StatBlob(ctx, fs.Index)

@@ -59,10 +59,12 @@ type state struct {
 	RacyBefore int64         `json:"racy_before"`
 	Records    int64         `json:"records"`
 	// After the header line: the index blob, then the records.
-	Blob  []byte   `json:"-"`
-	Dev   []uint64 `json:"-"`
-	Ino   []uint64 `json:"-"`
-	Ctime []int64  `json:"-"`
+	Blob []byte `json:"-"`
+	// indexKnown: the index is one the reader already has (Blob is nil).
+	indexKnown bool
+	Dev        []uint64 `json:"-"`
+	Ino        []uint64 `json:"-"`
+	Ctime      []int64  `json:"-"`
 }
 
 // folderState is the state of several folders read back and checked.
@@ -161,11 +163,20 @@ func writeAt(dir, name string, write func(w *bufio.Writer) error) error {
 // index against its digest, the folder's position, the record counts. All
 // folders that have a state must name the same index. It returns nil and
 // why when there is nothing usable (a save then reads every file).
-func readState(folders []string) (*folderState, string) {
+//
+// have, when set, is an entry already read and checked (the one a restore
+// is about to write): a state of that same index (by digest) takes have's
+// index instead of reading and decoding its own copy, the common warm
+// restore, which then holds one index in memory, not two.
+func readState(folders []string, have *Entry) (*folderState, string) {
 	var fs *folderState
 	var why string
+	var known digest.Digest
+	if have != nil {
+		known = have.Ref.Index.Digest
+	}
 	for root, f := range folders {
-		st, err := readStateFile(f)
+		st, err := readStateFile(f, known)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -176,7 +187,13 @@ func readState(folders []string) (*folderState, string) {
 			why = fmt.Sprintf("the restore state in %s is not usable (%v)", f, err)
 			continue
 		}
-		if fs == nil {
+		if fs == nil && st.indexKnown {
+			if st.IndexSize != int64(len(have.Blob)) {
+				why = fmt.Sprintf("the restore state in %s is not usable (its index is %d bytes, not %d)", f, st.IndexSize, len(have.Blob))
+				continue
+			}
+			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: have.Blob, X: have.Index, IDs: make([]archive.FileID, len(have.Index.Entries))}
+		} else if fs == nil {
 			x, err := archive.DecodeIndex(st.Blob)
 			if err == nil && len(x.Roots) != len(folders) {
 				err = fmt.Errorf("its entry has %d folder(s), not %d", len(x.Roots), len(folders))
@@ -201,7 +218,9 @@ func readState(folders []string) (*folderState, string) {
 	return fs, why
 }
 
-func readStateFile(dir string) (*state, error) {
+// readStateFile reads the state in dir. Its index blob is skipped, and
+// left nil, when the header names index known (the caller has that index).
+func readStateFile(dir string, known digest.Digest) (*state, error) {
 	fd, err := unix.Open(filepath.Join(dir, archive.StateFileName), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, os.ErrNotExist
@@ -239,9 +258,16 @@ func readStateFile(dir string) (*state, error) {
 	if st.IndexSize < 0 || st.Records < 0 || st.IndexSize > rest || st.Records > (rest-st.IndexSize)/recordSize || st.IndexSize+st.Records*recordSize != rest {
 		return nil, fmt.Errorf("its header says %d bytes of index and %d records, the file holds %d bytes after it", st.IndexSize, st.Records, rest)
 	}
-	st.Blob = make([]byte, st.IndexSize)
-	if _, err := io.ReadFull(r, st.Blob); err != nil {
-		return nil, err
+	if known != "" && st.Index == known {
+		st.indexKnown = true
+		if n, err := r.Discard(int(st.IndexSize)); err != nil || int64(n) != st.IndexSize {
+			return nil, fmt.Errorf("reading its index: %v", err)
+		}
+	} else {
+		st.Blob = make([]byte, st.IndexSize)
+		if _, err := io.ReadFull(r, st.Blob); err != nil {
+			return nil, err
+		}
 	}
 	st.Dev, st.Ino, st.Ctime = make([]uint64, st.Records), make([]uint64, st.Records), make([]int64, st.Records)
 	var rec [recordSize]byte
@@ -261,7 +287,7 @@ func (st *state) check(root, folders int) error {
 	switch {
 	case st.Format != stateFormat:
 		return fmt.Errorf("format %d, this build reads %d", st.Format, stateFormat)
-	case st.Index.Validate() != nil || digest.FromBytes(st.Blob) != st.Index:
+	case st.Index.Validate() != nil || !st.indexKnown && digest.FromBytes(st.Blob) != st.Index:
 		return errors.New("its index does not match its digest")
 	case st.Root != root || root >= folders:
 		return fmt.Errorf("it is of folder %d, given as folder %d", st.Root, root)
@@ -303,30 +329,39 @@ func proven(rec archive.FileID, id archive.FileID, e, b *archive.Entry) bool {
 	return !rec.IsZero() && rec == id && b.Size == e.Size && b.MTime == e.MTime && b.Mode == e.Mode
 }
 
-// known returns, for the Extractor, what the state proves about the files on
-// disk: the digest of a file whose identity and metadata are exactly as
-// recorded, else "".
-func (fs *folderState) known() func(root int, path string, id archive.FileID, size, mtime int64, mode uint32) string {
+// known returns, for the Extractor of index x, what the state proves about
+// the files on disk: the digest of a file whose identity and metadata are
+// exactly as recorded, else "". When x is the state's own index (a restore
+// of the entry the folders hold), entry i is looked up by position; else by
+// folder and path.
+func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
+	prove := func(j int, id archive.FileID, size, mtime int64, mode uint32) string {
+		b := &fs.X.Entries[j]
+		if hasContent(b) && proven(fs.IDs[j], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
+			return b.Digest
+		}
+		return ""
+	}
+	if x == fs.X {
+		return prove
+	}
 	type key struct {
 		root int
 		path string
 	}
 	at := make(map[key]int, len(fs.X.Entries))
-	for i := range fs.X.Entries {
-		if e := &fs.X.Entries[i]; hasContent(e) && !fs.IDs[i].IsZero() {
-			at[key{e.Root, e.Path}] = i
+	for j := range fs.X.Entries {
+		if e := &fs.X.Entries[j]; hasContent(e) && !fs.IDs[j].IsZero() {
+			at[key{e.Root, e.Path}] = j
 		}
 	}
-	return func(root int, path string, id archive.FileID, size, mtime int64, mode uint32) string {
-		i, ok := at[key{root, path}]
+	return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
+		e := &x.Entries[i]
+		j, ok := at[key{e.Root, e.Path}]
 		if !ok {
 			return ""
 		}
-		b := &fs.X.Entries[i]
-		if proven(fs.IDs[i], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
-			return b.Digest
-		}
-		return ""
+		return prove(j, id, size, mtime, mode)
 	}
 }
 

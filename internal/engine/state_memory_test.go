@@ -11,6 +11,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
+	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
 // syntheticIndex is an index of n files of 70-character paths in n/200
@@ -86,7 +87,7 @@ func TestStateMemoryPerEntry(t *testing.T) {
 	var fs *folderState
 	ra, rl := bytesPerEntry(n, func() any {
 		var why string
-		if fs, why = readState([]string{dir}); fs == nil {
+		if fs, why = readState([]string{dir}, nil); fs == nil {
 			t.Fatal(why)
 		}
 		return fs
@@ -101,6 +102,36 @@ func TestStateMemoryPerEntry(t *testing.T) {
 	for i := range x.Entries {
 		if fs.IDs[i] != ids[i] {
 			t.Fatalf("record %d read back as %+v, written as %+v", i, fs.IDs[i], ids[i])
+		}
+	}
+
+	// A warm restore of the entry the folder holds: the state's index is
+	// the one the restore has, so it is neither read nor decoded again,
+	// and the extractor's lookup is by position, with no map of paths.
+	have := &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}}, Index: x, Blob: blob}
+	var same *folderState
+	ka, _ := bytesPerEntry(n, func() any {
+		var why string
+		if same, why = readState([]string{dir}, have); same == nil {
+			t.Fatal(why)
+		}
+		return same.known(x)
+	})
+	t.Logf("reading the state of the entry being restored, and its lookup: %.0f B an entry", ka)
+	if same.X != x || ka > 80 {
+		t.Errorf("reading the state of the entry being restored allocated %.0f B an entry (its own index: %v), want at most 80 (the records) and no index of its own", ka, same.X != x)
+	}
+	known := same.known(x)
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if !hasContent(e) {
+			continue
+		}
+		if got := known(i, ids[i], e.Size, e.MTime, e.Mode); got != e.Digest {
+			t.Fatalf("entry %d, as recorded: known says %q, want its digest", i, got)
+		}
+		if got := known(i, ids[i], e.Size, e.MTime+1, e.Mode); got != "" {
+			t.Fatalf("entry %d with another mtime: known says %q, want nothing proven", i, got)
 		}
 	}
 }

@@ -29,7 +29,7 @@ func FuzzReadState(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if s, why := readState([]string{src}); s == nil || s.Folders != 1 {
+	if s, why := readState([]string{src}, nil); s == nil || s.Folders != 1 {
 		f.Fatalf("the state a save wrote does not read back (%s): the seed would test nothing", why)
 	}
 	f.Add(real)
@@ -43,7 +43,7 @@ func FuzzReadState(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, archive.StateFileName), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		s, why := readState([]string{dir})
+		s, why := readState([]string{dir}, nil)
 		if s == nil {
 			if why == "" {
 				t.Fatal("no state and no reason")
@@ -64,7 +64,7 @@ func TestOldStateReadsAsNoState(t *testing.T) {
 	src := t.TempDir()
 	testtree.Make(t, src)
 	save(t, st, "k", src)
-	fs, why := readState([]string{src})
+	fs, why := readState([]string{src}, nil)
 	if fs == nil {
 		t.Fatalf("the state a save wrote does not read back: %s", why)
 	}
@@ -88,7 +88,7 @@ func TestOldStateReadsAsNoState(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(src, archive.StateFileName), old, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if got, why := readState([]string{src}); got != nil || !strings.Contains(why, "not usable") {
+		if got, why := readState([]string{src}, nil); got != nil || !strings.Contains(why, "not usable") {
 			t.Fatalf("a format 2 state of %d bytes: got %v (%q), want none and why", len(old), got, why)
 		}
 		var logs []string
@@ -114,7 +114,7 @@ func TestStateFileHoldsBlobAndRecordsRaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, _ := readState([]string{src})
+	fs, _ := readState([]string{src}, nil)
 	line, _, _ := bytes.Cut(data, []byte("\n"))
 	if want := len(line) + 1 + len(fs.Blob) + recordSize*len(fs.IDs) - recordSize*countEmpty(fs); len(data) != want {
 		t.Fatalf("the state is %d bytes, want %d (header, blob, records)", len(data), want)

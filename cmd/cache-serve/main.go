@@ -10,11 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,12 +56,15 @@ type options struct {
 	maxSize         int64
 	gcInterval      time.Duration
 	gcGrace         time.Duration
+	metrics         bool
+	logFormat       string
+	maxUploads      int
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
 // address it listens on once it does (for tests).
 func newCommand(stderr io.Writer, ready func(addr string)) *cobra.Command {
-	o := options{maxBodySize: server.DefaultMaxBodySize, ttl: 7 * 24 * time.Hour}
+	o := options{maxBodySize: server.DefaultMaxBodySize, ttl: 7 * 24 * time.Hour, metrics: true, logFormat: "json", maxUploads: server.DefaultMaxConcurrentUploads}
 	cmd := &cobra.Command{
 		Use:   "cache-serve",
 		Short: "Serve a cache store over HTTP to cache fetch and cache upload",
@@ -78,7 +82,11 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 			if err := cli.ApplyEnv(cmd.Flags()); err != nil {
 				return err
 			}
-			return run(cmd.Context(), o, log.New(stderr, "", log.LstdFlags), ready)
+			lg, err := newLogger(stderr, o.logFormat)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), o, lg, ready)
 		},
 	}
 	fs := cmd.Flags()
@@ -97,14 +105,45 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.Var(cli.SizeValue(&o.maxSize), "max-size", "evict the least recently used entries while the store holds more (10GiB; 0: no size rule)")
 	fs.DurationVar(&o.gcInterval, "gc-interval", time.Hour, "how often to evict, and the lease one replica holds to do it (0: never evict)")
 	fs.DurationVar(&o.gcGrace, "gc-grace", gc.DefaultGrace, "how long a blob no entry names is kept (a save may be uploading it)")
+	fs.BoolVar(&o.metrics, "metrics", true, "answer Prometheus metrics at GET /metrics, without a token (--metrics=false: not served)")
+	fs.StringVar(&o.logFormat, "log-format", "json", "the logs on stderr, one line per request and per event: json or text")
+	fs.IntVar(&o.maxUploads, "max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "blob uploads received at once; one more gets 429 with Retry-After: 1 (0: no limit)")
 	return cmd
+}
+
+// newLogger is the logger of --log-format on stderr, at info level.
+func newLogger(stderr io.Writer, format string) (*slog.Logger, error) {
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, nil)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, nil)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use json or text", format)
+}
+
+// printf is the printf-style log of the lower layers (Logf) as lg's lines:
+// a "warning: " line at warn level, the rest at info.
+func printf(lg *slog.Logger) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		level := slog.LevelInfo
+		if m, ok := strings.CutPrefix(msg, "warning: "); ok {
+			msg, level = m, slog.LevelWarn
+		}
+		lg.Log(context.Background(), level, msg)
+	}
 }
 
 // run serves until ctx is done, then stops taking connections and waits
 // (up to o.shutdownTimeout) for the requests in flight.
-func run(ctx context.Context, o options, logger *log.Logger, ready func(addr string)) error {
+func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string)) error {
+	logf := printf(lg)
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if o.maxUploads < 0 {
+		return errors.New("--max-concurrent-uploads must not be negative (0: no limit)")
 	}
 	var auth server.Authenticator
 	if o.tokensFile != "" {
@@ -113,13 +152,17 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 			return err
 		}
 		auth = t
-		logger.Printf("%d tokens from %s", t.Len(), o.tokensFile)
+		logf("%d tokens from %s", t.Len(), o.tokensFile)
 	} else if !o.anonReads && !o.anonWrites {
-		logger.Printf("warning: no --tokens-file and no --allow-unauthenticated-*: every request will be refused")
+		logf("warning: no --tokens-file and no --allow-unauthenticated-*: every request will be refused")
 	}
-	st, err := all.Mux().Open(ctx, o.storeURL, store.Options{Insecure: o.insecure, Logf: logger.Printf})
+	st, err := all.Mux().Open(ctx, o.storeURL, store.Options{Insecure: o.insecure, Logf: logf})
 	if err != nil {
 		return err
+	}
+	uploads := o.maxUploads
+	if uploads == 0 {
+		uploads = -1 // no limit
 	}
 	srv, err := server.New(st, server.Options{
 		Authenticator:              auth,
@@ -127,12 +170,15 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 		AllowUnauthenticatedReads:  o.anonReads,
 		AllowUnauthenticatedWrites: o.anonWrites,
 		MaxBodySize:                o.maxBodySize,
-		Logf:                       logger.Printf,
+		Logf:                       logf,
+		AccessLog:                  lg,
+		DisableMetrics:             !o.metrics,
+		MaxConcurrentUploads:       uploads,
 	})
 	if err != nil {
 		return err
 	}
-	collector, err := newCollector(st, o, logger)
+	collector, err := newCollector(st, o, logf, srv.Metrics())
 	if err != nil {
 		return err
 	}
@@ -144,14 +190,14 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 		Handler:           srv,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          logger,
+		ErrorLog:          slog.NewLogLogger(lg.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	scheme := "http"
 	if o.tlsCert != "" {
 		scheme = "https"
 	}
-	logger.Printf("serving %s on %s://%s", st, scheme, ln.Addr())
+	logf("serving %s on %s://%s", st, scheme, ln.Addr())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -177,7 +223,7 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 		return err
 	case <-ctx.Done():
 	}
-	logger.Printf("stopping: finishing the requests in flight (at most %s)", o.shutdownTimeout)
+	logf("stopping: finishing the requests in flight (at most %s)", o.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
@@ -186,26 +232,26 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	logger.Printf("stopped")
+	logf("stopped")
 	return nil
 }
 
 // newCollector is the GC of st that the flags ask for, or nil when they
 // ask for none or the store cannot delete (a warning says so).
-func newCollector(st store.Store, o options, logger *log.Logger) (*server.Collector, error) {
+func newCollector(st store.Store, o options, logf func(string, ...any), m *server.Metrics) (*server.Collector, error) {
 	switch {
 	case o.gcInterval < 0 || o.ttl < 0 || o.maxSize < 0 || o.gcGrace < 0:
 		return nil, errors.New("--gc-interval, --ttl, --max-size and --gc-grace must not be negative")
 	case o.gcInterval == 0 || o.ttl == 0 && o.maxSize == 0:
-		logger.Printf("eviction off (no --ttl or --max-size, or --gc-interval 0)")
+		logf("eviction off (no --ttl or --max-size, or --gc-interval 0)")
 		return nil, nil
 	}
 	if _, ok := store.As[store.Deleter](st); !ok {
-		logger.Printf("warning: eviction off: %s cannot delete entries", st)
+		logf("warning: eviction off: %s cannot delete entries", st)
 		return nil, nil
 	}
 	if _, ok := store.As[store.MetaStore](st); !ok {
-		logger.Printf("warning: %s keeps no records: entries are evicted by when they were saved, not restored, and every replica collects (docs/SERVE.md)", st)
+		logf("warning: %s keeps no records: entries are evicted by when they were saved, not restored, and every replica collects (docs/SERVE.md)", st)
 	}
 	host, _ := os.Hostname()
 	var id [4]byte
@@ -216,11 +262,12 @@ func newCollector(st store.Store, o options, logger *log.Logger) (*server.Collec
 		Grace:    o.gcGrace,
 		Interval: o.gcInterval,
 		Holder:   fmt.Sprintf("%s-%x", host, id),
-		Logf:     logger.Printf,
+		Logf:     logf,
+		Metrics:  m,
 	})
 	if err != nil {
 		return nil, err
 	}
-	logger.Printf("evicting every %s: entries unused for %s (0: no age rule), least recently used over %d bytes (0: no size rule), blobs unnamed for %s", o.gcInterval, o.ttl, o.maxSize, o.gcGrace)
+	logf("evicting every %s: entries unused for %s (0: no age rule), least recently used over %d bytes (0: no size rule), blobs unnamed for %s", o.gcInterval, o.ttl, o.maxSize, o.gcGrace)
 	return c, nil
 }

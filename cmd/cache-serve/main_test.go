@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,9 +14,12 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/engine"
 	"github.com/tekton-cache/tekton-cache/internal/gc"
 	"github.com/tekton-cache/tekton-cache/internal/httpapi"
+	"github.com/tekton-cache/tekton-cache/internal/server"
 	"github.com/tekton-cache/tekton-cache/internal/store"
+	"github.com/tekton-cache/tekton-cache/internal/store/all"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
 	"github.com/tekton-cache/tekton-cache/internal/testserver"
@@ -179,5 +183,152 @@ func TestEviction(t *testing.T) {
 	uses, err := gc.ReadUses(t.Context(), st, []*store.Ref{fresh}, time.Now())
 	if err != nil || uses[fresh.Key].IsZero() {
 		t.Fatalf("no last-use record of %s after a restore: %v %v", fresh.Key, uses, err)
+	}
+}
+
+// TestUploadLimitRetries: saves through an http:// store against a server
+// with --max-concurrent-uploads 1 all succeed: the uploads over the limit
+// get 429 with Retry-After, which the client's retries honour; the server
+// counts the 429s in /metrics.
+func TestUploadLimitRetries(t *testing.T) {
+	dir := t.TempDir()
+	base, sigterm, done, _ := start(t, "--store", "file://"+dir, "--allow-unauthenticated-writes", "--max-concurrent-uploads", "1")
+	metrics := func() testserver.Metrics { return testserver.Scrape(t, base+server.MetricsPath) }
+
+	// An upload that holds the one slot until the saves have been refused.
+	held := bytes.Repeat([]byte("held "), 100_000)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", base+httpapi.BlobsPath+digest.FromBytes(held).Hex(), pr)
+	req.ContentLength = int64(len(held))
+	heldDone := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			heldDone <- 0
+			return
+		}
+		resp.Body.Close()
+		heldDone <- resp.StatusCode
+	}()
+	pw.Write(held[:1000])
+	waitFor(t, "the held upload takes the slot", func() bool { return metrics()["tekton_cache_uploads_in_flight"] == 1 })
+
+	var retries testserver.SyncBuffer
+	st, err := all.Mux().Open(t.Context(), base, store.Options{Retries: 40, Logf: func(f string, a ...any) { fmt.Fprintf(&retries, f+"\n", a...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const savers = 3
+	errs := make(chan error, savers)
+	for i := range savers {
+		src := filepath.Join(t.TempDir(), "src")
+		os.Mkdir(src, 0o755)
+		for j := range 3 {
+			data := make([]byte, 600_000)
+			rand.Read(data)
+			os.WriteFile(filepath.Join(src, fmt.Sprintf("f%d", j)), data, 0o644)
+		}
+		go func() {
+			_, err := engine.Save(t.Context(), st, engine.SaveOptions{Key: fmt.Sprintf("go-%d", i), Folders: []string{src}, PackSize: 1 << 20})
+			errs <- err
+		}()
+	}
+	waitFor(t, "a save is refused with 429", func() bool { return metrics()["tekton_cache_uploads_throttled_total"] >= 1 })
+	pw.Write(held[1000:])
+	pw.Close()
+	if code := <-heldDone; code != http.StatusCreated {
+		t.Fatalf("the held upload: %d", code)
+	}
+	for range savers {
+		if err := <-errs; err != nil {
+			t.Fatalf("a save against the upload limit failed: %v\n%s", err, retries.String())
+		}
+	}
+	for i := range savers {
+		if _, err := st.GetRef(t.Context(), fmt.Sprintf("go-%d", i)); err != nil {
+			t.Fatalf("entry go-%d: %v", i, err)
+		}
+	}
+	m := metrics()
+	throttled := m["tekton_cache_uploads_throttled_total"]
+	if answered := m[`tekton_cache_http_requests_total{code="429",method="PUT",route="/v1/blobs/sha256/{hex}"}`]; throttled < 1 || answered != throttled {
+		t.Fatalf("429s: %v counted as throttled, %v answered", throttled, answered)
+	}
+	if !strings.Contains(retries.String(), "HTTP 429") {
+		t.Fatalf("the client never retried a 429:\n%s", retries.String())
+	}
+	t.Logf("%v uploads refused with 429 and retried", throttled)
+	sigterm()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond, failing after many tries: the test depends on the
+// bound not being reached, not on speed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; !cond(); i++ {
+		if i == 3000 {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestOperatingFlags: /metrics is served without a token unless
+// --metrics=false; --log-format text writes key=value lines, json JSON
+// lines; another format is refused in one line.
+func TestOperatingFlags(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	os.WriteFile(tokens, fmt.Appendf(nil, "tokens:\n  - {name: ci, sha256: %s, write: main}\n", digest.FromBytes([]byte("tok-7f3a9c")).Hex()), 0o600)
+	for _, tc := range []struct {
+		args       []string
+		metrics    int
+		logsPrefix string
+		principal  string
+	}{
+		{nil, http.StatusOK, `{"time":`, `"principal":"ci"`},
+		{[]string{"--metrics=false", "--log-format", "text"}, http.StatusNotFound, "time=", "principal=ci "},
+	} {
+		base, sigterm, done, logs := start(t, append([]string{"--store", "file://" + t.TempDir(), "--tokens-file", tokens}, tc.args...)...)
+		resp, err := http.Get(base + server.MetricsPath)
+		if err != nil || resp.StatusCode != tc.metrics {
+			t.Fatalf("%v: GET /metrics without a token: %v, %v; want %d", tc.args, resp, err, tc.metrics)
+		}
+		resp.Body.Close()
+		req, _ := http.NewRequest("GET", base+httpapi.RefsPath+"go-1", nil)
+		req.Header.Set("Authorization", "Bearer tok-7f3a9c")
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%v: GET a missing ref: %v, %v", tc.args, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		sigterm()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		text := logs.String()
+		for l := range strings.SplitSeq(strings.TrimSpace(text), "\n") {
+			if !strings.HasPrefix(l, tc.logsPrefix) {
+				t.Errorf("%v: a log line not in its format: %q", tc.args, l)
+			}
+		}
+		if !strings.Contains(text, tc.principal) || strings.Contains(text, "tok-7f3a9c") || strings.Contains(text, "Bearer") {
+			t.Errorf("%v: the request's line (principal ci, no token) is not in the logs:\n%s", tc.args, text)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--log-format", "xml"}, `--log-format "xml": use json or text`},
+		{[]string{"--max-concurrent-uploads", "-1", "--store", "file://" + t.TempDir()}, "must not be negative"},
+	} {
+		cmd := newCommand(io.Discard, nil)
+		cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, tc.args...))
+		if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("cache-serve %v: %v, want %q", tc.args, err, tc.says)
+		}
 	}
 }

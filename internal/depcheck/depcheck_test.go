@@ -40,7 +40,7 @@ type rule struct {
 // or network; the store's root knows only the format; no store package
 // knows the engine or the cli; the engine (and prune's gc) reaches stores
 // through the store interface only; only the commands open store/all; the
-// binary carries no Tekton, Kubernetes or server code; the HTTP API's wire
+// binary carries no Tekton, Kubernetes, Prometheus or server code; the HTTP API's wire
 // (httpapi) is a leaf that its client and server share, and the client
 // never reaches the server.
 var rules = []rule{
@@ -58,7 +58,7 @@ var rules = []rule{
 	{pkgs: m + "internal/store/httpstore", forbid: []string{m + "internal/server/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
 	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
-	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", m + "internal/server/...", m + "internal/delayline"}},
+	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", "github.com/prometheus/...", m + "internal/server/...", m + "internal/delayline"}},
 }
 
 func match(pattern, pkg string) bool {

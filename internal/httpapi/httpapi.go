@@ -43,19 +43,20 @@ const MaxMissing = 10_000
 // Error codes, in ErrorBody.Error.Code; the status says the same in HTTP's
 // words.
 const (
-	CodeNotFound        = "not_found"       // 404
-	CodeInvalid         = "invalid"         // 400: a malformed request
-	CodeInvalidKey      = "invalid_key"     // 400
-	CodeMismatch        = "digest_mismatch" // 400: the bytes are not the blob the URL names
-	CodeLengthRequired  = "length_required" // 411
-	CodeTooLarge        = "too_large"       // 413
-	CodeRangeInvalid    = "range_invalid"   // 416
-	CodeMissingBlob     = "missing_blob"    // 424: a ref names a blob the store lacks
-	CodeDamagedRef      = "damaged_ref"     // 409: the stored ref cannot be read as an entry
-	CodeUnauthenticated = "unauthenticated" // 401
-	CodeForbidden       = "forbidden"       // 403
-	CodeUnsupported     = "unsupported"     // 501
-	CodeStore           = "store_error"     // 502: the backing store failed
+	CodeNotFound        = "not_found"         // 404
+	CodeInvalid         = "invalid"           // 400: a malformed request
+	CodeInvalidKey      = "invalid_key"       // 400
+	CodeMismatch        = "digest_mismatch"   // 400: the bytes are not the blob the URL names
+	CodeLengthRequired  = "length_required"   // 411
+	CodeTooLarge        = "too_large"         // 413
+	CodeRangeInvalid    = "range_invalid"     // 416
+	CodeMissingBlob     = "missing_blob"      // 424: a ref names a blob the store lacks
+	CodeTooManyRequests = "too_many_requests" // 429 with Retry-After: over a limit of the server's
+	CodeDamagedRef      = "damaged_ref"       // 409: the stored ref cannot be read as an entry
+	CodeUnauthenticated = "unauthenticated"   // 401
+	CodeForbidden       = "forbidden"         // 403
+	CodeUnsupported     = "unsupported"       // 501
+	CodeStore           = "store_error"       // 502: the backing store failed
 )
 
 // ErrorBody is the body of every error answer.

@@ -35,6 +35,9 @@ type CollectorOptions struct {
 	Now func() time.Time
 	// Logf receives what the GC does; nil is silent.
 	Logf func(format string, args ...any)
+	// Metrics, when set (a Server's), count the runs, what they evict and
+	// the store's failures.
+	Metrics *Metrics
 }
 
 // Collector evicts entries from a store by last use (gc.Prune with
@@ -57,6 +60,9 @@ func NewCollector(st store.Store, o CollectorOptions) (*Collector, error) {
 	}
 	if o.Holder == "" {
 		return nil, errors.New("the GC needs a holder name for its lease")
+	}
+	if o.Metrics != nil {
+		st = o.Metrics.countErrors(st)
 	}
 	c := &Collector{st: st, o: o}
 	if err := c.policy().Validate(); err != nil {
@@ -123,6 +129,7 @@ func (c *Collector) takeLease(ctx context.Context, meta store.MetaStore, now tim
 // another replica holds it. A store without records (a registry) has no
 // lease: every replica collects, which is safe (see docs/SERVE.md).
 func (c *Collector) RunOnce(ctx context.Context) (res *gc.Result, ran bool, err error) {
+	defer func() { c.o.Metrics.observeGC(res, ran, err) }()
 	now := c.o.Now()
 	if meta, ok := store.As[store.MetaStore](c.st); ok {
 		held, err := c.takeLease(ctx, meta, now)

@@ -22,6 +22,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
 	"github.com/tekton-cache/tekton-cache/internal/store/storetest"
+	"github.com/tekton-cache/tekton-cache/internal/testserver"
 )
 
 // clock is a fake clock, moved by the test.
@@ -78,7 +79,7 @@ func newReplica(t *testing.T, st store.Store, clk *clock, holder string, o serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Now, o.Holder = clk.Now, holder
+	o.Now, o.Holder, o.Metrics = clk.Now, holder, srv.Metrics()
 	if o.Interval == 0 {
 		o.Interval = time.Hour
 	}
@@ -98,6 +99,17 @@ func (r *replica) restore(key string) {
 	if rec.Code != http.StatusOK {
 		r.t.Fatalf("GET %s: %d %s", key, rec.Code, rec.Body)
 	}
+}
+
+// metrics are the replica's /metrics.
+func (r *replica) metrics() testserver.Metrics {
+	r.t.Helper()
+	rec := httptest.NewRecorder()
+	r.srv.ServeHTTP(rec, httptest.NewRequest("GET", server.MetricsPath, nil))
+	if rec.Code != http.StatusOK {
+		r.t.Fatalf("GET /metrics: %d %s", rec.Code, rec.Body)
+	}
+	return testserver.ParseMetrics(r.t, rec.Body.String())
 }
 
 func (r *replica) run() (*gc.Result, bool) {
@@ -237,9 +249,16 @@ func TestGCGraceKeepsBlobsBeingSaved(t *testing.T) {
 		_, err := st.StatBlob(t.Context(), d)
 		return err == nil
 	}
+	var entries, blobs, freed int
+	count := func(res *gc.Result) {
+		entries += len(res.Removed)
+		blobs += len(res.Blobs.Deleted)
+		freed += int(res.Blobs.DeletedBytes)
+	}
 	for _, at := range []time.Duration{0, 30 * time.Minute} {
 		clk.set(start.Add(at))
-		r.run()
+		res, _ := r.run()
+		count(res)
 		if !has(pending.Digest) || !has(orphan.Digest) {
 			t.Fatalf("at +%s an unnamed blob was removed within the grace period", at)
 		}
@@ -249,12 +268,28 @@ func TestGCGraceKeepsBlobsBeingSaved(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.set(start.Add(2 * time.Hour))
-	r.run()
+	res, _ := r.run()
+	count(res)
 	if !has(pending.Digest) {
 		t.Fatal("the blob of the published entry was removed")
 	}
 	if has(orphan.Digest) {
 		t.Fatal("an unnamed blob outlived the grace period")
+	}
+	// The server's metrics count what its GC evicted.
+	m := r.metrics()
+	for series, want := range map[string]int{
+		`tekton_cache_gc_runs_total{result="ok"}`: 3,
+		"tekton_cache_gc_evicted_entries_total":   entries,
+		"tekton_cache_gc_removed_blobs_total":     blobs,
+		"tekton_cache_gc_removed_bytes_total":     freed,
+	} {
+		if got := m[series]; got != float64(want) {
+			t.Errorf("%s = %v, want %d", series, got, want)
+		}
+	}
+	if entries != 1 || blobs < 2 || freed == 0 {
+		t.Fatalf("the GC evicted %d entries, %d blobs (%d bytes): want the old entry and its blobs, and the orphan", entries, blobs, freed)
 	}
 }
 
@@ -300,6 +335,10 @@ func TestTwoReplicasOneGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	step(4*time.Hour, true, false)
+	// b skipped the runs while a held the lease, and ran once.
+	if m := bb.metrics(); m[`tekton_cache_gc_runs_total{result="skipped"}`] != 5 || m[`tekton_cache_gc_runs_total{result="ok"}`] != 1 {
+		t.Errorf("b's GC runs: %v skipped, %v ok; want 5 and 1", m[`tekton_cache_gc_runs_total{result="skipped"}`], m[`tekton_cache_gc_runs_total{result="ok"}`])
+	}
 }
 
 // TestGCRecordCost: a GC run over N entries reads N last-use records,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -63,6 +64,18 @@ type Options struct {
 	RecordUseEvery time.Duration
 	// Now is the clock of the last-use records (default time.Now).
 	Now func() time.Time
+	// AccessLog, when set, receives one line per request (accesslog.go);
+	// a failed request's error is in its line, not in Logf.
+	AccessLog *slog.Logger
+	// DisableMetrics leaves GET /metrics out (the counters are kept).
+	DisableMetrics bool
+	// MaxConcurrentUploads is how many blob PUTs are received at once;
+	// one more gets 429 with Retry-After. 0: DefaultMaxConcurrentUploads;
+	// negative: no limit.
+	MaxConcurrentUploads int
+	// BodyStallTimeout cuts a request whose body sends nothing for that
+	// long (limits.go); 0: DefaultBodyStallTimeout; negative: never.
+	BodyStallTimeout time.Duration
 }
 
 // Server is the HTTP API over a store (see the package doc).
@@ -72,6 +85,9 @@ type Server struct {
 	anon Principal
 	mux  *http.ServeMux
 	used *usage // nil: restores are not recorded
+	m    *Metrics
+	// uploads holds a token per blob PUT in flight; nil: no limit.
+	uploads chan struct{}
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -96,8 +112,18 @@ func New(st store.Store, o Options) (*Server, error) {
 	if o.RecordUseEvery == 0 {
 		o.RecordUseEvery = DefaultRecordUseEvery
 	}
-	s := &Server{st: st, o: o, mux: http.NewServeMux()}
-	if meta, ok := store.As[store.MetaStore](st); ok && o.RecordUseEvery > 0 {
+	if o.BodyStallTimeout == 0 {
+		o.BodyStallTimeout = DefaultBodyStallTimeout
+	}
+	s := &Server{o: o, mux: http.NewServeMux(), m: newMetrics()}
+	s.st = s.m.countErrors(st)
+	switch {
+	case o.MaxConcurrentUploads == 0:
+		s.uploads = make(chan struct{}, DefaultMaxConcurrentUploads)
+	case o.MaxConcurrentUploads > 0:
+		s.uploads = make(chan struct{}, o.MaxConcurrentUploads)
+	}
+	if meta, ok := store.As[store.MetaStore](s.st); ok && o.RecordUseEvery > 0 {
 		s.used = &usage{meta: meta, now: o.Now, every: o.RecordUseEvery, logf: o.Logf, sem: make(chan struct{}, recordParallel), written: map[string]time.Time{}}
 	}
 	s.anon.Name = "anonymous"
@@ -111,6 +137,9 @@ func New(st store.Store, o Options) (*Server, error) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
 	})
+	if !o.DisableMetrics {
+		s.mux.Handle("GET "+MetricsPath, s.m.Handler())
+	}
 	s.mux.HandleFunc("GET "+httpapi.BlobsPath+"{hex}", s.auth(readAccess, s.getBlob)) // and HEAD
 	s.mux.HandleFunc("PUT "+httpapi.BlobsPath+"{hex}", s.auth(writeAccess, s.putBlob))
 	s.mux.HandleFunc("POST "+httpapi.MissingPath, s.auth(readAccess, s.missingBlobs))
@@ -123,8 +152,9 @@ func New(st store.Store, o Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// Metrics are the server's metrics, which a Collector of the same store
+// may add its counts to (CollectorOptions.Metrics).
+func (s *Server) Metrics() *Metrics { return s.m }
 
 type access int
 
@@ -158,6 +188,9 @@ func (s *Server) auth(a access, h http.HandlerFunc) http.HandlerFunc {
 		if anonymous {
 			p = &s.anon
 		}
+		if info := infoOf(r); info != nil {
+			info.principal = p.Name
+		}
 		ok := p.canRead()
 		if a == writeAccess {
 			ok = p.canWrite()
@@ -183,7 +216,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	if p, ok := r.Context().Value(principalKey{}).(*Principal); ok {
 		who = p.Name
 	}
-	if status != http.StatusNotFound { // a miss is not a failure
+	if info := infoOf(r); info != nil && s.o.AccessLog != nil {
+		info.errCode, info.errMsg = code, msg // in the request's line
+	} else if status != http.StatusNotFound { // a miss is not a failure
 		s.o.Logf("%s %s %s: %d %s: %s", who, r.Method, r.URL.Path, status, code, msg)
 	}
 	h := w.Header()
@@ -349,6 +384,11 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, fmt.Sprintf("a blob of %d bytes is over this server's limit of %d", size, s.o.MaxBodySize))
 		return
 	}
+	done, ok := s.admitUpload(w, r)
+	if !ok {
+		return
+	}
+	defer done()
 	// A blob the store holds at that size is not sent again: a client that
 	// asked "Expect: 100-continue" never sends the body.
 	if info, err := s.st.StatBlob(r.Context(), d); err == nil && info.Size == size {
@@ -491,7 +531,8 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, httpapi.CodeInvalidKey, err.Error())
 		return
 	}
-	for _, scope := range principalOf(r).Read {
+	read := principalOf(r).Read
+	for _, scope := range read {
 		sk, err := ScopedKey(scope, key)
 		if err != nil {
 			continue // too long for this scope: no ref of it has that key
@@ -511,6 +552,7 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusInternalServerError, httpapi.CodeStore, err.Error())
 			return
 		}
+		s.observeLookup(scope, true)
 		h := w.Header()
 		h.Set(httpapi.HeaderScope, scope)
 		h.Set("Content-Type", "application/json")
@@ -526,6 +568,7 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 		s.used.touch(r.Context(), sk)
 		return
 	}
+	s.observeLookup(read[0], false) // auth let in only principals that read
 	s.fail(w, r, http.StatusNotFound, httpapi.CodeNotFound, fmt.Sprintf("no ref %q", key))
 }
 

@@ -55,6 +55,7 @@ type options struct {
 	maxSize         int64
 	gcInterval      time.Duration
 	gcGrace         time.Duration
+	statusPage      bool
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
@@ -97,6 +98,7 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.Var(cli.SizeValue(&o.maxSize), "max-size", "evict the least recently used entries while the store holds more (10GiB; 0: no size rule)")
 	fs.DurationVar(&o.gcInterval, "gc-interval", time.Hour, "how often to evict, and the lease one replica holds to do it (0: never evict)")
 	fs.DurationVar(&o.gcGrace, "gc-grace", gc.DefaultGrace, "how long a blob no entry names is kept (a save may be uploading it)")
+	fs.BoolVar(&o.statusPage, "status-page", true, "serve a status page at / (lists every entry's key and size to whoever reaches the port, no token asked)")
 	return cmd
 }
 
@@ -121,6 +123,10 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 	if err != nil {
 		return err
 	}
+	collector, err := newCollector(st, o, logger)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(st, server.Options{
 		Authenticator:              auth,
 		AnonymousScope:             o.anonScope,
@@ -128,11 +134,9 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 		AllowUnauthenticatedWrites: o.anonWrites,
 		MaxBodySize:                o.maxBodySize,
 		Logf:                       logger.Printf,
+		StatusPage:                 o.statusPage,
+		Collector:                  collector,
 	})
-	if err != nil {
-		return err
-	}
-	collector, err := newCollector(st, o, logger)
 	if err != nil {
 		return err
 	}

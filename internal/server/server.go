@@ -61,8 +61,16 @@ type Options struct {
 	// DefaultRecordUseEvery; negative: restores are not recorded. A store
 	// without records (store.MetaStore: a registry) records nothing.
 	RecordUseEvery time.Duration
-	// Now is the clock of the last-use records (default time.Now).
+	// Now is the clock of the last-use records and of the status page
+	// (default time.Now).
 	Now func() time.Time
+	// StatusPage serves the status page at GET / (docs/SERVE.md): every
+	// entry's key and size, to whoever reaches the server, no token asked.
+	// Off: GET / is a 404 like any other unknown path.
+	StatusPage bool
+	// Collector is the GC of the store, if any: the status page shows what
+	// its next run would evict, and charts the store's size at each run.
+	Collector *Collector
 }
 
 // Server is the HTTP API over a store (see the package doc).
@@ -72,6 +80,9 @@ type Server struct {
 	anon Principal
 	mux  *http.ServeMux
 	used *usage // nil: restores are not recorded
+
+	lookups lookups
+	status  *statusPage // nil: no status page
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -117,6 +128,10 @@ func New(st store.Store, o Options) (*Server, error) {
 	s.mux.HandleFunc("GET "+httpapi.RefsPath+"{key}", s.auth(readAccess, s.getRef))
 	s.mux.HandleFunc("PUT "+httpapi.RefsPath+"{key}", s.auth(writeAccess, s.putRef))
 	s.mux.HandleFunc("GET "+httpapi.RefListPath, s.auth(readAccess, s.listRefs))
+	if o.StatusPage {
+		s.status = newStatusPage(st, o)
+		s.mux.HandleFunc("GET /{$}", s.serveStatus)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, httpapi.CodeNotFound, fmt.Sprintf("no such API: %s %s", r.Method, r.URL.Path))
 	})
@@ -511,6 +526,7 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusInternalServerError, httpapi.CodeStore, err.Error())
 			return
 		}
+		s.countLookup(principalOf(r).Read[0], true)
 		h := w.Header()
 		h.Set(httpapi.HeaderScope, scope)
 		h.Set("Content-Type", "application/json")
@@ -526,6 +542,7 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 		s.used.touch(r.Context(), sk)
 		return
 	}
+	s.countLookup(principalOf(r).Read[0], false)
 	s.fail(w, r, http.StatusNotFound, httpapi.CodeNotFound, fmt.Sprintf("no ref %q", key))
 }
 

@@ -518,7 +518,7 @@ func TestStatusHistory(t *testing.T) {
 	for i := range 300 {
 		forged = append(forged, fmt.Sprintf(`{"t":%q,"bytes":%d}`, clk.Now().Add(time.Duration(i-300)*time.Minute).UTC().Format(time.RFC3339), i))
 	}
-	forged = append(forged, fmt.Sprintf(`{"t":%q,"bytes":5}`, clk.Now().Add(48*time.Hour).UTC().Format(time.RFC3339)), `{"t":"2020-01-01T00:00:00Z","bytes":-5}`)
+	forged = append(forged, fmt.Sprintf(`{"t":%q,"bytes":5}`, clk.Now().Add(48*time.Hour).UTC().Format(time.RFC3339)), fmt.Sprintf(`{"t":%q,"bytes":-5}`, clk.Now().Add(-30*time.Second).UTC().Format(time.RFC3339)))
 	if err := st.PutMeta(t.Context(), server.HistoryRecord, []byte(`{"format":1,"samples":[`+strings.Join(forged, ",")+`]}`)); err != nil {
 		t.Fatal(err)
 	}

@@ -604,3 +604,37 @@ func TestKeyPrefix(t *testing.T) {
 		}
 	}
 }
+
+// failingLists fails every listing of refs, with markup in the error.
+type failingLists struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (f *failingLists) Unwrap() store.Store { return f.Store }
+
+func (f *failingLists) ListRefs(ctx context.Context, prefix string) ([]string, error) {
+	if f.fail.Load() {
+		return nil, fmt.Errorf("bucket <b>down</b>")
+	}
+	return f.Store.ListRefs(ctx, prefix)
+}
+
+// TestStatusPageStoreDown: a store that fails gives a 503 page that says
+// why (escaped), and the API goes on answering; the page recovers once
+// the store does (after the 15 s it is kept).
+func TestStatusPageStoreDown(t *testing.T) {
+	clk := newClock()
+	st := &failingLists{Store: memory.NewStore(t.Name())}
+	st.fail.Store(true)
+	putRef(t, st, "default.a", clk.Now())
+	f := newFixture(t, st, server.Options{StatusPage: true, Now: clk.Now, AllowUnauthenticatedReads: true})
+	status, page, _ := f.do("GET", "/", "", nil)
+	if status != http.StatusServiceUnavailable || !strings.Contains(page, "bucket &lt;b&gt;down&lt;/b&gt;") {
+		t.Fatalf("GET / over a failing store: %d\n%s", status, page)
+	}
+	f.getRef("", "a")
+	st.fail.Store(false)
+	clk.set(clk.Now().Add(16 * time.Second))
+	row(t, f.page(), "entry", "default", "a")
+}

@@ -59,6 +59,7 @@ type options struct {
 	metrics         bool
 	logFormat       string
 	maxUploads      int
+	statusPage      bool
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
@@ -108,6 +109,7 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.BoolVar(&o.metrics, "metrics", true, "answer Prometheus metrics at GET /metrics, without a token (--metrics=false: not served)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "the logs on stderr, one line per request and per event: json or text")
 	fs.IntVar(&o.maxUploads, "max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "blob uploads received at once; one more gets 429 with Retry-After: 1 (0: no limit)")
+	fs.BoolVar(&o.statusPage, "status-page", true, "serve a status page at / (lists every entry's key and size to whoever reaches the port, no token asked)")
 	return cmd
 }
 
@@ -164,6 +166,11 @@ func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string
 	if uploads == 0 {
 		uploads = -1 // no limit
 	}
+	metrics := server.NewMetrics()
+	collector, err := newCollector(st, o, logf, metrics)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(st, server.Options{
 		Authenticator:              auth,
 		AnonymousScope:             o.anonScope,
@@ -174,11 +181,10 @@ func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string
 		AccessLog:                  lg,
 		DisableMetrics:             !o.metrics,
 		MaxConcurrentUploads:       uploads,
+		Metrics:                    metrics,
+		StatusPage:                 o.statusPage,
+		Collector:                  collector,
 	})
-	if err != nil {
-		return err
-	}
-	collector, err := newCollector(st, o, logf, srv.Metrics())
 	if err != nil {
 		return err
 	}

@@ -332,3 +332,49 @@ func TestOperatingFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusPageFlag: the status page is on by default, shows the GC's
+// policy (the collector is wired to it), and --status-page=false turns
+// GET / into a 404.
+func TestStatusPageFlag(t *testing.T) {
+	dir := t.TempDir()
+	b, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.NewObjectStore(b)
+	if err := st.PutRef(t.Context(), storetest.NewRef(t, st, "default.go-linux-0123456789abcdef", time.Now(), 1)); err != nil {
+		t.Fatal(err)
+	}
+	get := func(base string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, tc := range []struct {
+		flag string
+		want int
+	}{{"", http.StatusOK}, {"--status-page=false", http.StatusNotFound}} {
+		args := []string{"--store", "file://" + dir, "--max-size", "1GiB"}
+		if tc.flag != "" {
+			args = append(args, tc.flag)
+		}
+		base, sigterm, done, logs := start(t, args...)
+		status, body := get(base)
+		if status != tc.want {
+			t.Errorf("%v: GET /: %d, want %d\n%s", args, status, tc.want, logs)
+		}
+		if tc.want == http.StatusOK && (!strings.Contains(body, "go-linux-0123456789abcdef") || !strings.Contains(body, "unused for more than 7d") || !strings.Contains(body, "while over 1.0 GiB")) {
+			t.Errorf("the page lacks the entry or the GC's policy:\n%s", body)
+		}
+		sigterm()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/cachekey"
 	"github.com/tekton-cache/tekton-cache/internal/engine"
+	"github.com/tekton-cache/tekton-cache/internal/humanize"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
 
@@ -191,18 +192,7 @@ func explain(ctx context.Context, st store.Store, key, prefix string, cur *store
 	return ex, nil
 }
 
-func ago(t time.Time) string {
-	d := time.Since(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-}
+func ago(t time.Time) string { return humanize.Ago(time.Now(), t) }
 
 // line is the one-line diagnosis of a miss.
 func (ex *explanation) line() string {

@@ -1,9 +1,8 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/tekton-cache/tekton-cache/internal/engine"
+	"github.com/tekton-cache/tekton-cache/internal/humanize"
 )
 
 // logProgress prints the engine's progress snapshots as log lines.
@@ -22,15 +21,4 @@ func (l logProgress) Restoring(p engine.RestoreProgress) {
 var _ engine.Progress = logProgress(nil)
 
 // humanBytes formats a byte count for logs.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return humanize.Bytes(n) }

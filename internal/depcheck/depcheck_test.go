@@ -35,8 +35,8 @@ type rule struct {
 	future bool
 }
 
-// rules are the layering of docs/ARCHITECTURE.md, one line each: format
-// and digest are leaves; archive and cachekey know no store, engine, cli
+// rules are the layering of docs/ARCHITECTURE.md, one line each: format,
+// digest and humanize are leaves; archive and cachekey know no store, engine, cli
 // or network; the store's root knows only the format; no store package
 // knows the engine or the cli; the engine (and prune's gc) reaches stores
 // through the store interface only; only the commands open store/all; the
@@ -55,6 +55,7 @@ var rules = []rule{
 	{pkgs: m + "...", but: []string{m + "cmd/...", m + "internal/cli", m + "internal/store/all"}, forbid: []string{m + "internal/store/all"}},
 	{pkgs: m + "internal/lint", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/httpapi", forbid: []string{m + "..."}, allow: []string{m + "internal/digest"}},
+	{pkgs: m + "internal/humanize", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/store/httpstore", forbid: []string{m + "internal/server/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
 	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},

@@ -8,6 +8,7 @@
 //	GET|PUT  /v1/refs/<key>           a ref, in the caller's scopes
 //	GET      /v1/refs?prefix=P        the keys under P, with their times
 //	GET      /healthz
+//	GET      /                        the status page (Options.StatusPage; status.go)
 //
 // Every request is made by a Principal (an Authenticator's answer, or the
 // anonymous one when the options allow it) that writes refs into one scope

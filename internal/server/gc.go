@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/gc"
@@ -45,6 +46,16 @@ type CollectorOptions struct {
 type Collector struct {
 	st store.Store
 	o  CollectorOptions
+
+	mu       sync.Mutex
+	observer func(ctx context.Context, now time.Time, kept []*store.Ref) // the status page's
+}
+
+// observe has f called after each run with the entries it kept.
+func (c *Collector) observe(f func(ctx context.Context, now time.Time, kept []*store.Ref)) {
+	c.mu.Lock()
+	c.observer = f
+	c.mu.Unlock()
 }
 
 // NewCollector returns the collector of st.
@@ -140,6 +151,12 @@ func (c *Collector) RunOnce(ctx context.Context) (res *gc.Result, ran bool, err 
 	res, err = gc.Prune(ctx, c.st, c.policy(), gc.Options{Now: c.o.Now, Logf: c.o.Logf, ByUse: true})
 	if err != nil {
 		return res, true, err
+	}
+	c.mu.Lock()
+	f := c.observer
+	c.mu.Unlock()
+	if f != nil && res != nil {
+		f(ctx, now, res.Kept)
 	}
 	c.o.Logf("gc: evicted %d entries, removed %d blobs (%d bytes), %d entries kept", len(res.Removed), len(res.Blobs.Deleted), res.Blobs.DeletedBytes, len(res.Kept))
 	return res, true, nil

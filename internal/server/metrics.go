@@ -52,7 +52,9 @@ type Metrics struct {
 	scopes labelCap
 }
 
-func newMetrics() *Metrics {
+// NewMetrics returns a set of metrics for one Server (Options.Metrics)
+// and its Collector (CollectorOptions.Metrics), on a registry of their own.
+func NewMetrics() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), scopes: labelCap{max: maxScopeLabels, seen: map[string]bool{}}}
 	const ns = "tekton_cache"
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
@@ -65,7 +67,7 @@ func newMetrics() *Metrics {
 	m.bytesOut = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_response_bytes_total",
 		Help: "Response body bytes written, by route pattern."}, []string{"route"})
 	m.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ref_lookups_total",
-		Help: `Ref reads, by the scope that answered (a hit) or the caller's first read scope (a miss); past 100 scopes, "other".`}, []string{"scope", "result"})
+		Help: `Ref reads, hits and misses, by the caller's scope (its first read scope: a pull request's restore of main's entry is a hit of pr); past 100 scopes, "other".`}, []string{"scope", "result"})
 	m.storeErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 		Help: "Failures of the backing store (not a miss, a client's bad bytes or a cancelled request), by operation."}, []string{"op"})
 	m.uploads = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "uploads_in_flight",
@@ -99,14 +101,15 @@ func (m *Metrics) observeRequest(route, method string, code int, seconds float64
 	m.bytesOut.WithLabelValues(route).Add(float64(out))
 }
 
-// observeLookup counts a ref read: hit in scope, or missed in every read
-// scope, of which scope is the first.
+// observeLookup counts a ref read by a caller whose first read scope is
+// scope: a hit (in any of its read scopes) or a miss (in all of them).
 func (s *Server) observeLookup(scope string, hit bool) {
 	result := "miss"
 	if hit {
 		result = "hit"
 	}
 	s.m.lookups.WithLabelValues(s.m.scopes.label(scope), result).Inc()
+	s.countLookup(scope, hit) // the status page's hit rate
 }
 
 // observeGC counts a GC run: res and err from gc.Prune, ran false when

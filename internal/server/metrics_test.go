@@ -87,7 +87,7 @@ func TestMetricsSaveRestore(t *testing.T) {
 		`tekton_cache_http_request_bytes_total{` + blobRoute + `}`:                         float64(saved.UploadedBytes),
 		`tekton_cache_http_response_bytes_total{` + blobRoute + `}`:                        float64(blobBytes),
 		`tekton_cache_http_requests_total{code="201",method="PUT",route="/v1/refs/{key}"}`: 1,
-		`tekton_cache_ref_lookups_total{result="hit",scope="main"}`:                        2,
+		`tekton_cache_ref_lookups_total{result="hit",scope="pr"}`:                          2, // the caller's scope, not main's that answered
 		`tekton_cache_ref_lookups_total{result="miss",scope="pr"}`:                         1,
 		`tekton_cache_uploads_in_flight`:                                                   0,
 		`tekton_cache_uploads_throttled_total`:                                             0,

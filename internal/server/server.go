@@ -62,7 +62,8 @@ type Options struct {
 	// DefaultRecordUseEvery; negative: restores are not recorded. A store
 	// without records (store.MetaStore: a registry) records nothing.
 	RecordUseEvery time.Duration
-	// Now is the clock of the last-use records (default time.Now).
+	// Now is the clock of the last-use records and of the status page
+	// (default time.Now).
 	Now func() time.Time
 	// AccessLog, when set, receives one line per request (accesslog.go);
 	// a failed request's error is in its line, not in Logf.
@@ -76,6 +77,16 @@ type Options struct {
 	// BodyStallTimeout cuts a request whose body sends nothing for that
 	// long (limits.go); 0: DefaultBodyStallTimeout; negative: never.
 	BodyStallTimeout time.Duration
+	// StatusPage serves the status page at GET / (docs/SERVE.md): every
+	// entry's key and size, to whoever reaches the server, no token asked.
+	// Off: GET / is a 404 like any other unknown path.
+	StatusPage bool
+	// Metrics count the requests (nil: the server makes its own); pass the
+	// same to the Collector (CollectorOptions.Metrics).
+	Metrics *Metrics
+	// Collector is the GC of the store, if any: the status page shows what
+	// its next run would evict, and charts the store's size at each run.
+	Collector *Collector
 }
 
 // Server is the HTTP API over a store (see the package doc).
@@ -88,6 +99,9 @@ type Server struct {
 	m    *Metrics
 	// uploads holds a token per blob PUT in flight; nil: no limit.
 	uploads chan struct{}
+
+	lookups lookups
+	status  *statusPage // nil: no status page
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -115,7 +129,10 @@ func New(st store.Store, o Options) (*Server, error) {
 	if o.BodyStallTimeout == 0 {
 		o.BodyStallTimeout = DefaultBodyStallTimeout
 	}
-	s := &Server{o: o, mux: http.NewServeMux(), m: newMetrics()}
+	s := &Server{o: o, mux: http.NewServeMux(), m: o.Metrics}
+	if s.m == nil {
+		s.m = NewMetrics()
+	}
 	s.st = s.m.countErrors(st)
 	switch {
 	case o.MaxConcurrentUploads == 0:
@@ -146,6 +163,10 @@ func New(st store.Store, o Options) (*Server, error) {
 	s.mux.HandleFunc("GET "+httpapi.RefsPath+"{key}", s.auth(readAccess, s.getRef))
 	s.mux.HandleFunc("PUT "+httpapi.RefsPath+"{key}", s.auth(writeAccess, s.putRef))
 	s.mux.HandleFunc("GET "+httpapi.RefListPath, s.auth(readAccess, s.listRefs))
+	if o.StatusPage {
+		s.status = newStatusPage(st, o)
+		s.mux.HandleFunc("GET /{$}", s.serveStatus)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, httpapi.CodeNotFound, fmt.Sprintf("no such API: %s %s", r.Method, r.URL.Path))
 	})
@@ -552,7 +573,7 @@ func (s *Server) getRef(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusInternalServerError, httpapi.CodeStore, err.Error())
 			return
 		}
-		s.observeLookup(scope, true)
+		s.observeLookup(read[0], true)
 		h := w.Header()
 		h.Set(httpapi.HeaderScope, scope)
 		h.Set("Content-Type", "application/json")

@@ -41,18 +41,28 @@ type Skipped struct {
 func Walk(roots []string) (*Index, []Skipped, error) {
 	x := &Index{Format: format.Version, Roots: append([]string(nil), roots...)}
 	var skipped []Skipped
+	// Each directory's entries are a chunk of their own, joined once into
+	// slices of the exact size: appending them to one growing slice
+	// allocated it about five times over (Go grows large slices by a
+	// quarter) and held two copies at each growth: at 600,000 entries,
+	// 330 MB allocated for 67 MB kept.
+	var chunks []walkChunk
+	total := 0
 	for i, root := range roots {
-		entries, ids, sk, err := walkRoot(i, root)
+		cs, sk, err := walkRoot(i, root)
 		if err != nil {
 			return nil, nil, err
 		}
-		if x.Entries == nil { // the first root's slices, not a copy of them
-			x.Entries, x.IDs = entries, ids
-		} else {
-			x.Entries = append(x.Entries, entries...)
-			x.IDs = append(x.IDs, ids...)
+		for _, c := range cs {
+			total += len(c.entries)
 		}
+		chunks = append(chunks, cs...)
 		skipped = append(skipped, sk...)
+	}
+	x.Entries, x.IDs = make([]Entry, 0, total), make([]FileID, 0, total)
+	for i := range chunks {
+		x.Entries, x.IDs = append(x.Entries, chunks[i].entries...), append(x.IDs, chunks[i].ids...)
+		chunks[i] = walkChunk{} // collectable once copied
 	}
 	x.Sort()
 	// Drop links that restore would refuse, so one venv link to /usr/bin
@@ -77,25 +87,32 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	return x, skipped, nil
 }
 
-func walkRoot(root int, dir string) ([]Entry, []FileID, []Skipped, error) {
+// walkChunk is what one directory holds: entries and, parallel, their
+// identities.
+type walkChunk struct {
+	entries []Entry
+	ids     []FileID
+}
+
+func walkRoot(root int, dir string) ([]walkChunk, []Skipped, error) {
 	fi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("reading folder %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("reading folder %s: %w", dir, err)
 	}
 	if !fi.IsDir() {
-		return nil, nil, nil, fmt.Errorf("folder %s is not a directory", dir)
+		return nil, nil, fmt.Errorf("folder %s is not a directory", dir)
 	}
 	w := &walker{root: root, dir: dir, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
 	w.wg.Add(1)
 	w.readDir("")
 	w.wg.Wait()
 	if w.err != nil {
-		return nil, nil, nil, w.err
+		return nil, nil, w.err
 	}
-	return w.entries, w.ids, w.skipped, nil
+	return w.chunks, w.skipped, nil
 }
 
 // walker reads directories in parallel: stat calls dominate a walk of a
@@ -106,8 +123,7 @@ type walker struct {
 	sem     chan struct{}
 	wg      sync.WaitGroup
 	mu      sync.Mutex
-	entries []Entry
-	ids     []FileID
+	chunks  []walkChunk
 	skipped []Skipped
 	err     error
 }
@@ -192,8 +208,9 @@ func (w *walker) readDir(rel string) {
 		local, localIDs = append(local, e), append(localIDs, idOf(&st))
 	}
 	w.mu.Lock()
-	w.entries = append(w.entries, local...)
-	w.ids = append(w.ids, localIDs...)
+	if len(local) > 0 {
+		w.chunks = append(w.chunks, walkChunk{local, localIDs})
+	}
 	w.skipped = append(w.skipped, skipped...)
 	w.mu.Unlock()
 }

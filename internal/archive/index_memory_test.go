@@ -123,3 +123,70 @@ func TestDecodeIndexOtherLayouts(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateSortedWithoutMap: validating an index in Sort's order
+// allocates next to nothing an entry (its parents are found by binary
+// search), where a map of every path costs over 100 B an entry; the same
+// index shuffled (an order this tool never writes, still accepted) takes
+// the map, and both give the same verdicts.
+func TestValidateSortedWithoutMap(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
+	x := manyEntries(20_000)
+	var err error
+	per := allocated(len(x.Entries), func() { err = x.Validate() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if per > 4 {
+		t.Errorf("validating a sorted index allocated %.0f B an entry, want at most 4", per)
+	}
+	// Shuffled, parents kept first: valid, through the map.
+	y := manyEntries(20_000)
+	r := rand.New(rand.NewPCG(3, 4))
+	dirs, rest := []Entry{}, []Entry{}
+	for _, e := range y.Entries {
+		if e.Type == TypeDir {
+			dirs = append(dirs, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	r.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	y.Entries = append(dirs, rest...)
+	if y.sorted() {
+		t.Fatal("the shuffled index is sorted")
+	}
+	if err := y.Validate(); err != nil {
+		t.Fatalf("shuffled: %v", err)
+	}
+	// A file whose parent is missing, and one listed twice: refused in
+	// either order.
+	for _, tc := range []struct {
+		name string
+		edit func(*Index)
+		want string
+	}{
+		{"no parent", func(x *Index) { x.Entries[5].Path = "zz/" + x.Entries[5].Path[3:] }, "is not listed before it"},
+		{"twice", func(x *Index) { x.Entries = append(x.Entries, x.Entries[len(x.Entries)-1]) }, "listed twice"},
+		{"parent a file", func(x *Index) {
+			f := x.Entries[len(x.Entries)-1]
+			f.Path += "/child"
+			x.Entries = append(x.Entries, f)
+		}, "is not a directory"},
+	} {
+		for _, shuffled := range []bool{false, true} {
+			z := manyEntries(2_000)
+			tc.edit(z)
+			if shuffled {
+				z.Entries[300], z.Entries[301] = z.Entries[301], z.Entries[300] // two files of one directory
+			} else {
+				z.Sort()
+			}
+			if err := z.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s (shuffled %v): %v, want %q", tc.name, shuffled, err, tc.want)
+			}
+		}
+	}
+}

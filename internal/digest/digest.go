@@ -32,12 +32,26 @@ func Parse(s string) (Digest, error) {
 	if len(hexPart) != 64 {
 		return "", fmt.Errorf("parsing digest %q: want 64 hex characters, got %d", s, len(hexPart))
 	}
-	for _, c := range hexPart {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return "", fmt.Errorf("parsing digest %q: %q is not lowercase hex", s, c)
-		}
+	if i := badHex(hexPart); i >= 0 {
+		return "", fmt.Errorf("parsing digest %q: %q is not lowercase hex", s, hexPart[i])
 	}
 	return Digest(s), nil
+}
+
+// ValidHex reports whether h is the hex part of a digest: 64 lowercase hex
+// characters (what an index holds of a file's digest), without building
+// the digest.
+func ValidHex(h string) bool { return len(h) == 64 && badHex(h) < 0 }
+
+// badHex returns the position of the first byte of h that is not
+// lowercase hex, or -1.
+func badHex(h string) int {
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return i
+		}
+	}
+	return -1
 }
 
 // FromBytes returns the digest of b.

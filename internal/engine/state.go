@@ -2,13 +2,16 @@ package engine
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	fastjson "github.com/segmentio/encoding/json"
@@ -332,36 +335,60 @@ func proven(rec archive.FileID, id archive.FileID, e, b *archive.Entry) bool {
 // known returns, for the Extractor of index x, what the state proves about
 // the files on disk: the digest of a file whose identity and metadata are
 // exactly as recorded, else "". When x is the state's own index (a restore
-// of the entry the folders hold), entry i is looked up by position; else by
-// folder and path.
+// of the entry the folders hold), entry i is looked up by position. Else
+// the two indexes are joined by folder and path, in one pass over both in
+// Sort's order (the order of every index this tool writes; an index in
+// another order only loses proofs, and its files are hashed), and what
+// the function keeps of the state's index is the proofs alone, a few
+// bytes an entry, not the index: at 600,000 entries that is about 200 MB
+// less held while the restore runs.
 func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
-	prove := func(j int, id archive.FileID, size, mtime int64, mode uint32) string {
-		b := &fs.X.Entries[j]
-		if hasContent(b) && proven(fs.IDs[j], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
-			return b.Digest
-		}
-		return ""
-	}
 	if x == fs.X {
-		return prove
+		return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
+			b := &fs.X.Entries[i]
+			if hasContent(b) && proven(fs.IDs[i], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
+				return b.Digest
+			}
+			return ""
+		}
 	}
-	type key struct {
-		root int
-		path string
+	type proof struct {
+		rec    archive.FileID
+		size   int64
+		mtime  int64
+		mode   uint32
+		digest string
 	}
-	at := make(map[key]int, len(fs.X.Entries))
-	for j := range fs.X.Entries {
-		if e := &fs.X.Entries[j]; hasContent(e) && !fs.IDs[j].IsZero() {
-			at[key{e.Root, e.Path}] = j
+	at := make([]int32, len(x.Entries)) // 1 + the position in proofs; 0: none
+	var proofs []proof
+	for i, j := 0, 0; i < len(x.Entries) && j < len(fs.X.Entries); {
+		e, b := &x.Entries[i], &fs.X.Entries[j]
+		c := cmp.Compare(e.Root, b.Root)
+		if c == 0 {
+			c = strings.Compare(e.Path, b.Path)
+		}
+		switch {
+		case c < 0:
+			i++
+		case c > 0:
+			j++
+		default:
+			if hasContent(b) && !fs.IDs[j].IsZero() && len(proofs) < math.MaxInt32 {
+				proofs = append(proofs, proof{fs.IDs[j], b.Size, b.MTime, b.Mode, b.Digest})
+				at[i] = int32(len(proofs))
+			}
+			i, j = i+1, j+1
 		}
 	}
 	return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
-		e := &x.Entries[i]
-		j, ok := at[key{e.Root, e.Path}]
-		if !ok {
+		if at[i] == 0 {
 			return ""
 		}
-		return prove(j, id, size, mtime, mode)
+		p := &proofs[at[i]-1]
+		if proven(p.rec, id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, &archive.Entry{Size: p.size, MTime: p.mtime, Mode: p.mode}) {
+			return p.digest
+		}
+		return ""
 	}
 }
 

@@ -135,3 +135,77 @@ func TestStateMemoryPerEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestKnownOfAnotherIndex: restoring an entry over folders holding another
+// (a warm restore of a newer entry), what the state proves is joined by
+// path, and what stays held is the proofs, not the state's index.
+func TestKnownOfAnotherIndex(t *testing.T) {
+	if raceEnabled {
+		t.Skip("counts allocated bytes, which the race detector changes")
+	}
+	if testing.Short() {
+		t.Skip("150,000 entries")
+	}
+	old, ids := syntheticIndex(150_000)
+	blob, err := old.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := writeState([]string{dir}, old, blob, ids, 1<<62, "k1", "s", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The new entry: every file of old under another digest one in ten,
+	// the first 1,000 files gone, and a file that old does not have.
+	x, _ := syntheticIndex(150_000)
+	x.Entries = append(x.Entries[:3], x.Entries[1003:]...)
+	for i := range x.Entries {
+		if e := &x.Entries[i]; hasContent(e) && i%10 == 0 {
+			e.Digest = fmt.Sprintf("%064x", i)
+		}
+	}
+	x.Entries = append(x.Entries, archive.Entry{Path: "zz-new", Type: archive.TypeFile, Mode: 0o644, Size: 5, Digest: fmt.Sprintf("%064x", 1), Pack: 0})
+	oldAt := map[string]int{}
+	for i := range old.Entries {
+		oldAt[old.Entries[i].Path] = i
+	}
+	var known func(int, archive.FileID, int64, int64, uint32) string
+	_, live := bytesPerEntry(len(x.Entries), func() any {
+		fs, why := readState([]string{dir}, nil)
+		if fs == nil {
+			t.Fatal(why)
+		}
+		known = fs.known(x)
+		return known
+	})
+	t.Logf("what the lookup keeps: %.0f B an entry", live)
+	if live > 170 {
+		t.Errorf("the lookup keeps %.0f B an entry, want at most 170 (its proofs, not the state's index)", live)
+	}
+	proved := 0
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if !hasContent(e) {
+			continue
+		}
+		j, ok := oldAt[e.Path]
+		if !ok {
+			if got := known(i, archive.FileID{Dev: 1, Ino: 1, Ctime: 1}, e.Size, e.MTime, e.Mode); got != "" {
+				t.Fatalf("entry %s, not in the state's index: known says %q", e.Path, got)
+			}
+			continue
+		}
+		b := &old.Entries[j]
+		if got := known(i, ids[j], b.Size, b.MTime, b.Mode); got != b.Digest {
+			t.Fatalf("entry %s, as recorded: known says %q, want the state's digest %q", e.Path, got, b.Digest)
+		}
+		if got := known(i, archive.FileID{Dev: ids[j].Dev, Ino: ids[j].Ino + 1, Ctime: ids[j].Ctime}, b.Size, b.MTime, b.Mode); got != "" {
+			t.Fatalf("entry %s, another inode: known says %q", e.Path, got)
+		}
+		proved++
+	}
+	if proved < 140_000 {
+		t.Fatalf("%d files proven, want the 149,000 both indexes list", proved)
+	}
+	runtime.KeepAlive(known)
+}

@@ -35,8 +35,24 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cache-serve:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// usageError marks a misconfiguration (a flag, a CACHE_* value, the tokens
+// file, a combination of them): exit 2, as cache's.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// exitCode is 2 for a misconfiguration (a usageError, a bad store URL),
+// else 1.
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) || errors.Is(err, store.ErrBadURL) {
+		return 2
+	}
+	return 1
 }
 
 // options are the flags of cache-serve.
@@ -55,6 +71,10 @@ type options struct {
 	maxSize         int64
 	gcInterval      time.Duration
 	gcGrace         time.Duration
+	// TokenReview (auth.go).
+	tokenReview   bool
+	tokenAudience string
+	kubeconfig    string
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
@@ -76,11 +96,12 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cli.ApplyEnv(cmd.Flags()); err != nil {
-				return err
+				return usageError{err}
 			}
 			return run(cmd.Context(), o, log.New(stderr, "", log.LstdFlags), ready)
 		},
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fs := cmd.Flags()
 	fs.StringVar(&o.listen, "listen", ":8080", "the address to listen on")
 	fs.StringVar(&o.storeURL, "store", "file:///data", "the backing store: file:///DIR, s3://BUCKET/PREFIX, gs://..., azblob://..., oci://...")
@@ -97,6 +118,9 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.Var(cli.SizeValue(&o.maxSize), "max-size", "evict the least recently used entries while the store holds more (10GiB; 0: no size rule)")
 	fs.DurationVar(&o.gcInterval, "gc-interval", time.Hour, "how often to evict, and the lease one replica holds to do it (0: never evict)")
 	fs.DurationVar(&o.gcGrace, "gc-grace", gc.DefaultGrace, "how long a blob no entry names is kept (a save may be uploading it)")
+	fs.BoolVar(&o.tokenReview, "token-review", false, "check bearer tokens that are not static tokens with a Kubernetes TokenReview; --tokens-file's serviceAccounts give their scopes")
+	fs.StringVar(&o.tokenAudience, "token-audience", server.DefaultTokenAudience, "the audience a ServiceAccount token must be bound to (with --token-review)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "a kubeconfig for TokenReview (default: the pod's in-cluster ServiceAccount)")
 	return cmd
 }
 
@@ -104,18 +128,11 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 // (up to o.shutdownTimeout) for the requests in flight.
 func run(ctx context.Context, o options, logger *log.Logger, ready func(addr string)) error {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
 	}
-	var auth server.Authenticator
-	if o.tokensFile != "" {
-		t, err := server.LoadTokens(o.tokensFile)
-		if err != nil {
-			return err
-		}
-		auth = t
-		logger.Printf("%d tokens from %s", t.Len(), o.tokensFile)
-	} else if !o.anonReads && !o.anonWrites {
-		logger.Printf("warning: no --tokens-file and no --allow-unauthenticated-*: every request will be refused")
+	auth, err := newAuthenticator(o, logger)
+	if err != nil {
+		return err
 	}
 	st, err := all.Mux().Open(ctx, o.storeURL, store.Options{Insecure: o.insecure, Logf: logger.Printf})
 	if err != nil {
@@ -130,7 +147,7 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 		Logf:                       logger.Printf,
 	})
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	collector, err := newCollector(st, o, logger)
 	if err != nil {
@@ -195,7 +212,7 @@ func run(ctx context.Context, o options, logger *log.Logger, ready func(addr str
 func newCollector(st store.Store, o options, logger *log.Logger) (*server.Collector, error) {
 	switch {
 	case o.gcInterval < 0 || o.ttl < 0 || o.maxSize < 0 || o.gcGrace < 0:
-		return nil, errors.New("--gc-interval, --ttl, --max-size and --gc-grace must not be negative")
+		return nil, usageError{errors.New("--gc-interval, --ttl, --max-size and --gc-grace must not be negative")}
 	case o.gcInterval == 0 || o.ttl == 0 && o.maxSize == 0:
 		logger.Printf("eviction off (no --ttl or --max-size, or --gc-interval 0)")
 		return nil, nil

@@ -70,6 +70,8 @@ type kube struct {
 	calls atomic.Int32
 	// lastSpec is the spec of the last review.
 	lastSpec authnv1.TokenReviewSpec
+	// hold, when set, holds every review until it is closed.
+	hold chan struct{}
 }
 
 func newKube(t *testing.T) (*kube, server.TokenReviewer) {
@@ -77,6 +79,9 @@ func newKube(t *testing.T) (*kube, server.TokenReviewer) {
 	cs := fake.NewClientset()
 	cs.PrependReactor("create", "tokenreviews", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		k.calls.Add(1)
+		if k.hold != nil {
+			<-k.hold
+		}
 		tr := action.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
 		k.mu.Lock()
 		defer k.mu.Unlock()
@@ -287,11 +292,14 @@ func TestTokenReviewCacheBounded(t *testing.T) {
 }
 
 // TestTokenReviewConcurrent: requests at once with one new token make one
-// TokenReview.
+// TokenReview. The first review is held until a second one comes, or for
+// half a second: a loaded machine can only make the test pass wrongly,
+// never fail wrongly.
 func TestTokenReviewConcurrent(t *testing.T) {
 	k, client := newKube(t)
 	a := newTokenReview(t, client, server.TokenReviewOptions{})
 	tok := k.sa("ci", "pr-runner", time.Time{})
+	k.hold = make(chan struct{})
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
@@ -300,6 +308,10 @@ func TestTokenReviewConcurrent(t *testing.T) {
 			}
 		})
 	}
+	for deadline := time.Now().Add(500 * time.Millisecond); k.calls.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(k.hold)
 	wg.Wait()
 	if n := k.calls.Load(); n != 1 {
 		t.Fatalf("%d TokenReviews for one token, want 1", n)

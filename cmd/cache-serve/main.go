@@ -91,7 +91,12 @@ or CACHE_TOKEN_FILE.
 
 Every flag can also be set with an environment variable: CACHE_ and the flag
 name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
-		Args:          cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -132,6 +132,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--gc-grace", "-1s", "--store", "file://" + t.TempDir()}, "must not be negative"},
 		{[]string{"--ttl", "soon", "--store", "file://" + t.TempDir()}, "not a duration"},
 		{[]string{"--no-such-flag"}, "unknown flag"},
+		{[]string{"serve"}, "unknown command"},
 	} {
 		// A misconfiguration exits 2.
 		wantExit(t, tc.args, 2, tc.says)

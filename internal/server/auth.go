@@ -51,7 +51,7 @@ var ErrUnavailable = errors.New("authentication unavailable")
 // anonymous. Credentials it refuses give an error wrapping
 // ErrUnauthenticated (or ErrForbidden, or ErrUnavailable when it could not
 // tell), whose message never holds them. The static tokens
-// file is one (Tokens); a Kubernetes TokenReview is another.
+// file is one (Tokens); a Kubernetes TokenReview is another (TokenReview).
 type Authenticator interface {
 	Authenticate(r *http.Request) (*Principal, error)
 }
@@ -143,7 +143,7 @@ func LoadTokens(path string) (*Tokens, error) {
 //	    sha256: 9f86d08...   # hex sha256 of the token, never the token
 //	    write: pr
 //	    read: [pr, main]
-//	serviceAccounts:             # for TokenReview (TokenReview)
+//	serviceAccounts:             # for --token-review (see TokenReview)
 //	  - name: ci/pr-runner       # NAMESPACE/NAME, or NAMESPACE/* for any of it
 //	    write: pr
 //	    read: [pr, main]

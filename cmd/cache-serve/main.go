@@ -36,8 +36,24 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cache-serve:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// usageError marks a misconfiguration (a flag, a CACHE_* value, the tokens
+// file, a combination of them): exit 2, as cache's.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// exitCode is 2 for a misconfiguration (a usageError, a bad store URL),
+// else 1.
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) || errors.Is(err, store.ErrBadURL) {
+		return 2
+	}
+	return 1
 }
 
 // options are the flags of cache-serve.
@@ -60,6 +76,10 @@ type options struct {
 	logFormat       string
 	maxUploads      int
 	statusPage      bool
+	// TokenReview (auth.go).
+	tokenReview   bool
+	tokenAudience string
+	kubeconfig    string
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
@@ -76,12 +96,17 @@ or CACHE_TOKEN_FILE.
 
 Every flag can also be set with an environment variable: CACHE_ and the flag
 name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
-		Args:          cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cli.ApplyEnv(cmd.Flags()); err != nil {
-				return err
+				return usageError{err}
 			}
 			lg, err := newLogger(stderr, o.logFormat)
 			if err != nil {
@@ -90,6 +115,7 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 			return run(cmd.Context(), o, lg, ready)
 		},
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fs := cmd.Flags()
 	fs.StringVar(&o.listen, "listen", ":8080", "the address to listen on")
 	fs.StringVar(&o.storeURL, "store", "file:///data", "the backing store: file:///DIR, s3://BUCKET/PREFIX, gs://..., azblob://..., oci://...")
@@ -110,6 +136,9 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.StringVar(&o.logFormat, "log-format", "json", "the logs on stderr, one line per request and per event: json or text")
 	fs.IntVar(&o.maxUploads, "max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "blob uploads received at once; one more gets 429 with Retry-After: 1 (0: no limit)")
 	fs.BoolVar(&o.statusPage, "status-page", true, "serve a status page at / (lists every entry's key and size to whoever reaches the port, no token asked)")
+	fs.BoolVar(&o.tokenReview, "token-review", false, "check bearer tokens that are not static tokens with a Kubernetes TokenReview; --tokens-file's serviceAccounts give their scopes")
+	fs.StringVar(&o.tokenAudience, "token-audience", server.DefaultTokenAudience, "the audience a ServiceAccount token must be bound to (with --token-review)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "a kubeconfig for TokenReview (default: the pod's in-cluster ServiceAccount)")
 	return cmd
 }
 
@@ -142,21 +171,14 @@ func printf(lg *slog.Logger) func(format string, args ...any) {
 func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string)) error {
 	logf := printf(lg)
 	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
 	}
 	if o.maxUploads < 0 {
-		return errors.New("--max-concurrent-uploads must not be negative (0: no limit)")
+		return usageError{errors.New("--max-concurrent-uploads must not be negative (0: no limit)")}
 	}
-	var auth server.Authenticator
-	if o.tokensFile != "" {
-		t, err := server.LoadTokens(o.tokensFile)
-		if err != nil {
-			return err
-		}
-		auth = t
-		logf("%d tokens from %s", t.Len(), o.tokensFile)
-	} else if !o.anonReads && !o.anonWrites {
-		logf("warning: no --tokens-file and no --allow-unauthenticated-*: every request will be refused")
+	auth, err := newAuthenticator(o, logf)
+	if err != nil {
+		return err
 	}
 	st, err := all.Mux().Open(ctx, o.storeURL, store.Options{Insecure: o.insecure, Logf: logf})
 	if err != nil {
@@ -186,7 +208,7 @@ func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string
 		Collector:                  collector,
 	})
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -247,7 +269,7 @@ func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string
 func newCollector(st store.Store, o options, logf func(string, ...any), m *server.Metrics) (*server.Collector, error) {
 	switch {
 	case o.gcInterval < 0 || o.ttl < 0 || o.maxSize < 0 || o.gcGrace < 0:
-		return nil, errors.New("--gc-interval, --ttl, --max-size and --gc-grace must not be negative")
+		return nil, usageError{errors.New("--gc-interval, --ttl, --max-size and --gc-grace must not be negative")}
 	case o.gcInterval == 0 || o.ttl == 0 && o.maxSize == 0:
 		logf("eviction off (no --ttl or --max-size, or --gc-interval 0)")
 		return nil, nil

@@ -135,12 +135,23 @@ func TestFlags(t *testing.T) {
 		{[]string{"--anonymous-scope", "Bad.Scope", "--store", "file://" + t.TempDir()}, "invalid scope"},
 		{[]string{"--gc-grace", "-1s", "--store", "file://" + t.TempDir()}, "must not be negative"},
 		{[]string{"--ttl", "soon", "--store", "file://" + t.TempDir()}, "not a duration"},
+		{[]string{"--no-such-flag"}, "unknown flag"},
+		{[]string{"serve"}, "unknown command"},
 	} {
-		cmd := newCommand(io.Discard, nil)
-		cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, tc.args...))
-		if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), tc.says) {
-			t.Errorf("cache-serve %v: %v, want %q", tc.args, err, tc.says)
-		}
+		// A misconfiguration exits 2.
+		wantExit(t, tc.args, 2, tc.says)
+	}
+}
+
+// wantExit runs cache-serve with args and checks that it ends with the
+// exit code code and an error saying says.
+func wantExit(t *testing.T, args []string, code int, says string) {
+	t.Helper()
+	cmd := newCommand(io.Discard, nil)
+	cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0"}, args...))
+	err := cmd.ExecuteContext(t.Context())
+	if err == nil || !strings.Contains(err.Error(), says) || exitCode(err) != code || strings.Contains(err.Error(), "\n") {
+		t.Errorf("cache-serve %v: %v (exit %d), want exit %d and one line saying %q", args, err, exitCode(err), code, says)
 	}
 }
 

@@ -57,6 +57,7 @@ const (
 	CodeForbidden       = "forbidden"         // 403
 	CodeUnsupported     = "unsupported"       // 501
 	CodeStore           = "store_error"       // 502: the backing store failed
+	CodeUnavailable     = "unavailable"       // 503: the server could not check the token (the Kubernetes API did not answer); try again
 )
 
 // ErrorBody is the body of every error answer.

@@ -36,11 +36,22 @@ func (p *Principal) canWrite() bool { return p != nil && p.Write != "" }
 // credentials it refuses (an unknown, expired or malformed token).
 var ErrUnauthenticated = errors.New("unauthenticated")
 
+// ErrForbidden is wrapped by an Authenticator's error for valid
+// credentials of someone who may do nothing here (a ServiceAccount the
+// tokens file does not name): 403.
+var ErrForbidden = errors.New("forbidden")
+
+// ErrUnavailable is wrapped by an Authenticator's error when it could not
+// check the credentials (the Kubernetes API did not answer): 503, which
+// clients try again.
+var ErrUnavailable = errors.New("authentication unavailable")
+
 // Authenticator tells who made a request from its credentials. A request
 // with no credentials gives (nil, nil): the server then treats it as
 // anonymous. Credentials it refuses give an error wrapping
-// ErrUnauthenticated, whose message never holds them. The static tokens
-// file is one (Tokens); a Kubernetes TokenReview is another.
+// ErrUnauthenticated (or ErrForbidden, or ErrUnavailable when it could not
+// tell), whose message never holds them. The static tokens
+// file is one (Tokens); a Kubernetes TokenReview is another (TokenReview).
 type Authenticator interface {
 	Authenticate(r *http.Request) (*Principal, error)
 }
@@ -73,10 +84,23 @@ func BearerToken(r *http.Request) (token string, has bool) {
 	return strings.TrimSpace(tok), true
 }
 
+// credential is r's bearer token: ("", nil) without an Authorization
+// header, an error for one that is not "Bearer TOKEN".
+func credential(r *http.Request) (string, error) {
+	tok, has := BearerToken(r)
+	if has && tok == "" {
+		return "", fmt.Errorf("%w: the Authorization header is not \"Bearer TOKEN\"", ErrUnauthenticated)
+	}
+	return tok, nil
+}
+
 // Tokens is an Authenticator over static bearer tokens, each known only by
-// its sha256 (a tokens file, see LoadTokens).
+// its sha256 (a tokens file, see LoadTokens). The file's serviceAccounts
+// say what Kubernetes ServiceAccounts may do (ServiceAccounts), for
+// TokenReview.
 type Tokens struct {
 	entries []tokenEntry
+	sas     ServiceAccounts
 }
 
 type tokenEntry struct {
@@ -92,6 +116,11 @@ type tokensFile struct {
 		Write  string   `yaml:"write"`
 		Read   []string `yaml:"read"`
 	} `yaml:"tokens"`
+	ServiceAccounts []struct {
+		Name  string   `yaml:"name"`
+		Write string   `yaml:"write"`
+		Read  []string `yaml:"read"`
+	} `yaml:"serviceAccounts"`
 }
 
 // LoadTokens reads a tokens file (see ParseTokens).
@@ -112,6 +141,10 @@ func LoadTokens(path string) (*Tokens, error) {
 //	tokens:
 //	  - name: pr-pipelines
 //	    sha256: 9f86d08...   # hex sha256 of the token, never the token
+//	    write: pr
+//	    read: [pr, main]
+//	serviceAccounts:             # for --token-review (see TokenReview)
+//	  - name: ci/pr-runner       # NAMESPACE/NAME, or NAMESPACE/* for any of it
 //	    write: pr
 //	    read: [pr, main]
 //
@@ -138,47 +171,76 @@ func ParseTokens(data []byte) (*Tokens, error) {
 		if err != nil || len(sum) != sha256.Size {
 			return nil, fmt.Errorf("%s: sha256 is not 64 hex digits (write the token's sha256, e.g. printf %%s TOKEN | sha256sum)", what)
 		}
-		if e.Write != "" {
-			if err := ValidateScope(e.Write); err != nil {
-				return nil, fmt.Errorf("%s: write: %w", what, err)
-			}
-		}
-		read := e.Read
-		if len(read) == 0 && e.Write != "" {
-			read = []string{e.Write}
-		}
-		for _, s := range read {
-			if err := ValidateScope(s); err != nil {
-				return nil, fmt.Errorf("%s: read: %w", what, err)
-			}
-		}
-		if len(read) == 0 {
-			return nil, fmt.Errorf("%s: neither write nor read: it could do nothing", what)
+		p, err := scopes(what, e.Write, e.Read)
+		if err != nil {
+			return nil, err
 		}
 		var te tokenEntry
 		copy(te.sum[:], sum)
 		if slices.ContainsFunc(t.entries, func(o tokenEntry) bool { return o.sum == te.sum }) {
 			return nil, fmt.Errorf("%s: the same token as another", what)
 		}
-		te.p = Principal{Name: e.Name, Write: e.Write, Read: slices.Clone(read)}
+		p.Name = e.Name
+		te.p = p
 		t.entries = append(t.entries, te)
 	}
+	for i, e := range f.ServiceAccounts {
+		what := fmt.Sprintf("serviceAccounts %d (%s)", i+1, e.Name)
+		p, err := scopes(what, e.Write, e.Read)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.sas.add(e.Name, p); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	return t, nil
+}
+
+// scopes is the principal that writes write and reads read (default:
+// [write]), both checked; what names it in errors.
+func scopes(what, write string, read []string) (Principal, error) {
+	if write != "" {
+		if err := ValidateScope(write); err != nil {
+			return Principal{}, fmt.Errorf("%s: write: %w", what, err)
+		}
+	}
+	if len(read) == 0 && write != "" {
+		read = []string{write}
+	}
+	for _, s := range read {
+		if err := ValidateScope(s); err != nil {
+			return Principal{}, fmt.Errorf("%s: read: %w", what, err)
+		}
+	}
+	if len(read) == 0 {
+		return Principal{}, fmt.Errorf("%s: neither write nor read: it could do nothing", what)
+	}
+	return Principal{Write: write, Read: slices.Clone(read)}, nil
 }
 
 // Len is the number of tokens.
 func (t *Tokens) Len() int { return len(t.entries) }
 
+// ServiceAccounts are the file's serviceAccounts entries.
+func (t *Tokens) ServiceAccounts() *ServiceAccounts { return &t.sas }
+
 // Authenticate implements Authenticator: the token's sha256 is compared
 // with every entry's in constant time.
 func (t *Tokens) Authenticate(r *http.Request) (*Principal, error) {
-	tok, has := BearerToken(r)
-	if !has {
-		return nil, nil
+	tok, err := credential(r)
+	if tok == "" || err != nil {
+		return nil, err
 	}
-	if tok == "" {
-		return nil, fmt.Errorf("%w: the Authorization header is not \"Bearer TOKEN\"", ErrUnauthenticated)
+	if p := t.lookup(tok); p != nil {
+		return p, nil
 	}
+	return nil, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+}
+
+// lookup is the principal of the static token tok, or nil: its sha256 is
+// compared with every entry's in constant time.
+func (t *Tokens) lookup(tok string) *Principal {
 	sum := sha256.Sum256([]byte(tok))
 	var found *Principal
 	for i := range t.entries {
@@ -187,8 +249,8 @@ func (t *Tokens) Authenticate(r *http.Request) (*Principal, error) {
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+		return nil
 	}
 	p := *found
-	return &p, nil
+	return &p
 }

@@ -201,8 +201,7 @@ func (s *Server) auth(a access, h http.HandlerFunc) http.HandlerFunc {
 			err = fmt.Errorf("%w: this server takes no tokens", ErrUnauthenticated)
 		}
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tekton-cache"`)
-			s.fail(w, r, http.StatusUnauthorized, httpapi.CodeUnauthenticated, storeerr.OneLine(err.Error()))
+			s.failAuth(w, r, err)
 			return
 		}
 		anonymous := p == nil
@@ -227,6 +226,23 @@ func (s *Server) auth(a access, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+// failAuth answers an Authenticator's error: 503 when it could not tell
+// (clients try again), 403 for credentials that may do nothing here, else
+// 401.
+func (s *Server) failAuth(w http.ResponseWriter, r *http.Request, err error) {
+	msg := storeerr.OneLine(err.Error())
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		w.Header().Set("Retry-After", "5")
+		s.fail(w, r, http.StatusServiceUnavailable, httpapi.CodeUnavailable, msg)
+	case errors.Is(err, ErrForbidden):
+		s.fail(w, r, http.StatusForbidden, httpapi.CodeForbidden, msg)
+	default:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tekton-cache"`)
+		s.fail(w, r, http.StatusUnauthorized, httpapi.CodeUnauthenticated, msg)
 	}
 }
 

@@ -317,7 +317,7 @@ func DecodeIndex(blob []byte) (*Index, error) {
 	var x *Index
 	if err == nil {
 		err = streamIndex(blob, maxSize, func(r io.Reader) (err error) {
-			x, err = decodeIndexStream(r, maxEntries, int(count.n))
+			x, err = decodeIndexStream(r, maxEntries, int(count.n), nil)
 			return err
 		})
 	}
@@ -336,6 +336,41 @@ func DecodeIndex(blob []byte) (*Index, error) {
 		return nil, tooManyEntries(fmt.Sprintf("%d entries", len(x.Entries)), maxEntries)
 	}
 	if err := x.Validate(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// VisitIndex decodes the index blob as DecodeIndex does, but gives each
+// entry and its position to visit as it is parsed, in a variable reused
+// for the next, and keeps none: the Index returned has its roots and
+// packs, no entries. Position 0 may come more than once: an index in
+// another layout than our writer's is found so partway, and is then
+// decoded whole and visited from its first entry again. The
+// entries are NOT validated (Validate needs them all): visit must treat
+// them as untrusted, for what they claim only (a restore state's proofs,
+// which a file must match exactly to be believed).
+func VisitIndex(blob []byte, visit func(int, *Entry) error) (*Index, error) {
+	maxEntries, maxSize := MaxIndexEntries(), maxIndexSize()
+	var x *Index
+	err := streamIndex(blob, maxSize, func(r io.Reader) (err error) {
+		x, err = decodeIndexStream(r, maxEntries, 0, visit)
+		return err
+	})
+	if errors.Is(err, errNotCanonical) {
+		if x, err = decodeIndexWhole(blob, maxEntries, maxSize); err == nil {
+			for i := range x.Entries {
+				if err = visit(i, &x.Entries[i]); err != nil {
+					break
+				}
+			}
+			x.Entries = nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decoding index: %w", err)
+	}
+	if err := format.Check("index", x.Format); err != nil {
 		return nil, err
 	}
 	return x, nil

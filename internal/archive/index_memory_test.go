@@ -111,6 +111,24 @@ func TestDecodeIndexOtherLayouts(t *testing.T) {
 		if got := strings.Join(paths, ","); got != tc.paths {
 			t.Errorf("%s: entries %q, want %q", name, got, tc.paths)
 		}
+		// VisitIndex gives the same entries; an index found to be in
+		// another layout partway is visited again from position 0.
+		var visited []string
+		if _, err := VisitIndex(zstdBlob(t, tc.raw), func(pos int, e *Entry) error {
+			if pos == 0 {
+				visited = visited[:0]
+			}
+			if pos != len(visited) {
+				t.Errorf("%s: visited position %d after %d entries", name, pos, len(visited))
+			}
+			visited = append(visited, e.Path)
+			return nil
+		}); err != nil {
+			t.Errorf("%s: VisitIndex: %v", name, err)
+		}
+		if got := strings.Join(visited, ","); got != tc.paths {
+			t.Errorf("%s: VisitIndex visited %q, want %q", name, got, tc.paths)
+		}
 	}
 	for name, raw := range map[string]string{
 		"trailing comma":  `{"format":1,"roots":["c"],"packs":[],"entries":[` + e + `,]}`,
@@ -120,6 +138,9 @@ func TestDecodeIndexOtherLayouts(t *testing.T) {
 	} {
 		if _, err := DecodeIndex(zstdBlob(t, raw)); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+		if _, err := VisitIndex(zstdBlob(t, raw), func(int, *Entry) error { return nil }); err == nil {
+			t.Errorf("%s: accepted by VisitIndex", name)
 		}
 	}
 }

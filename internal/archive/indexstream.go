@@ -168,7 +168,11 @@ func (s *jsonStream) value() ([]byte, error) {
 // refuses more than maxEntries entries as soon as it has read one more.
 // Anything else than that layout gives errNotCanonical
 // (the caller then reads the index whole); its other errors are final.
-func decodeIndexStream(r io.Reader, maxEntries int64, size int) (*Index, error) {
+//
+// visit, when set, is given each entry and its position as it is
+// parsed, in a variable reused for the next one, and no entry is kept
+// (the Index returned has none).
+func decodeIndexStream(r io.Reader, maxEntries int64, size int, visit func(int, *Entry) error) (*Index, error) {
 	s := &jsonStream{r: r, buf: make([]byte, 0, 64<<10)}
 	if err := s.expect('{'); err != nil {
 		return nil, err
@@ -216,7 +220,7 @@ func decodeIndexStream(r io.Reader, maxEntries int64, size int) (*Index, error) 
 					return nil, errNotCanonical
 				}
 				seen = true
-				if x.Entries, err = s.entries(maxEntries, size); err != nil {
+				if x.Entries, err = s.entries(maxEntries, size, visit); err != nil {
 					return nil, err
 				}
 				continue
@@ -254,7 +258,9 @@ func decodeIndexStream(r io.Reader, maxEntries int64, size int) (*Index, error) 
 }
 
 // entries parses the entries member: null, or an array of objects.
-func (s *jsonStream) entries(maxEntries int64, size int) ([]Entry, error) {
+// With visit set, each entry is parsed into one variable and given to
+// visit, and none is kept.
+func (s *jsonStream) entries(maxEntries int64, size int, visit func(int, *Entry) error) ([]Entry, error) {
 	switch s.peek() {
 	case 'n':
 		v, err := s.value()
@@ -270,7 +276,12 @@ func (s *jsonStream) entries(maxEntries int64, size int) ([]Entry, error) {
 	default:
 		return nil, errNotCanonical
 	}
+	if visit != nil {
+		size = 0
+	}
 	entries := make([]Entry, 0, size)
+	var one Entry
+	n := int64(0)
 	if s.peek() == ']' {
 		s.pos++
 		return entries, nil
@@ -283,14 +294,26 @@ func (s *jsonStream) entries(maxEntries int64, size int) ([]Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if int64(len(entries)) >= maxEntries {
+		if n >= maxEntries {
 			return nil, tooManyEntries(fmt.Sprintf("more than %d entries", maxEntries), maxEntries)
 		}
-		entries = append(entries, Entry{})
-		if rest, err := fastjson.Parse(v, &entries[len(entries)-1], fastjson.DisallowUnknownFields); err != nil {
+		n++
+		e := &one
+		if visit == nil {
+			entries = append(entries, Entry{})
+			e = &entries[len(entries)-1]
+		} else {
+			one = Entry{}
+		}
+		if rest, err := fastjson.Parse(v, e, fastjson.DisallowUnknownFields); err != nil {
 			return nil, err
 		} else if len(bytes.TrimSpace(rest)) > 0 {
 			return nil, s.syntax("data after an entry")
+		}
+		if visit != nil {
+			if err := visit(int(n-1), e); err != nil {
+				return nil, err
+			}
 		}
 		switch s.peek() {
 		case ',':

@@ -82,6 +82,10 @@ type folderState struct {
 	IDs []archive.FileID
 	// Folders counts the folders whose state was used.
 	Folders int
+	// recs, for a restore over another entry's state (readState's have is
+	// another index), hold each folder's records while X is nil: known
+	// reads the index from Blob an entry at a time.
+	recs []*state
 }
 
 // hasContent says whether e is a file whose content a record is about.
@@ -196,6 +200,11 @@ func readState(folders []string, have *Entry) (*folderState, string) {
 				continue
 			}
 			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: have.Blob, X: have.Index, IDs: make([]archive.FileID, len(have.Index.Entries))}
+		} else if fs == nil && have != nil {
+			// Another entry's state, for a restore: its index is read
+			// only when the proofs are joined to the new one (known), an
+			// entry at a time, never held whole.
+			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: st.Blob, recs: make([]*state, len(folders))}
 		} else if fs == nil {
 			x, err := archive.DecodeIndex(st.Blob)
 			if err == nil && len(x.Roots) != len(folders) {
@@ -209,7 +218,9 @@ func readState(folders []string, have *Entry) (*folderState, string) {
 		} else if st.Index != fs.Index {
 			return nil, fmt.Sprintf("the folders hold the states of different entries (%s and %s)", fs.Key, st.Key)
 		}
-		if err := fs.take(root, st); err != nil {
+		if fs.X == nil {
+			fs.recs[root] = st // checked against the index by known
+		} else if err := fs.take(root, st); err != nil {
 			why = fmt.Sprintf("the restore state in %s is not usable (%v)", f, err)
 			continue
 		}
@@ -332,18 +343,18 @@ func proven(rec archive.FileID, id archive.FileID, e, b *archive.Entry) bool {
 	return !rec.IsZero() && rec == id && b.Size == e.Size && b.MTime == e.MTime && b.Mode == e.Mode
 }
 
-// known returns, for the Extractor of index x, what the state proves about
-// the files on disk: the digest of a file whose identity and metadata are
-// exactly as recorded, else "". When x is the state's own index (a restore
-// of the entry the folders hold), entry i is looked up by position. Else
-// the two indexes are joined by folder and path, in one pass over both in
-// Sort's order (the order of every index this tool writes; an index in
-// another order only loses proofs, and its files are hashed), and what
-// the function keeps of the state's index is the proofs alone, a few
-// bytes an entry, not the index: at 600,000 entries that is about 200 MB
-// less held while the restore runs.
+// known returns, for the Extractor of index x (the entry readState was
+// given as have), what the state proves about the files on disk: the
+// digest of a file whose identity and metadata are exactly as recorded,
+// else "". When x is the state's own index (a restore of the entry the
+// folders hold), entry i is looked up by position. Else the state's index
+// is read from its blob an entry at a time and joined to x by folder and
+// path in one pass over both in Sort's order (the order of every index
+// this tool writes; an index in another order only loses proofs, and its
+// files are hashed): what is kept is the proofs alone, never the state's
+// index (at 600,000 entries, one index less held during the restore).
 func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
-	if x == fs.X {
+	if fs.X != nil && x == fs.X {
 		return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
 			b := &fs.X.Entries[i]
 			if hasContent(b) && proven(fs.IDs[i], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
@@ -352,34 +363,32 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 			return ""
 		}
 	}
-	type proof struct {
-		rec    archive.FileID
-		size   int64
-		mtime  int64
-		mode   uint32
-		digest string
+	if fs.X != nil || fs.recs == nil {
+		// A state read for a save (readState without have), asked about
+		// another index: nothing it proves is joined.
+		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
 	}
 	at := make([]int32, len(x.Entries)) // 1 + the position in proofs; 0: none
 	var proofs []proof
-	for i, j := 0, 0; i < len(x.Entries) && j < len(fs.X.Entries); {
-		e, b := &x.Entries[i], &fs.X.Entries[j]
-		c := cmp.Compare(e.Root, b.Root)
-		if c == 0 {
-			c = strings.Compare(e.Path, b.Path)
-		}
-		switch {
-		case c < 0:
-			i++
-		case c > 0:
-			j++
-		default:
-			if hasContent(b) && !fs.IDs[j].IsZero() && len(proofs) < math.MaxInt32 {
-				proofs = append(proofs, proof{fs.IDs[j], b.Size, b.MTime, b.Mode, b.Digest})
-				at[i] = int32(len(proofs))
-			}
-			i, j = i+1, j+1
-		}
+	if !fs.joinStream(x, at, &proofs) {
+		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
 	}
+	return proofsOf(at, proofs)
+}
+
+// proof is what a state proves of one file of another index: its record
+// and what the file held then.
+type proof struct {
+	rec    archive.FileID
+	size   int64
+	mtime  int64
+	mode   uint32
+	digest string
+}
+
+// proofsOf is the Extractor's lookup over proofs, at giving for each
+// entry of its index 1 + the position of its proof, or 0.
+func proofsOf(at []int32, proofs []proof) func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
 	return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
 		if at[i] == 0 {
 			return ""
@@ -390,6 +399,66 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 		}
 		return ""
 	}
+}
+
+// joinStream fills at and proofs (as known does) reading the state's index
+// from its blob an entry at a time, each folder's records taken in order
+// by its files with content, as take does. It reports false, and nothing
+// is proven, when the records and the index disagree, or the index does
+// not decode or has another number of folders.
+func (fs *folderState) joinStream(x *archive.Index, at []int32, proofs *[]proof) bool {
+	next := make([]int, len(fs.recs)) // per folder, its next record
+	i := 0                            // the entry of x the stream is at
+	px, err := archive.VisitIndex(fs.Blob, func(pos int, b *archive.Entry) error {
+		if pos == 0 { // (again, if the index was read whole after all)
+			clear(at)
+			*proofs, i = (*proofs)[:0], 0
+			clear(next)
+		}
+		if b.Root < 0 || b.Root >= len(fs.recs) {
+			return errors.New("an entry of another folder")
+		}
+		var rec archive.FileID
+		if st := fs.recs[b.Root]; st != nil && hasContent(b) {
+			k := next[b.Root]
+			if k >= len(st.Ino) {
+				return errors.New("more files than records")
+			}
+			next[b.Root]++
+			if st.Ino[k] != 0 && st.Ctime[k] < st.RacyBefore {
+				rec = archive.FileID{Dev: st.Dev[k], Ino: st.Ino[k], Ctime: st.Ctime[k]}
+			}
+		}
+		for i < len(x.Entries) && compareEntry(&x.Entries[i], b) < 0 {
+			i++
+		}
+		if i < len(x.Entries) && compareEntry(&x.Entries[i], b) == 0 {
+			if !rec.IsZero() && len(*proofs) < math.MaxInt32 {
+				*proofs = append(*proofs, proof{rec, b.Size, b.MTime, b.Mode, b.Digest})
+				at[i] = int32(len(*proofs))
+			}
+			i++
+		}
+		return nil
+	})
+	if err != nil || len(px.Roots) != len(fs.recs) {
+		return false
+	}
+	for root, st := range fs.recs {
+		if st != nil && next[root] != len(st.Ino) {
+			return false
+		}
+	}
+	return true
+}
+
+// compareEntry orders entries as archive.Index.Sort does: by folder, then
+// path.
+func compareEntry(a, b *archive.Entry) int {
+	if c := cmp.Compare(a.Root, b.Root); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Path, b.Path)
 }
 
 // settle waits (a few milliseconds at most) until the kernel clock has

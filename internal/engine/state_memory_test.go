@@ -171,9 +171,14 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 	}
 	var known func(int, archive.FileID, int64, int64, uint32) string
 	_, live := bytesPerEntry(len(x.Entries), func() any {
-		fs, why := readState([]string{dir}, nil)
-		if fs == nil {
-			t.Fatal(why)
+		xblob, err := x.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(xblob), Size: int64(len(xblob))}}, Index: x, Blob: xblob}
+		fs, why := readState([]string{dir}, have)
+		if fs == nil || fs.X != nil {
+			t.Fatalf("state %+v (%s), want one whose index is not decoded", fs, why)
 		}
 		known = fs.known(x)
 		return known
@@ -208,4 +213,30 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 		t.Fatalf("%d files proven, want the 149,000 both indexes list", proved)
 	}
 	runtime.KeepAlive(known)
+
+	// A state whose records are not its index's (the records of old, the
+	// index of a smaller entry): nothing is proven.
+	small, _ := syntheticIndex(3_000) // its files 1,000 to 2,999 are in x, with the records old has for them
+	sblob, err := small.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := t.TempDir()
+	if err := writeState([]string{forged}, old, sblob, ids, 1<<62, "k1", "s", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	xblob, _ := x.Encode()
+	fs, why := readState([]string{forged}, &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(xblob), Size: int64(len(xblob))}}, Index: x, Blob: xblob})
+	if fs == nil {
+		t.Fatal(why)
+	}
+	k := fs.known(x)
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		if j, ok := oldAt[e.Path]; ok && hasContent(e) {
+			if got := k(i, ids[j], old.Entries[j].Size, old.Entries[j].MTime, old.Entries[j].Mode); got != "" {
+				t.Fatalf("a state whose records are another index's proved %s: %q", e.Path, got)
+			}
+		}
+	}
 }

@@ -260,17 +260,18 @@ type objectCounter struct {
 
 // count counts the objects of the next piece of text, stopping past limit.
 func (o *objectCounter) count(raw []byte, limit int64) {
-	for _, c := range raw {
-		switch {
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
 		case o.escaped:
 			o.escaped = false
 		case o.inString:
-			switch c {
-			case '\\':
-				o.escaped = true
-			case '"':
-				o.inString = false
+			end, esc := stringEnd(raw[i:])
+			if end < 0 {
+				o.escaped = esc
+				return
 			}
+			i += end
+			o.inString = false
 		case c == '"':
 			o.inString = true
 		case c == '{':

@@ -107,6 +107,32 @@ func (s *jsonStream) syntax(what string) error {
 	return fmt.Errorf("invalid JSON: %s", what)
 }
 
+// stringEnd returns the position in b of the quote that ends a JSON
+// string whose text b starts, or -1 when b ends first; esc then says that
+// b ends in the middle of an escape (its last byte a backslash that
+// escapes the next). It jumps from quote to backslash with IndexByte, not
+// a byte at a time: paths and digests are most of an index's text.
+func stringEnd(b []byte) (end int, esc bool) {
+	i := 0
+	for {
+		span := b[i:]
+		q := bytes.IndexByte(span, '"')
+		if q >= 0 {
+			span = span[:q]
+		}
+		k := bytes.IndexByte(span, '\\')
+		if k < 0 {
+			if q < 0 {
+				return -1, false
+			}
+			return i + q, false
+		}
+		if i += k + 2; i > len(b) {
+			return -1, true
+		}
+	}
+}
+
 // value returns the raw text of the next JSON value (scanned for its end
 // only: the caller parses it), valid until the next call.
 func (s *jsonStream) value() ([]byte, error) {
@@ -122,15 +148,16 @@ func (s *jsonStream) value() ([]byte, error) {
 			case escaped:
 				escaped = false
 			case inString:
-				switch c {
-				case '\\':
-					escaped = true
-				case '"':
-					inString = false
-					if depth == 0 {
-						s.pos = i + 1
-						return s.buf[start:s.pos], nil
-					}
+				end, esc := stringEnd(s.buf[i:])
+				if end < 0 {
+					escaped, i = esc, len(s.buf)-1
+					continue
+				}
+				i += end
+				inString = false
+				if depth == 0 {
+					s.pos = i + 1
+					return s.buf[start:s.pos], nil
 				}
 			case c == '"':
 				inString = true

@@ -47,12 +47,20 @@ func ValidHex(h string) bool { return len(h) == 64 && badHex(h) < 0 }
 // lowercase hex, or -1.
 func badHex(h string) int {
 	for i := 0; i < len(h); i++ {
-		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if !isHex[h[i]] {
 			return i
 		}
 	}
 	return -1
 }
+
+// isHex says which bytes are lowercase hex digits.
+var isHex = func() (t [256]bool) {
+	for _, c := range "0123456789abcdef" {
+		t[c] = true
+	}
+	return t
+}()
 
 // FromBytes returns the digest of b.
 func FromBytes(b []byte) Digest {

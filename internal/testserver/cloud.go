@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/tekton-cache/tekton-cache/internal/testenv"
 )
 
@@ -156,4 +159,27 @@ func IsolateAWS(t testing.TB, user, secret string) {
 	}
 	t.Setenv("AWS_ACCESS_KEY_ID", user)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+}
+
+// S3Leftovers lists the objects under prefix in bucket and the multipart
+// uploads under it that were never completed nor aborted: what a failed
+// put must not leave.
+func S3Leftovers(t testing.TB, c *s3.Client, bucket, prefix string) []string {
+	t.Helper()
+	var left []string
+	objects, err := c.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("ListObjectsV2: %v", err)
+	}
+	for _, o := range objects.Contents {
+		left = append(left, "object "+aws.ToString(o.Key))
+	}
+	uploads, err := c.ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("ListMultipartUploads: %v", err)
+	}
+	for _, up := range uploads.Uploads {
+		left = append(left, "incomplete multipart upload "+aws.ToString(up.Key))
+	}
+	return left
 }

@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -182,4 +183,28 @@ func S3Leftovers(t testing.TB, c *s3.Client, bucket, prefix string) []string {
 		left = append(left, "incomplete multipart upload "+aws.ToString(up.Key))
 	}
 	return left
+}
+
+// MinIOBucket starts MinIO (as MinIO does) with the credentials user and
+// secret in the environment of t (IsolateAWS), creates bucket, and returns
+// the s3:// store URL of a prefix in it.
+func MinIOBucket(t testing.TB, user, secret, bucket string) func(prefix string) string {
+	t.Helper()
+	endpoint := MinIO(t, user, secret)
+	IsolateAWS(t, user, secret)
+	c := s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		UsePathStyle: true,
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: user, SecretAccessKey: secret}, nil
+		}),
+	})
+	UntilMinIOReady(t, func() error {
+		_, err := c.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(bucket)})
+		return err
+	})
+	return func(prefix string) string {
+		return fmt.Sprintf("s3://%s/%s?endpoint=%s&use_path_style=true&disable_https=true&region=us-east-1", bucket, prefix, endpoint)
+	}
 }

@@ -2,7 +2,8 @@
 // real server (a registry, MinIO, fake-gcs-server, Azurite) in tests and
 // injects the faults of a bad network, scripted per test: a reset
 // connection, a stall, an error status with Retry-After, a truncated or
-// corrupted response body, a slow link.
+// corrupted response body, a slow link, an upload cut or corrupted on its
+// way to the server.
 //
 // Every request is forwarded on its own connection to the server and
 // answered with "Connection: close", so that a fault on one request never
@@ -60,10 +61,18 @@ const (
 	// ResetAfterForward forwards the request, so that the server does it,
 	// then resets the connection before any byte of the response.
 	ResetAfterForward
+	// CutRequest forwards the request's headers and the first AfterBytes
+	// bytes of its body, then closes the server's connection (the server
+	// sees an upload end midway) and resets the client's.
+	CutRequest
+	// CorruptRequest forwards the request with the byte of its body at
+	// offset AfterBytes flipped, and the server's answer unchanged.
+	CorruptRequest
 )
 
 var faultNames = map[Fault]string{None: "none", Reset: "reset", Stall: "stall", Status: "status",
-	Truncate: "truncate", Corrupt: "corrupt", Throttle: "throttle", ResetAfterForward: "reset-after-forward"}
+	Truncate: "truncate", Corrupt: "corrupt", Throttle: "throttle", ResetAfterForward: "reset-after-forward",
+	CutRequest: "cut-request", CorruptRequest: "corrupt-request"}
 
 func (f Fault) String() string { return faultNames[f] }
 
@@ -84,7 +93,8 @@ type Rule struct {
 	// Fault is what happens.
 	Fault Fault
 	// AfterBytes is the response body offset at which Reset, Stall,
-	// Truncate and Corrupt act.
+	// Truncate and Corrupt act, and the request body offset at which
+	// CutRequest and CorruptRequest do.
 	AfterBytes int64
 	// StallFor is how long Stall sends nothing; 0 is until the client
 	// closes the connection (or the proxy closes).
@@ -356,7 +366,14 @@ func (p *Proxy) handle(c net.Conn) {
 		}
 		req.Header.Del("Expect")
 	}
-	out, err := http.NewRequest(req.Method, target.String()+req.URL.RequestURI(), req.Body)
+	var reqBody io.Reader = req.Body
+	switch f {
+	case CutRequest:
+		reqBody = &cutReader{r: req.Body, left: rule.AfterBytes}
+	case CorruptRequest:
+		reqBody = &corrupter{r: req.Body, at: rule.AfterBytes}
+	}
+	out, err := http.NewRequest(req.Method, target.String()+req.URL.RequestURI(), reqBody)
 	if err != nil {
 		writeStatus(c, http.StatusBadGateway, "", err.Error())
 		return
@@ -366,6 +383,15 @@ func (p *Proxy) handle(c net.Conn) {
 	out.ContentLength = req.ContentLength
 	out.TransferEncoding = req.TransferEncoding
 	resp, err := p.client.Do(out)
+	if f == CutRequest {
+		// The transport closed the server's connection when the body was
+		// cut; the client's ends as a network cut would end it.
+		if err == nil {
+			resp.Body.Close()
+		}
+		reset(c)
+		return
+	}
 	if err != nil {
 		writeStatus(c, http.StatusBadGateway, "", "faultproxy: "+err.Error())
 		return

@@ -299,3 +299,50 @@ func TestExpectContinue(t *testing.T) {
 		t.Fatalf("upstream got %q", got)
 	}
 }
+
+// TestCutRequest: the server gets the first AfterBytes bytes of an upload
+// and then the end of its connection; the client gets a reset.
+func TestCutRequest(t *testing.T) {
+	data := randomData(t, 100_000)
+	srv, puts := upstream(t, nil)
+	p := faultproxy.New(t, srv.URL)
+	p.Add(faultproxy.Rule{Method: "PUT", Fault: faultproxy.CutRequest, AfterBytes: 5000})
+	req, _ := http.NewRequest(http.MethodPut, p.URL()+"/obj", bytes.NewReader(data))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a cut upload was answered %d", resp.StatusCode)
+	}
+	// The server may still be reading when the client's reset arrives.
+	for i := 0; len(puts.get()) == 0; i++ {
+		if i == 2000 {
+			t.Fatal("the server never got the cut upload")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := puts.get(); len(got) != 1 || got[0] != string(data[:5000]) {
+		t.Fatalf("the server got %d uploads; want one of the first 5000 bytes", len(got))
+	}
+	if r := p.Requests(); len(r) != 1 || r[0].Fault != faultproxy.CutRequest || r[0].Upstream != 0 {
+		t.Fatalf("requests seen: %+v", r)
+	}
+}
+
+// TestCorruptRequest: the server gets the upload with one byte flipped,
+// and the client the server's answer.
+func TestCorruptRequest(t *testing.T) {
+	data := randomData(t, 10_000)
+	srv, puts := upstream(t, nil)
+	p := faultproxy.New(t, srv.URL)
+	p.Add(faultproxy.Rule{Method: "PUT", Fault: faultproxy.CorruptRequest, AfterBytes: 4321})
+	req, _ := http.NewRequest(http.MethodPut, p.URL()+"/obj", bytes.NewReader(data))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	want := bytes.Clone(data)
+	want[4321] ^= 0xff
+	if got := puts.get(); len(got) != 1 || got[0] != string(want) {
+		t.Fatalf("the server got %d uploads; want one with byte 4321 flipped", len(got))
+	}
+}

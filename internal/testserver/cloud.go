@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tekton-cache/tekton-cache/internal/testenv"
 )
@@ -156,4 +160,51 @@ func IsolateAWS(t testing.TB, user, secret string) {
 	}
 	t.Setenv("AWS_ACCESS_KEY_ID", user)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+}
+
+// S3Leftovers lists the objects under prefix in bucket and the multipart
+// uploads under it that were never completed nor aborted: what a failed
+// put must not leave.
+func S3Leftovers(t testing.TB, c *s3.Client, bucket, prefix string) []string {
+	t.Helper()
+	var left []string
+	objects, err := c.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("ListObjectsV2: %v", err)
+	}
+	for _, o := range objects.Contents {
+		left = append(left, "object "+aws.ToString(o.Key))
+	}
+	uploads, err := c.ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("ListMultipartUploads: %v", err)
+	}
+	for _, up := range uploads.Uploads {
+		left = append(left, "incomplete multipart upload "+aws.ToString(up.Key))
+	}
+	return left
+}
+
+// MinIOBucket starts MinIO (as MinIO does) with the credentials user and
+// secret in the environment of t (IsolateAWS), creates bucket, and returns
+// the s3:// store URL of a prefix in it.
+func MinIOBucket(t testing.TB, user, secret, bucket string) func(prefix string) string {
+	t.Helper()
+	endpoint := MinIO(t, user, secret)
+	IsolateAWS(t, user, secret)
+	c := s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		UsePathStyle: true,
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: user, SecretAccessKey: secret}, nil
+		}),
+	})
+	UntilMinIOReady(t, func() error {
+		_, err := c.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(bucket)})
+		return err
+	})
+	return func(prefix string) string {
+		return fmt.Sprintf("s3://%s/%s?endpoint=%s&use_path_style=true&disable_https=true&region=us-east-1", bucket, prefix, endpoint)
+	}
 }

@@ -26,25 +26,10 @@ import (
 // entry is intact and the killed one absent.
 func SaveRestore(t *testing.T, st store.Store) {
 	ctx := t.Context()
-	src := filepath.Join(t.TempDir(), "cache")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	testtree.Make(t, src)
-	want := testtree.Snapshot(t, src)
 	save := func(ctx context.Context, st store.Store, key, dir string) (*engine.SaveResult, error) {
 		return engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: []string{dir}, PackSize: 1 << 20, Logf: t.Logf})
 	}
-	if _, err := save(ctx, st, "go-1", src); err != nil {
-		t.Fatalf("Save: %v", err)
-	}
-
-	dst := filepath.Join(t.TempDir(), "restored")
-	r, err := engine.Restore(ctx, st, engine.RestoreOptions{Key: "go-1", Folders: []string{dst}, Logf: t.Logf})
-	if err != nil || !r.Fetched || !r.Restored {
-		t.Fatalf("Restore = %+v, %v", r, err)
-	}
-	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
+	dst := RoundTrip(t, st, "go-1")
 
 	newFile := make([]byte, 200_000)
 	rand.Read(newFile)
@@ -76,11 +61,35 @@ func SaveRestore(t *testing.T, st store.Store) {
 	}
 	want2 := testtree.Snapshot(t, dst, archive.StateFileName, "killed-save.bin")
 	dst2 := filepath.Join(t.TempDir(), "again")
-	r, err = engine.Restore(ctx, st, engine.RestoreOptions{Key: "go-3", RestoreKeys: []string{"go-"}, Folders: []string{dst2}, Logf: t.Logf})
+	r, err := engine.Restore(ctx, st, engine.RestoreOptions{Key: "go-3", RestoreKeys: []string{"go-"}, Folders: []string{dst2}, Logf: t.Logf})
 	if err != nil || r.MatchedKey != "go-2" {
 		t.Fatalf("Restore after a killed save = %+v, %v; want go-2", r, err)
 	}
 	testtree.Equal(t, want2, testtree.Snapshot(t, dst2, archive.StateFileName))
+}
+
+// RoundTrip saves a new test tree (testtree.Make) under key into st,
+// restores it into a new folder, compares the two and returns the
+// restored folder.
+func RoundTrip(t *testing.T, st store.Store, key string) (restored string) {
+	t.Helper()
+	ctx := t.Context()
+	src := filepath.Join(t.TempDir(), "cache")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testtree.Make(t, src)
+	want := testtree.Snapshot(t, src)
+	if _, err := engine.Save(ctx, st, engine.SaveOptions{Key: key, Folders: []string{src}, PackSize: 1 << 20, Logf: t.Logf}); err != nil {
+		t.Fatalf("Save %s: %v", key, err)
+	}
+	dst := filepath.Join(t.TempDir(), "restored")
+	r, err := engine.Restore(ctx, st, engine.RestoreOptions{Key: key, Folders: []string{dst}, Logf: t.Logf})
+	if err != nil || !r.Fetched || !r.Restored {
+		t.Fatalf("Restore %s = %+v, %v", key, r, err)
+	}
+	testtree.Equal(t, want, testtree.Snapshot(t, dst, archive.StateFileName))
+	return dst
 }
 
 // killer cancels the save's context once blob uploads have sent after

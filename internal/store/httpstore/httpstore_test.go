@@ -16,14 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/engine/enginetest"
 	"github.com/tekton-cache/tekton-cache/internal/server"
 	"github.com/tekton-cache/tekton-cache/internal/store"
-	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
 	"github.com/tekton-cache/tekton-cache/internal/store/httpstore"
 	"github.com/tekton-cache/tekton-cache/internal/store/local"
 	s3store "github.com/tekton-cache/tekton-cache/internal/store/s3"
@@ -161,22 +157,7 @@ func TestMinIO(t *testing.T) {
 // minioBucket starts MinIO with a bucket and returns the s3:// URL of a
 // prefix in it.
 func minioBucket(t *testing.T) func(prefix string) string {
-	const user, secret, bucket = "tchttpminio", "tc-http-minio-secret-2c7d", "httpstore"
-	endpoint := testserver.MinIO(t, user, secret)
-	testserver.IsolateAWS(t, user, secret)
-	raw := func(prefix string) string {
-		return fmt.Sprintf("s3://%s/%s?endpoint=%s&use_path_style=true&disable_https=true&region=us-east-1", bucket, prefix, endpoint)
-	}
-	obj := storetest.OpenObjectStore(t, s3store.Open, raw(""))
-	var c *s3.Client
-	if !obj.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
-		t.Fatal("no *s3.Client behind the bucket")
-	}
-	testserver.UntilMinIOReady(t, func() error {
-		_, err := c.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(bucket)})
-		return err
-	})
-	return raw
+	return testserver.MinIOBucket(t, "tchttpminio", "tc-http-minio-secret-2c7d", "httpstore")
 }
 
 // TestSaveRestoreOverDirectory saves and restores through the engine.

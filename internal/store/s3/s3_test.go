@@ -201,22 +201,7 @@ func leftovers(t *testing.T, st store.Store) []string {
 	obj := st.(*store.ObjectStore)
 	c := client(t, obj)
 	prefix := strings.TrimPrefix(obj.String(), "s3://"+bucket+"/") + "/"
-	var left []string
-	objects, err := c.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		t.Fatalf("ListObjectsV2: %v", err)
-	}
-	for _, o := range objects.Contents {
-		left = append(left, "object "+aws.ToString(o.Key))
-	}
-	uploads, err := c.ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		t.Fatalf("ListMultipartUploads: %v", err)
-	}
-	for _, up := range uploads.Uploads {
-		left = append(left, "incomplete multipart upload "+aws.ToString(up.Key))
-	}
-	return left
+	return testserver.S3Leftovers(t, c, bucket, prefix)
 }
 
 func testWrongCredentials(t *testing.T, srv server) {

@@ -289,7 +289,15 @@ func (o *objectCounter) count(raw []byte, limit int64) {
 // the text is never held whole and parsing stops one entry past the cap.
 // An index in another layout than our writer's is read whole, with its
 // objects counted before it is parsed.
-func DecodeIndex(blob []byte) (*Index, error) {
+func DecodeIndex(blob []byte) (*Index, error) { return DecodeIndexSized(blob, 0) }
+
+// DecodeIndexSized is DecodeIndex for a caller that expects about entries
+// entries (a restore state's header says how many its index has): the
+// pass that counts them before they are parsed, a second decompression of
+// the whole blob, is skipped, and the entries' slice starts at that size
+// (bounded by the blob's size and the cap on entries). A wrong guess costs memory or copies, never
+// correctness; 0 or less counts as DecodeIndex does.
+func DecodeIndexSized(blob []byte, entries int) (*Index, error) {
 	maxEntries, maxSize := MaxIndexEntries(), maxIndexSize()
 	tooLarge := func() error {
 		return fmt.Errorf("%w: it is larger than %d bytes uncompressed (%d entries of %d bytes, CACHE_MAX_INDEX_ENTRIES): refused", ErrIndexTooLarge, maxSize, maxEntries, IndexBytesPerEntry)
@@ -300,21 +308,28 @@ func DecodeIndex(blob []byte) (*Index, error) {
 	// terabytes of content); the count then sizes the entries.
 	limit := maxEntries + maxEntries/4 + 16
 	var count objectCounter
-	err := streamIndex(blob, maxSize, func(r io.Reader) error {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := r.Read(buf)
-			if count.count(buf[:n], limit); count.n > limit {
-				return tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
+	var err error
+	if entries > 0 {
+		// Untrusted: the slice it sizes is bounded by the blob (an entry
+		// takes more than 4 compressed bytes) and the cap.
+		count.n = min(int64(entries), maxEntries, int64(len(blob)/4+16))
+	} else {
+		err = streamIndex(blob, maxSize, func(r io.Reader) error {
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := r.Read(buf)
+				if count.count(buf[:n], limit); count.n > limit {
+					return tooManyEntries(fmt.Sprintf("more than %d objects", limit), maxEntries)
+				}
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
 			}
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-	})
+		})
+	}
 	var x *Index
 	if err == nil {
 		err = streamIndex(blob, maxSize, func(r io.Reader) (err error) {

@@ -61,6 +61,9 @@ type state struct {
 	Root       int           `json:"root"`
 	RacyBefore int64         `json:"racy_before"`
 	Records    int64         `json:"records"`
+	// Entries is how many entries the index has (every folder's): the
+	// reader's guess of the size to decode into (absent in older states).
+	Entries int64 `json:"entries,omitempty"`
 	// After the header line: the index blob, then the records.
 	Blob []byte `json:"-"`
 	// indexKnown: the index is one the reader already has (Blob is nil).
@@ -106,7 +109,7 @@ func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.F
 				n++
 			}
 		}
-		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, IndexSize: int64(len(blob)), Root: root, RacyBefore: racyBefore, Records: int64(n)}
+		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, IndexSize: int64(len(blob)), Root: root, RacyBefore: racyBefore, Records: int64(n), Entries: int64(len(x.Entries))}
 		head, err := json.Marshal(&st)
 		if err != nil {
 			return err
@@ -206,7 +209,9 @@ func readState(folders []string, have *Entry) (*folderState, string) {
 			// entry at a time, never held whole.
 			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: st.Blob, recs: make([]*state, len(folders))}
 		} else if fs == nil {
-			x, err := archive.DecodeIndex(st.Blob)
+			// The header's count of entries spares DecodeIndex its
+			// counting pass (untrusted: DecodeIndexSized bounds it).
+			x, err := archive.DecodeIndexSized(st.Blob, int(st.Entries))
 			if err == nil && len(x.Roots) != len(folders) {
 				err = fmt.Errorf("its entry has %d folder(s), not %d", len(x.Roots), len(folders))
 			}

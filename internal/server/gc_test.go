@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,25 +24,8 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/testserver"
 )
 
-// clock is a fake clock, moved by the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
+// newClock is a fake clock at about now, moved by the test.
+func newClock() *testserver.Clock { return testserver.NewClock(time.Now().Truncate(time.Second)) }
 
 // countingMeta counts the records read and written through it.
 type countingMeta struct {
@@ -73,7 +55,7 @@ type replica struct {
 	gc  *server.Collector
 }
 
-func newReplica(t *testing.T, st store.Store, clk *clock, holder string, o server.CollectorOptions) *replica {
+func newReplica(t *testing.T, st store.Store, clk *testserver.Clock, holder string, o server.CollectorOptions) *replica {
 	t.Helper()
 	srv, err := server.New(st, server.Options{AllowUnauthenticatedReads: true, Now: clk.Now})
 	if err != nil {
@@ -157,12 +139,12 @@ func TestRecordUseAtMostHourly(t *testing.T) {
 	for range 3 {
 		r.restore("go-1")
 	}
-	clk.set(clk.Now().Add(59 * time.Minute))
+	clk.Set(clk.Now().Add(59 * time.Minute))
 	r.restore("go-1")
 	if n := st.puts.Load(); n != 1 {
 		t.Fatalf("%d records written in an hour, want 1", n)
 	}
-	clk.set(clk.Now().Add(2 * time.Minute))
+	clk.Set(clk.Now().Add(2 * time.Minute))
 	r.restore("go-1")
 	if n := st.puts.Load(); n != 2 {
 		t.Fatalf("%d records written after an hour, want 2", n)
@@ -183,9 +165,9 @@ func TestEvictByTTLSinceLastUse(t *testing.T) {
 	putRef(t, st, "default.used", start.Add(-10*24*time.Hour))
 	putRef(t, st, "main.new", start.Add(-24*time.Hour))
 	r := newReplica(t, st, clk, "a", server.CollectorOptions{TTL: 7 * 24 * time.Hour, Grace: time.Hour})
-	clk.set(start.Add(-2 * 24 * time.Hour))
+	clk.Set(start.Add(-2 * 24 * time.Hour))
 	r.restore("used")
-	clk.set(start)
+	clk.Set(start)
 	res, ran := r.run()
 	if !ran {
 		t.Fatal("the only replica did not get the lease")
@@ -222,9 +204,9 @@ func TestEvictLRUUnderMaxSize(t *testing.T) {
 	sharedRef(t, st, "default.b", start.Add(-2*time.Hour), shared)
 	sharedRef(t, st, "default.c", start.Add(-1*time.Hour), shared)
 	r := newReplica(t, st, clk, "a", server.CollectorOptions{MaxSize: 5000, Grace: time.Hour})
-	clk.set(start.Add(-30 * time.Minute))
+	clk.Set(start.Add(-30 * time.Minute))
 	r.restore("a")
-	clk.set(start)
+	clk.Set(start)
 	res, _ := r.run()
 	if got := removedKeys(res); !slices.Equal(got, []string{"default.b"}) {
 		t.Fatalf("evicted %v, want [default.b] (the least recently used)", got)
@@ -256,7 +238,7 @@ func TestGCGraceKeepsBlobsBeingSaved(t *testing.T) {
 		freed += int(res.Blobs.DeletedBytes)
 	}
 	for _, at := range []time.Duration{0, 30 * time.Minute} {
-		clk.set(start.Add(at))
+		clk.Set(start.Add(at))
 		res, _ := r.run()
 		count(res)
 		if !has(pending.Digest) || !has(orphan.Digest) {
@@ -267,7 +249,7 @@ func TestGCGraceKeepsBlobsBeingSaved(t *testing.T) {
 	if err := st.PutRef(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
-	clk.set(start.Add(2 * time.Hour))
+	clk.Set(start.Add(2 * time.Hour))
 	res, _ := r.run()
 	count(res)
 	if !has(pending.Digest) {
@@ -310,7 +292,7 @@ func TestTwoReplicasOneGC(t *testing.T) {
 	a, bb := newReplica(t, st, clk, "a", o), newReplica(t, st, clk, "b", o)
 	step := func(at time.Duration, wantA, wantB bool) {
 		t.Helper()
-		clk.set(start.Add(at))
+		clk.Set(start.Add(at))
 		_, ranA := a.run()
 		_, ranB := bb.run()
 		if ranA != wantA || ranB != wantB {
@@ -326,7 +308,7 @@ func TestTwoReplicasOneGC(t *testing.T) {
 	if ranB {
 		t.Fatal("b ran while a holds the lease")
 	}
-	clk.set(start.Add(3*time.Hour + time.Minute))
+	clk.Set(start.Add(3*time.Hour + time.Minute))
 	if _, ranB = bb.run(); !ranB {
 		t.Fatal("b did not take over the expired lease")
 	}

@@ -423,11 +423,11 @@ func TestStatusPageCached(t *testing.T) {
 		}
 	}
 	putRef(t, st, "default.second", clk.Now())
-	clk.set(clk.Now().Add(14 * time.Second))
+	clk.Set(clk.Now().Add(14 * time.Second))
 	if p := f.page(); strings.Contains(p, "second") || st.lists.Load() != 1 {
 		t.Errorf("the page was recomputed within 15 s")
 	}
-	clk.set(clk.Now().Add(2 * time.Second))
+	clk.Set(clk.Now().Add(2 * time.Second))
 	if p := f.page(); !strings.Contains(p, "second") || st.lists.Load() != 2 {
 		t.Errorf("the page was not recomputed after 15 s")
 	}
@@ -488,12 +488,12 @@ func TestStatusHistory(t *testing.T) {
 	if n := samples(newServer().page()); n != 1 {
 		t.Fatalf("%d samples, want 1", n)
 	}
-	clk.set(clk.Now().Add(time.Minute))
+	clk.Set(clk.Now().Add(time.Minute))
 	f := newServer() // a restart
 	if n := samples(f.page()); n != 1 {
 		t.Fatalf("%d samples a minute later, want 1 (at most one per 5 minutes)", n)
 	}
-	clk.set(clk.Now().Add(6 * time.Minute))
+	clk.Set(clk.Now().Add(6 * time.Minute))
 	if n := samples(f.page()); n != 2 {
 		t.Fatalf("%d samples 6 minutes later, want 2", n)
 	}
@@ -504,11 +504,11 @@ func TestStatusHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newFixture(t, st, server.Options{StatusPage: true, Now: clk.Now, Collector: c})
-	clk.set(clk.Now().Add(time.Second))
+	clk.Set(clk.Now().Add(time.Second))
 	if _, _, err := c.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	clk.set(clk.Now().Add(time.Minute))
+	clk.Set(clk.Now().Add(time.Minute))
 	if n := samples(g.page()); n != 3 {
 		t.Fatalf("%d samples after a GC run, want 3", n)
 	}
@@ -522,7 +522,7 @@ func TestStatusHistory(t *testing.T) {
 	if err := st.PutMeta(t.Context(), server.HistoryRecord, []byte(`{"format":1,"samples":[`+strings.Join(forged, ",")+`]}`)); err != nil {
 		t.Fatal(err)
 	}
-	clk.set(clk.Now().Add(time.Hour))
+	clk.Set(clk.Now().Add(time.Hour))
 	page := newServer().page()
 	if n := samples(page); n != 200 {
 		t.Fatalf("%d samples from a record of 302, want 200", n)
@@ -569,7 +569,7 @@ func TestStatusEvictionQueueIsTheGCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFixture(t, st, server.Options{StatusPage: true, Now: clk.Now, Collector: c, AllowUnauthenticatedReads: true})
-	clk.set(start.Add(time.Minute))
+	clk.Set(start.Add(time.Minute))
 	f.getRef("", "e1") // restored: now the most recently used
 	f.inFlight.Wait()
 	var queued []string
@@ -635,6 +635,6 @@ func TestStatusPageStoreDown(t *testing.T) {
 	}
 	f.getRef("", "a")
 	st.fail.Store(false)
-	clk.set(clk.Now().Add(16 * time.Second))
+	clk.Set(clk.Now().Add(16 * time.Second))
 	row(t, f.page(), "entry", "default", "a")
 }

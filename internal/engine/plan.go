@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
@@ -108,6 +109,39 @@ func stillStored(ctx context.Context, st store.Store, base *archive.Index, live,
 		return nil, nil
 	}
 	keep := make([]bool, len(base.Packs))
+	gone := func(p int) {
+		logf("base pack %s is gone from the store: its files are packed again", base.Packs[p].Digest.Short())
+	}
+	// A store that answers for many blobs at once (http://) is asked once.
+	if bc, ok := store.As[store.BlobChecker](st); ok {
+		var ds []digest.Digest
+		for p := range base.Packs {
+			if worthKeeping(live[p], total[p]) {
+				ds = append(ds, base.Packs[p].Digest)
+			}
+		}
+		if len(ds) == 0 {
+			return keep, nil
+		}
+		missing, err := bc.MissingBlobs(ctx, ds)
+		if err != nil {
+			return nil, err
+		}
+		lacks := make(map[digest.Digest]bool, len(missing))
+		for _, d := range missing {
+			lacks[d] = true
+		}
+		for p := range base.Packs {
+			switch {
+			case !worthKeeping(live[p], total[p]):
+			case lacks[base.Packs[p].Digest]:
+				gone(p)
+			default:
+				keep[p] = true
+			}
+		}
+		return keep, nil
+	}
 	var g errgroup.Group
 	g.SetLimit(8)
 	for p := range base.Packs {
@@ -119,7 +153,7 @@ func stillStored(ctx context.Context, st store.Store, base *archive.Index, live,
 				if !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
-				logf("base pack %s is gone from the store: its files are packed again", base.Packs[p].Digest.Short())
+				gone(p)
 				return nil
 			}
 			keep[p] = true

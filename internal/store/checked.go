@@ -143,6 +143,36 @@ func (c *checked) ListRefs(ctx context.Context, prefix string) ([]string, error)
 	return keys, c.name("list refs", fmt.Sprintf("%q", prefix), err)
 }
 
+// MissingBlobs implements BlobChecker when the backend is one. What it
+// answers is kept to digests that were asked about.
+func (c *checked) MissingBlobs(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error) {
+	op := "check blobs"
+	for _, d := range ds {
+		if err := d.Validate(); err != nil {
+			return nil, c.refused(op, err)
+		}
+	}
+	bc, ok := As[BlobChecker](c.st)
+	if !ok {
+		return nil, c.unsupported(op)
+	}
+	missing, err := bc.MissingBlobs(ctx, ds)
+	if err != nil {
+		return nil, c.name(op, fmt.Sprintf("(%d)", len(ds)), err)
+	}
+	asked := make(map[digest.Digest]bool, len(ds))
+	for _, d := range ds {
+		asked[d] = true
+	}
+	out := missing[:0]
+	for _, d := range missing {
+		if asked[d] {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
 // ListRefInfo implements RefLister when the backend is one.
 func (c *checked) ListRefInfo(ctx context.Context, prefix string) ([]RefInfo, error) {
 	op := "list refs"

@@ -348,6 +348,20 @@ func (s *Retrying) ListBlobs(ctx context.Context) ([]BlobMeta, error) {
 	return blobs, err
 }
 
+// MissingBlobs implements BlobChecker when the store is one.
+func (s *Retrying) MissingBlobs(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error) {
+	bc, ok := As[BlobChecker](s.st)
+	if !ok {
+		return nil, fmt.Errorf("%s: this store cannot check blobs at once: %w", s, errors.ErrUnsupported)
+	}
+	var missing []digest.Digest
+	err := s.budget().do(ctx, fmt.Sprintf("check %d blobs", len(ds)), readOp, func(ctx context.Context) (err error) {
+		missing, err = bc.MissingBlobs(ctx, ds)
+		return err
+	})
+	return missing, err
+}
+
 // GetBlob implements Store. The reader resumes after a transient failure.
 func (s *Retrying) GetBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	return s.getBlob(ctx, d, 0)

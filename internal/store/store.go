@@ -115,6 +115,17 @@ type BlobLister interface {
 	ListBlobs(ctx context.Context) ([]BlobMeta, error)
 }
 
+// BlobChecker is implemented by stores that say which of many blobs they
+// lack in one round trip (an http:// store: POST /v1/blobs:missing),
+// where any store can say it blob by blob with StatBlob. Its answer is
+// untrusted like the rest: a blob it wrongly says is there makes the
+// store refuse the ref that names it (or a restore miss), never wrong
+// bytes.
+type BlobChecker interface {
+	// MissingBlobs returns the digests of ds the store does not hold.
+	MissingBlobs(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error)
+}
+
 // MetaStore is implemented by stores that keep small named records of
 // their own beside the entries (an object store's v1/meta/NAME), never
 // listed as refs or blobs: what a prune remembers from one run to the next.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,7 +18,9 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/engine"
 	"github.com/tekton-cache/tekton-cache/internal/engine/enginetest"
+	"github.com/tekton-cache/tekton-cache/internal/httpapi"
 	"github.com/tekton-cache/tekton-cache/internal/server"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/httpstore"
@@ -232,5 +235,88 @@ func TestMissingBlobs(t *testing.T) {
 	got, err := hs.MissingBlobs(t.Context(), all)
 	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("MissingBlobs = %v, %v; want %v", got, err, want)
+	}
+}
+
+// TestIncrementalSaveAsksOnce: an incremental save through an http://
+// store asks once which of its base's packs the server still holds
+// (POST /v1/blobs:missing), not a HEAD per pack; and a pack gone from the
+// server is packed again.
+func TestIncrementalSaveAsksOnce(t *testing.T) {
+	t.Setenv(httpstore.TokenEnv, token)
+	backing := dirStore(t, t.TempDir())
+	srv, err := server.New(backing, server.Options{Authenticator: tokens(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		route := r.Method + " " + r.URL.Path
+		if strings.HasPrefix(r.URL.Path, httpapi.BlobsPath) {
+			route = r.Method + " " + httpapi.BlobsPath
+		}
+		calls[route]++
+		mu.Unlock()
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	st := open(t, ts.URL)
+	src := t.TempDir()
+	for i := range 40 {
+		data := bytes.Repeat(fmt.Appendf(nil, "file %d ", i), 20_000)
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := engine.Save(t.Context(), st, engine.SaveOptions{Key: "go-1", Folders: []string{src}, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := st.GetRef(t.Context(), "go-1")
+	if err != nil || len(base.Packs) < 3 {
+		t.Fatalf("the first save: %d packs, %v; want several", len(base.Packs), err)
+	}
+	// One of the base's packs is gone from the server's store.
+	if err := backing.(store.Deleter).DeleteBlob(t.Context(), base.Packs[0].Digest); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "new"), []byte("a new file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	clear(calls)
+	mu.Unlock()
+	second, err := engine.Save(t.Context(), st, engine.SaveOptions{Key: "go-2", Folders: []string{src}, PackSize: 1 << 20, BaseKeys: []string{"go-"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := maps.Clone(calls)
+	mu.Unlock()
+	calls = got
+	if calls["POST "+httpapi.MissingPath] != 1 {
+		t.Errorf("the incremental save asked %d times which blobs are missing, want once: %v", calls["POST "+httpapi.MissingPath], calls)
+	}
+	// HEADs left: one for each blob the save uploads (its new packs and
+	// index) and one for the index the folder's restore state names, none
+	// for the base's packs.
+	if heads := calls["HEAD "+httpapi.BlobsPath]; heads > second.UploadedBlobs+1 {
+		t.Errorf("%d blob HEADs for %d blobs uploaded: the base's packs were stat'ed one by one (%v)", heads, second.UploadedBlobs, calls)
+	}
+	if second.ReusedPacks != len(base.Packs)-1 || first.UploadedBlobs == 0 {
+		t.Errorf("reused %d of the base's %d packs, want all but the one gone", second.ReusedPacks, len(base.Packs))
+	}
+	dst := t.TempDir()
+	if r, err := engine.Restore(t.Context(), st, engine.RestoreOptions{Key: "go-2", Folders: []string{dst}}); err != nil || !r.Restored {
+		t.Fatalf("Restore(go-2) = %+v, %v", r, err)
+	}
+	for _, name := range []string{"f00", "f39", "new"} {
+		a, _ := os.ReadFile(filepath.Join(src, name))
+		b, err := os.ReadFile(filepath.Join(dst, name))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("%s restored wrong: %v", name, err)
+		}
 	}
 }

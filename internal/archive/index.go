@@ -83,6 +83,14 @@ func (x *Index) TarName(e *Entry) string {
 	return fmt.Sprintf("%d/%s", e.Root, e.Path)
 }
 
+// CompareEntries is the order of Sort: by root, then path.
+func CompareEntries(a, b *Entry) int {
+	if c := cmp.Compare(a.Root, b.Root); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Path, b.Path)
+}
+
 // Sort orders the entries by root then path, the order of packs and of
 // extraction (parents before children).
 func (x *Index) Sort() {
@@ -94,13 +102,7 @@ func (x *Index) Sort() {
 	for i := range order {
 		order[i] = int32(i)
 	}
-	slices.SortFunc(order, func(i, j int32) int {
-		a, b := &x.Entries[i], &x.Entries[j]
-		if c := cmp.Compare(a.Root, b.Root); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Path, b.Path)
-	})
+	slices.SortFunc(order, func(i, j int32) int { return CompareEntries(&x.Entries[i], &x.Entries[j]) })
 	ids := len(x.IDs) == len(x.Entries)
 	// Position i gets the entry at order[i]; a position done is marked
 	// order[i] = i.
@@ -535,8 +537,7 @@ func ValidPath(p string) error {
 // it, by root then path (the order of Sort).
 func (x *Index) sorted() bool {
 	for i := 1; i < len(x.Entries); i++ {
-		a, b := &x.Entries[i-1], &x.Entries[i]
-		if a.Root > b.Root || a.Root == b.Root && a.Path >= b.Path {
+		if CompareEntries(&x.Entries[i-1], &x.Entries[i]) >= 0 {
 			return false
 		}
 	}
@@ -578,12 +579,7 @@ func (x *Index) Validate() error {
 		if j := lastParent; j >= 0 && x.Entries[j].Root == root && x.Entries[j].Path == p {
 			return x.Entries[j].Type
 		}
-		j, found := slices.BinarySearchFunc(x.Entries[:i], p, func(e Entry, p string) int {
-			if c := cmp.Compare(e.Root, root); c != 0 {
-				return c
-			}
-			return strings.Compare(e.Path, p)
-		})
+		j, found := slices.BinarySearchFunc(x.Entries[:i], Entry{Root: root, Path: p}, func(e, target Entry) int { return CompareEntries(&e, &target) })
 		if !found {
 			return ""
 		}

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bufio"
-	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	fastjson "github.com/segmentio/encoding/json"
@@ -434,10 +432,10 @@ func (fs *folderState) joinStream(x *archive.Index, at []int32, proofs *[]proof)
 				rec = archive.FileID{Dev: st.Dev[k], Ino: st.Ino[k], Ctime: st.Ctime[k]}
 			}
 		}
-		for i < len(x.Entries) && compareEntry(&x.Entries[i], b) < 0 {
+		for i < len(x.Entries) && archive.CompareEntries(&x.Entries[i], b) < 0 {
 			i++
 		}
-		if i < len(x.Entries) && compareEntry(&x.Entries[i], b) == 0 {
+		if i < len(x.Entries) && archive.CompareEntries(&x.Entries[i], b) == 0 {
 			if !rec.IsZero() && len(*proofs) < math.MaxInt32 {
 				*proofs = append(*proofs, proof{rec, b.Size, b.MTime, b.Mode, b.Digest})
 				at[i] = int32(len(*proofs))
@@ -455,15 +453,6 @@ func (fs *folderState) joinStream(x *archive.Index, at []int32, proofs *[]proof)
 		}
 	}
 	return true
-}
-
-// compareEntry orders entries as archive.Index.Sort does: by folder, then
-// path.
-func compareEntry(a, b *archive.Entry) int {
-	if c := cmp.Compare(a.Root, b.Root); c != 0 {
-		return c
-	}
-	return strings.Compare(a.Path, b.Path)
 }
 
 // settle waits (a few milliseconds at most) until the kernel clock has

@@ -40,6 +40,11 @@ func syntheticIndex(n int) (*archive.Index, []archive.FileID) {
 	return x, ids
 }
 
+// entryOf is the entry of index x, stored as blob, as Load gives it.
+func entryOf(x *archive.Index, blob []byte) *Entry {
+	return &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}}, Index: x, Blob: blob}
+}
+
 // bytesPerEntry returns what f allocates, and what it leaves live, per
 // entry of n.
 func bytesPerEntry(n int, f func() any) (allocated, live float64) {
@@ -108,7 +113,7 @@ func TestStateMemoryPerEntry(t *testing.T) {
 	// A warm restore of the entry the folder holds: the state's index is
 	// the one the restore has, so it is neither read nor decoded again,
 	// and the extractor's lookup is by position, with no map of paths.
-	have := &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}}, Index: x, Blob: blob}
+	have := entryOf(x, blob)
 	var same *folderState
 	ka, _ := bytesPerEntry(n, func() any {
 		var why string
@@ -169,14 +174,13 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 	for i := range old.Entries {
 		oldAt[old.Entries[i].Path] = i
 	}
+	xblob, err := x.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var known func(int, archive.FileID, int64, int64, uint32) string
 	_, live := bytesPerEntry(len(x.Entries), func() any {
-		xblob, err := x.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		have := &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(xblob), Size: int64(len(xblob))}}, Index: x, Blob: xblob}
-		fs, why := readState([]string{dir}, have)
+		fs, why := readState([]string{dir}, entryOf(x, xblob))
 		if fs == nil || fs.X != nil {
 			t.Fatalf("state %+v (%s), want one whose index is not decoded", fs, why)
 		}
@@ -225,8 +229,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 	if err := writeState([]string{forged}, old, sblob, ids, 1<<62, "k1", "s", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	xblob, _ := x.Encode()
-	fs, why := readState([]string{forged}, &Entry{Ref: &store.Ref{Index: format.Descriptor{Digest: digest.FromBytes(xblob), Size: int64(len(xblob))}}, Index: x, Blob: xblob})
+	fs, why := readState([]string{forged}, entryOf(x, xblob))
 	if fs == nil {
 		t.Fatal(why)
 	}

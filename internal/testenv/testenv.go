@@ -7,18 +7,20 @@ import (
 	"testing"
 )
 
-// DisallowSkipEnv, when set (CI sets it), turns SkipUnless's skips into
-// failures: in CI a missing server is a failure.
+// DisallowSkipEnv, when set (`make test` sets it), turns SkipUnless's
+// skips into failures, as CI=true does (.ci/run): in CI a missing server
+// is a failure.
 const DisallowSkipEnv = "CACHE_TEST_DISALLOW_SKIP"
 
-// SkipUnless skips t with why, or fails it when DisallowSkipEnv is set.
+// SkipUnless skips t with why, or fails it when DisallowSkipEnv is set or
+// CI is true.
 func SkipUnless(t testing.TB, ok bool, why string) {
 	t.Helper()
 	if ok {
 		return
 	}
-	if os.Getenv(DisallowSkipEnv) != "" {
-		t.Fatalf("%s (and %s is set, so this cannot be skipped)", why, DisallowSkipEnv)
+	if os.Getenv(DisallowSkipEnv) != "" || os.Getenv("CI") == "true" {
+		t.Fatalf("%s (and %s or CI=true is set, so this cannot be skipped)", why, DisallowSkipEnv)
 	}
 	t.Skip(why)
 }

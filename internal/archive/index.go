@@ -362,7 +362,8 @@ func DecodeIndexSized(blob []byte, entries int) (*Index, error) {
 // VisitIndex decodes the index blob as DecodeIndex does, but gives each
 // entry and its position to visit as it is parsed, in a variable reused
 // for the next, and keeps none: the Index returned has its roots and
-// packs, no entries. Position 0 may come more than once: an index in
+// packs, no entries. The entry's strings are valid only until visit
+// returns (they may be the decoder's buffer): strings.Clone what is kept. Position 0 may come more than once: an index in
 // another layout than our writer's is found so partway, and is then
 // decoded whole and visited from its first entry again. The
 // entries are NOT validated (Validate needs them all): visit must treat

@@ -121,7 +121,7 @@ func TestDecodeIndexOtherLayouts(t *testing.T) {
 			if pos != len(visited) {
 				t.Errorf("%s: visited position %d after %d entries", name, pos, len(visited))
 			}
-			visited = append(visited, e.Path)
+			visited = append(visited, strings.Clone(e.Path))
 			return nil
 		}); err != nil {
 			t.Errorf("%s: VisitIndex: %v", name, err)

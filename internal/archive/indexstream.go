@@ -308,6 +308,13 @@ func (s *jsonStream) entries(maxEntries int64, size int, visit func(int, *Entry)
 	}
 	entries := make([]Entry, 0, size)
 	var one Entry
+	// Visited entries are not kept: their strings may alias the stream's
+	// buffer (VisitIndex says so), which spares a path and a digest
+	// allocated an entry.
+	flags := fastjson.DisallowUnknownFields
+	if visit != nil {
+		flags |= fastjson.DontCopyString
+	}
 	n := int64(0)
 	if s.peek() == ']' {
 		s.pos++
@@ -332,7 +339,7 @@ func (s *jsonStream) entries(maxEntries int64, size int, visit func(int, *Entry)
 		} else {
 			one = Entry{}
 		}
-		if rest, err := fastjson.Parse(v, e, fastjson.DisallowUnknownFields); err != nil {
+		if rest, err := fastjson.Parse(v, e, flags); err != nil {
 			return nil, err
 		} else if len(bytes.TrimSpace(rest)) > 0 {
 			return nil, s.syntax("data after an entry")

@@ -14,7 +14,7 @@ import (
 )
 
 // Planning a save: which files of the walk are unchanged since the base
-// (matchUnchanged, then hashFiles for those no record proves), which base
+// (base.join, matchUnchanged, then hashFiles for those no record proves), which base
 // packs are live enough to keep (livePacks, worthKeeping, then stillStored
 // asks the store), and how the other files are grouped into new packs
 // (planPacks, groupFresh). Everything here but hashFiles and stillStored is
@@ -28,69 +28,52 @@ type packPlan struct {
 	kept []format.Descriptor
 	// newPos is, per base pack, its position in kept, or -1.
 	newPos []int
-	// reuse is, per entry of the new index, the base entry (index + 1) whose
-	// digest, pack and offset it takes, or 0: its pack is kept.
+	// reuse is, per entry of the new index, the base file (1 + its
+	// position in base.files) whose digest, pack and offset it takes, or
+	// 0: its pack is kept.
 	reuse []int
 	// fresh are the new packs, in order, numbered from len(kept).
 	fresh [][]archive.PackFile
+	// same: the new index is the base's (planSave says when).
+	same bool
 }
 
-// matchUnchanged returns, per entry of x, the base entry (index + 1, or 0)
-// that may hold its content: a file at the same path, of the same non-zero
-// size, in a pack of the base. hash lists the entries nothing proves equal
-// to their match (b has no record of them, or the record differs from what
-// the walk saw): they are read to know.
-func matchUnchanged(x *archive.Index, b base) (reuse, hash []int) {
-	type key struct {
-		root int
-		path string
-	}
+// matchUnchanged returns, per entry of x, the base file (1 + its position
+// in b.files, or 0) that may hold its content: a file at the same path, of
+// the same non-zero size, in a pack of the base (b.join found them). hash
+// lists the entries nothing proves equal to their match (b has no record of
+// them, or the record differs from what the walk saw): they are read to
+// know.
+func matchUnchanged(x *archive.Index, b *base) (reuse, hash []int) {
 	reuse = make([]int, len(x.Entries))
-	if b.x == nil {
+	if b.at == nil {
 		return reuse, nil
 	}
-	byPath := make(map[key]int, len(b.x.Entries))
-	for i := range b.x.Entries {
-		if e := &b.x.Entries[i]; e.Type == archive.TypeFile && e.Pack >= 0 {
-			byPath[key{e.Root, e.Path}] = i
-		}
-	}
-	for i := range x.Entries {
-		e := &x.Entries[i]
-		if e.Type != archive.TypeFile || e.Size == 0 {
+	for i, k := range b.at {
+		if k == 0 {
 			continue
 		}
-		j, ok := byPath[key{e.Root, e.Path}]
-		if !ok || b.x.Entries[j].Size != e.Size {
-			continue
-		}
-		reuse[i] = j + 1
-		if b.ids == nil || !proven(b.ids[j], x.IDs[i], e, &b.x.Entries[j]) {
+		reuse[i] = int(k)
+		if !b.files[k-1].proven {
 			hash = append(hash, i)
 		}
 	}
 	return reuse, hash
 }
 
-// livePacks returns, per pack of base, the bytes of the files of x that
+// livePacks returns, per pack of the base, the bytes of the files of x that
 // reuse its content (live) and the bytes of all the files it holds (total).
-func livePacks(x, base *archive.Index, reuse []int) (live, total []int64) {
-	if base == nil {
+func livePacks(x *archive.Index, b *base, reuse []int) (live, total []int64) {
+	if b.at == nil {
 		return nil, nil
 	}
-	live = make([]int64, len(base.Packs))
-	total = make([]int64, len(base.Packs))
-	for i := range base.Entries {
-		if e := &base.Entries[i]; e.Pack >= 0 {
-			total[e.Pack] += e.Size
-		}
-	}
+	live = make([]int64, len(b.packs))
 	for i := range x.Entries {
 		if reuse[i] != 0 {
-			live[base.Entries[reuse[i]-1].Pack] += x.Entries[i].Size
+			live[b.files[reuse[i]-1].pack] += x.Entries[i].Size
 		}
 	}
-	return live, total
+	return live, b.total
 }
 
 // worthKeeping is the reuse rule: a base pack is kept when at least half of
@@ -104,20 +87,20 @@ func worthKeeping(live, total int64) bool {
 // by live and total (livePacks), and still in st (8 stats at once). A pack
 // gone from the store is not kept (its files are packed again); a store
 // that cannot say fails the save.
-func stillStored(ctx context.Context, st store.Store, base *archive.Index, live, total []int64, logf func(string, ...any)) ([]bool, error) {
-	if base == nil {
+func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor, live, total []int64, logf func(string, ...any)) ([]bool, error) {
+	if packs == nil {
 		return nil, nil
 	}
-	keep := make([]bool, len(base.Packs))
+	keep := make([]bool, len(packs))
 	gone := func(p int) {
-		logf("base pack %s is gone from the store: its files are packed again", base.Packs[p].Digest.Short())
+		logf("base pack %s is gone from the store: its files are packed again", packs[p].Digest.Short())
 	}
 	// A store that answers for many blobs at once (http://) is asked once.
 	if bc, ok := store.As[store.BlobChecker](st); ok {
 		var ds []digest.Digest
-		for p := range base.Packs {
+		for p := range packs {
 			if worthKeeping(live[p], total[p]) {
-				ds = append(ds, base.Packs[p].Digest)
+				ds = append(ds, packs[p].Digest)
 			}
 		}
 		if len(ds) == 0 {
@@ -131,10 +114,10 @@ func stillStored(ctx context.Context, st store.Store, base *archive.Index, live,
 		for _, d := range missing {
 			lacks[d] = true
 		}
-		for p := range base.Packs {
+		for p := range packs {
 			switch {
 			case !worthKeeping(live[p], total[p]):
-			case lacks[base.Packs[p].Digest]:
+			case lacks[packs[p].Digest]:
 				gone(p)
 			default:
 				keep[p] = true
@@ -144,12 +127,12 @@ func stillStored(ctx context.Context, st store.Store, base *archive.Index, live,
 	}
 	var g errgroup.Group
 	g.SetLimit(8)
-	for p := range base.Packs {
+	for p := range packs {
 		if !worthKeeping(live[p], total[p]) {
 			continue
 		}
 		g.Go(func() error {
-			if _, err := st.StatBlob(ctx, base.Packs[p].Digest); err != nil {
+			if _, err := st.StatBlob(ctx, packs[p].Digest); err != nil {
 				if !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
@@ -170,19 +153,19 @@ func stillStored(ctx context.Context, st store.Store, base *archive.Index, live,
 // (renumbered from 0 in the base's order), the matches of reuse whose pack
 // is kept, and the other non-empty files grouped into new packs of about
 // packSize (groupFresh). It does not change x (see apply).
-func planPacks(x, base *archive.Index, folders []string, reuse []int, keep []bool, packSize int64) *packPlan {
+func planPacks(x *archive.Index, b *base, folders []string, reuse []int, keep []bool, packSize int64) *packPlan {
 	plan := &packPlan{reuse: make([]int, len(x.Entries))}
-	if base != nil {
-		plan.newPos = make([]int, len(base.Packs))
-		for p := range base.Packs {
+	if b.at != nil {
+		plan.newPos = make([]int, len(b.packs))
+		for p := range b.packs {
 			plan.newPos[p] = -1
 			if keep[p] {
 				plan.newPos[p] = len(plan.kept)
-				plan.kept = append(plan.kept, base.Packs[p])
+				plan.kept = append(plan.kept, b.packs[p])
 			}
 		}
 		for i, j := range reuse {
-			if j != 0 && plan.newPos[base.Entries[j-1].Pack] >= 0 {
+			if j != 0 && plan.newPos[b.files[j-1].pack] >= 0 {
 				plan.reuse[i] = j
 			}
 		}
@@ -242,14 +225,14 @@ func groupFresh(x *archive.Index, folders []string, reuse []int, packSize int64)
 // apply makes x's packs the kept ones and gives each reusing entry its base
 // entry's digest, pack (renumbered) and offset. It returns how many files
 // reuse a base pack.
-func (p *packPlan) apply(x, base *archive.Index) (reusedFiles int) {
+func (p *packPlan) apply(x *archive.Index, b *base) (reusedFiles int) {
 	x.Packs = append(x.Packs, p.kept...)
 	for i, j := range p.reuse {
 		if j == 0 {
 			continue
 		}
-		b, e := &base.Entries[j-1], &x.Entries[i]
-		e.Digest, e.Pack, e.Offset = b.Digest, p.newPos[b.Pack], b.Offset
+		f, e := &b.files[j-1], &x.Entries[i]
+		e.Digest, e.Pack, e.Offset = f.digest, p.newPos[f.pack], f.offset
 		reusedFiles++
 	}
 	return reusedFiles
@@ -258,7 +241,7 @@ func (p *packPlan) apply(x, base *archive.Index) (reusedFiles int) {
 // hashFiles reads the files of x at positions hash (jobs at once) and keeps
 // reuse[i] only for those whose content is the base entry's; the others are
 // packed anew.
-func hashFiles(ctx context.Context, x *archive.Index, folders []string, base *archive.Index, hash []int, reuse []int, jobs int) error {
+func hashFiles(ctx context.Context, x *archive.Index, folders []string, b *base, hash []int, reuse []int, jobs int) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
 	for _, i := range hash {
@@ -268,7 +251,7 @@ func hashFiles(ctx context.Context, x *archive.Index, folders []string, base *ar
 			}
 			e := &x.Entries[i]
 			got, err := archive.HashFile(filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), x.IDs[i], e.Size)
-			if err != nil || got != base.Entries[reuse[i]-1].Digest {
+			if err != nil || got != b.files[reuse[i]-1].digest {
 				reuse[i] = 0 // changed, or unreadable now: packing reads it (and says why)
 			}
 			return nil

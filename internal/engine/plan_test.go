@@ -47,6 +47,16 @@ func index(npacks int, files ...f) *archive.Index {
 	return x
 }
 
+// joined is base bx (with records ids, or none) joined to the walk x.
+func joined(t testing.TB, x, bx *archive.Index, ids []archive.FileID) *base {
+	t.Helper()
+	b := &base{name: "test base", x: bx, ids: ids}
+	if err := b.join(x); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestMatchUnchanged(t *testing.T) {
 	const no = archive.NoPack
 	bx := index(2, f{"same", 10, 0}, f{"grown", 10, 0}, f{"empty", 0, no}, f{"other", 5, 1})
@@ -57,22 +67,23 @@ func TestMatchUnchanged(t *testing.T) {
 		wantReuse []int
 		wantHash  []int
 	}{
-		// Entries: 0 d, 1 same, 2 grown, 3 empty, 4 new, 5 other.
-		{"no records: every match is hashed", nil, []int{0, 2, 0, 0, 0, 5}, []int{1, 5}},
+		// Entries: 0 d, 1 same, 2 grown, 3 empty, 4 new, 5 other; the
+		// base files the walk may reuse: 1 same, 2 other.
+		{"no records: every match is hashed", nil, []int{0, 1, 0, 0, 0, 2}, []int{1, 5}},
 		// Records are per base entry: same is x's Ino 2, other x's Ino 6.
-		{"records prove both", []archive.FileID{{Ino: 1}, {Ino: 2}, {Ino: 3}, {Ino: 4}, {Ino: 6}}, []int{0, 2, 0, 0, 0, 5}, nil},
-		{"a record differs", []archive.FileID{{Ino: 1}, {Ino: 2}, {Ino: 3}, {Ino: 4}, {Ino: 99}}, []int{0, 2, 0, 0, 0, 5}, []int{5}},
-		{"a zero record proves nothing", []archive.FileID{{Ino: 1}, {}, {Ino: 3}, {Ino: 4}, {Ino: 6}}, []int{0, 2, 0, 0, 0, 5}, []int{1}},
+		{"records prove both", []archive.FileID{{Ino: 1}, {Ino: 2}, {Ino: 3}, {Ino: 4}, {Ino: 6}}, []int{0, 1, 0, 0, 0, 2}, nil},
+		{"a record differs", []archive.FileID{{Ino: 1}, {Ino: 2}, {Ino: 3}, {Ino: 4}, {Ino: 99}}, []int{0, 1, 0, 0, 0, 2}, []int{5}},
+		{"a zero record proves nothing", []archive.FileID{{Ino: 1}, {}, {Ino: 3}, {Ino: 4}, {Ino: 6}}, []int{0, 1, 0, 0, 0, 2}, []int{1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			reuse, hash := matchUnchanged(x, base{x: bx, ids: tc.ids})
+			reuse, hash := matchUnchanged(x, joined(t, x, bx, tc.ids))
 			if !slices.Equal(reuse, tc.wantReuse) || !slices.Equal(hash, tc.wantHash) {
 				t.Fatalf("reuse %v, hash %v; want %v, %v", reuse, hash, tc.wantReuse, tc.wantHash)
 			}
 		})
 	}
 	t.Run("no base", func(t *testing.T) {
-		reuse, hash := matchUnchanged(x, base{})
+		reuse, hash := matchUnchanged(x, &base{})
 		if !slices.Equal(reuse, make([]int, len(x.Entries))) || hash != nil {
 			t.Fatalf("reuse %v, hash %v without a base", reuse, hash)
 		}
@@ -80,7 +91,7 @@ func TestMatchUnchanged(t *testing.T) {
 	t.Run("a proven file whose mtime changed is hashed", func(t *testing.T) {
 		y := index(0, f{"same", 10, no})
 		y.Entries[1].MTime++
-		_, hash := matchUnchanged(y, base{x: bx, ids: slices.Clone(bx.IDs)})
+		_, hash := matchUnchanged(y, joined(t, y, bx, slices.Clone(bx.IDs)))
 		if !slices.Equal(hash, []int{1}) {
 			t.Fatalf("hash %v", hash)
 		}
@@ -128,8 +139,9 @@ func TestLivePacksAtTheBoundary(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bx := index(2, f{"kept", tc.kept, 0}, f{"gone", tc.gone, 0}, f{"other", 7, 1}, f{"empty", 0, no})
 			x := index(0, f{"kept", tc.kept, no}, f{"other", 8, no}, f{"empty", 0, no})
-			reuse, _ := matchUnchanged(x, base{x: bx})
-			live, total := livePacks(x, bx, reuse)
+			b := joined(t, x, bx, nil)
+			reuse, _ := matchUnchanged(x, b)
+			live, total := livePacks(x, b, reuse)
 			if want := []int64{tc.kept, 0}; !slices.Equal(live, want) {
 				t.Fatalf("live %v, want %v", live, want)
 			}
@@ -144,7 +156,7 @@ func TestLivePacksAtTheBoundary(t *testing.T) {
 			}
 		})
 	}
-	if live, total := livePacks(index(0), nil, nil); live != nil || total != nil {
+	if live, total := livePacks(index(0), &base{}, nil); live != nil || total != nil {
 		t.Fatalf("no base: live %v, total %v", live, total)
 	}
 }
@@ -155,16 +167,17 @@ func TestPlanPacksRenumbers(t *testing.T) {
 	const no = archive.NoPack
 	bx := index(3, f{"a", 10, 0}, f{"b", 20, 1}, f{"c", 30, 2}, f{"c2", 5, 2})
 	x := index(0, f{"a", 10, no}, f{"b", 20, no}, f{"c", 30, no}, f{"c2", 5, no}, f{"new", 1, no})
-	reuse, _ := matchUnchanged(x, base{x: bx})
-	plan := planPacks(x, bx, []string{"/w"}, reuse, []bool{false, true, true}, 1<<20)
+	b := joined(t, x, bx, nil)
+	reuse, _ := matchUnchanged(x, b)
+	plan := planPacks(x, b, []string{"/w"}, reuse, []bool{false, true, true}, 1<<20)
 	if want := []format.Descriptor{bx.Packs[1], bx.Packs[2]}; !slices.Equal(plan.kept, want) {
 		t.Fatalf("kept %v, want %v", plan.kept, want)
 	}
 	if want := []int{-1, 0, 1}; !slices.Equal(plan.newPos, want) {
 		t.Fatalf("newPos %v, want %v", plan.newPos, want)
 	}
-	// Entries: 0 d, 1 a, 2 b, 3 c, 4 c2, 5 new.
-	if want := []int{0, 0, 3, 4, 5, 0}; !slices.Equal(plan.reuse, want) {
+	// Entries: 0 d, 1 a, 2 b, 3 c, 4 c2, 5 new; base files 1 a, 2 b, 3 c, 4 c2.
+	if want := []int{0, 0, 2, 3, 4, 0}; !slices.Equal(plan.reuse, want) {
 		t.Fatalf("reuse %v, want %v", plan.reuse, want)
 	}
 	if got := groupNames(plan.fresh); !slices.Equal(got, []string{"a new"}) {
@@ -173,7 +186,7 @@ func TestPlanPacksRenumbers(t *testing.T) {
 	if src := plan.fresh[0][0].Source; src != filepath.Join("/w", "a") {
 		t.Fatalf("source %q", src)
 	}
-	if n := plan.apply(x, bx); n != 3 {
+	if n := plan.apply(x, b); n != 3 {
 		t.Fatalf("apply reused %d files, want 3", n)
 	}
 	if !slices.Equal(x.Packs, plan.kept) {
@@ -201,8 +214,8 @@ func TestPlanPacksRenumbers(t *testing.T) {
 func TestPlanPacksWithoutBase(t *testing.T) {
 	const no = archive.NoPack
 	x := index(0, f{"a", 10, no}, f{"b", 20, no})
-	plan := planPacks(x, nil, []string{"/w"}, make([]int, len(x.Entries)), nil, 1<<20)
-	if plan.kept != nil || plan.newPos != nil || plan.apply(x, nil) != 0 || len(x.Packs) != 0 {
+	plan := planPacks(x, &base{}, []string{"/w"}, make([]int, len(x.Entries)), nil, 1<<20)
+	if plan.kept != nil || plan.newPos != nil || plan.apply(x, &base{}) != 0 || len(x.Packs) != 0 {
 		t.Fatalf("a plan without base keeps packs: %+v", plan)
 	}
 	if got := groupNames(plan.fresh); !slices.Equal(got, []string{"a b"}) {
@@ -321,7 +334,7 @@ func TestStillStored(t *testing.T) {
 	live, total := []int64{5, 5, 4}, []int64{10, 10, 10}
 	st := &statCounter{Store: mem, stats: map[digest.Digest]int{}}
 	var logged []string
-	keep, err := stillStored(ctx, st, bx, live, total, func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) })
+	keep, err := stillStored(ctx, st, bx.Packs, live, total, func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,10 +348,79 @@ func TestStillStored(t *testing.T) {
 		t.Fatalf("logged %q", logged)
 	}
 	st.fail = bx.Packs[0].Digest
-	if _, err := stillStored(ctx, st, bx, live, total, t.Logf); !errors.Is(err, errUnreachable) {
+	if _, err := stillStored(ctx, st, bx.Packs, live, total, t.Logf); !errors.Is(err, errUnreachable) {
 		t.Fatalf("a store that cannot answer: %v", err)
 	}
 	if keep, err := stillStored(ctx, st, nil, nil, nil, t.Logf); keep != nil || err != nil {
 		t.Fatalf("no base: %v, %v", keep, err)
 	}
+}
+
+// TestBaseJoinSame: the join says the walk is the base's entry (so a
+// no-op save reuses the base's index bytes and leaves the state as it is)
+// only when every entry but the content of files is the same, position for
+// position; any other difference gives a new index.
+func TestBaseJoinSame(t *testing.T) {
+	const no = archive.NoPack
+	bx := index(1, f{"a", 10, 0}, f{"empty", 0, no}, f{"z", 3, 0})
+	bx.Entries = append(bx.Entries, archive.Entry{Path: "zz-link", Type: archive.TypeSymlink, Link: "a", Pack: no})
+	bx.IDs = append(bx.IDs, archive.FileID{})
+	walk := func() *archive.Index {
+		x := index(0, f{"a", 10, no}, f{"empty", 0, no}, f{"z", 3, no})
+		x.Entries = append(x.Entries, archive.Entry{Path: "zz-link", Type: archive.TypeSymlink, Link: "a", Pack: no})
+		x.IDs = append(x.IDs, archive.FileID{})
+		return x
+	}
+	if b := joined(t, walk(), bx, bx.IDs); !b.same || !b.holds || len(b.files) != 2 || b.contentFiles != 2 || !slices.Equal(b.total, []int64{13}) {
+		t.Fatalf("the walk of the base's own tree: same %v, holds %v, %d files of %d, totals %v", b.same, b.holds, len(b.files), b.contentFiles, b.total)
+	}
+	if b := joined(t, walk(), bx, nil); !b.same || b.holds {
+		t.Fatalf("without records: same %v, holds %v, want the same index and a state to write", b.same, b.holds)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(x *archive.Index)
+	}{
+		{"a directory's mode", func(x *archive.Index) { x.Entries[0].Mode = 0o700 }},
+		{"an empty file's mtime", func(x *archive.Index) { x.Entries[2].MTime++ }},
+		{"a symlink's target", func(x *archive.Index) { x.Entries[4].Link = "z" }},
+		{"a file's size", func(x *archive.Index) { x.Entries[1].Size++ }},
+		{"a file's mode", func(x *archive.Index) { x.Entries[1].Mode = 0o600 }},
+		{"a new file", func(x *archive.Index) {
+			x.Entries = append(x.Entries, archive.Entry{Path: "zzz", Type: archive.TypeFile, Size: 1, Pack: no})
+			x.IDs = append(x.IDs, archive.FileID{Ino: 50})
+		}},
+		{"a file gone", func(x *archive.Index) { x.Entries, x.IDs = slices.Delete(x.Entries, 3, 4), slices.Delete(x.IDs, 3, 4) }},
+		{"another folder name", func(x *archive.Index) { x.Roots[0] = "other" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := walk()
+			tc.change(x)
+			if b := joined(t, x, bx, bx.IDs); b.same || b.holds {
+				t.Fatalf("same %v, holds %v: want a new index", b.same, b.holds)
+			}
+		})
+	}
+	t.Run("a record that is not the walk's", func(t *testing.T) {
+		x := walk()
+		x.IDs[3].Ctime++
+		if b := joined(t, x, bx, bx.IDs); !b.same || b.holds {
+			t.Fatalf("same %v, holds %v: want the same index, and the state written again", b.same, b.holds)
+		}
+	})
+	t.Run("an entry in a pack the base does not list", func(t *testing.T) {
+		forged := index(1, f{"a", 10, 3})
+		b := &base{name: "forged", x: forged}
+		if err := b.join(walk()); err == nil || !strings.Contains(err.Error(), "pack 3 of 1") {
+			t.Fatalf("join: %v, want the pack named", err)
+		}
+	})
+	t.Run("a base of two folders", func(t *testing.T) {
+		two := index(1, f{"a", 10, 0})
+		two.Roots = append(two.Roots, "second")
+		b := &base{name: "two", x: two}
+		if err := b.join(walk()); err == nil || !strings.Contains(err.Error(), "2 folder(s), not 1") {
+			t.Fatalf("join: %v", err)
+		}
+	})
 }

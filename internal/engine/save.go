@@ -155,8 +155,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 		res.Duration = time.Since(start)
 		return res, nil
 	}
-	res.Base = b.name
-	plan, err := planSave(ctx, st, x, folders, b, opts, res)
+	plan, err := planSave(ctx, st, x, folders, &b, opts, res)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +167,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	x.Packs = append(x.Packs, sent.packs...)
 	res.NewPacks = len(plan.fresh)
 	res.UploadedBlobs, res.UploadedBytes = sent.uploaded, sent.bytes
-	blob, err := publish(ctx, st, x, b, len(plan.fresh) > 0, names, opts, res)
+	blob, err := publish(ctx, st, x, b, plan.same, names, opts, res)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +175,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	// in this workspace reads nothing that did not change. When the state
 	// already says exactly that (same index, every record proven and equal),
 	// it is left as it is: a no-op save writes nothing in the workspace.
-	if !stateHolds(b, x, blob) {
+	if !b.holds || !bytes.Equal(blob, b.blob) {
 		if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
 			opts.Logf("warning: %v (the next save will read every file)", err)
 		}
@@ -231,11 +230,11 @@ func walkFolders(ctx context.Context, st store.Store, folders []string, opts Sav
 
 // publish uploads the index of x (unless the store has it) and then the
 // ref: the entry exists from then on. It returns the encoded index, which
-// is the base's when nothing was packed anew and x is the base's index.
-func publish(ctx context.Context, st store.Store, x *archive.Index, b base, repacked bool, names []string, opts SaveOptions, res *SaveResult) ([]byte, error) {
+// is the base's when same (x is the base's index: the plan says so).
+func publish(ctx context.Context, st store.Store, x *archive.Index, b base, same bool, names []string, opts SaveOptions, res *SaveResult) ([]byte, error) {
 	// Nothing changed: the base's index bytes are this entry's index.
 	blob := b.blob
-	if b.x == nil || repacked || !x.Equal(b.x) {
+	if !same {
 		var err error
 		if blob, err = x.Encode(); err != nil {
 			return nil, err
@@ -267,16 +266,6 @@ func publish(ctx context.Context, st store.Store, x *archive.Index, b base, repa
 	return blob, nil
 }
 
-// base is the entry a save reuses unchanged files from.
-type base struct {
-	x    *archive.Index
-	blob []byte // x, encoded
-	name string
-	// ids, parallel to x.Entries, are the records of the restore state
-	// (nil for a base found by restore key: every file is then hashed).
-	ids []archive.FileID
-}
-
 // findBase returns the index to reuse unchanged files from: the restore
 // state in the folders, if the store holds the index it names, else the
 // newest entry of the base keys.
@@ -286,7 +275,7 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 		// its index is an entry's index in this store.
 		_, err := st.StatBlob(ctx, fs.Index)
 		if err == nil {
-			return base{fs.X, fs.Blob, "state of " + fs.Key, fs.IDs}
+			return base{name: "state of " + fs.Key, blob: fs.Blob, fs: fs}
 		}
 		if errors.Is(err, store.ErrNotFound) {
 			opts.Logf("the restore state in the folders is of %s, whose index is not in %s: not used", fs.Key, st)
@@ -317,39 +306,37 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 	return base{}
 }
 
-// stateHolds reports whether the restore state b came from already
-// records x (encoded as blob) with the identities the walk saw.
-func stateHolds(b base, x *archive.Index, blob []byte) bool {
-	if b.ids == nil || !bytes.Equal(blob, b.blob) || len(b.ids) != len(x.Entries) || len(x.IDs) != len(x.Entries) {
-		return false
-	}
-	for i := range x.Entries {
-		if hasContent(&x.Entries[i]) && (b.ids[i].IsZero() || b.ids[i] != x.IDs[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // planSave plans the packs of x (plan.go): it keeps the digest and pack of
 // every file that holds the base's content at its path, proven by the
 // restore state's record (same device, inode, ctime, size, mtime and mode)
 // or else by hashing it; keeps the base packs still at least half live (and
 // present in the store); and groups the other files into new packs. x's
-// packs are then the kept ones.
-func planSave(ctx context.Context, st store.Store, x *archive.Index, folders []string, b base, opts SaveOptions, res *SaveResult) (*packPlan, error) {
+// packs are then the kept ones. A base whose entries do not hold together
+// (base.join) is not used: every file is packed anew.
+func planSave(ctx context.Context, st store.Store, x *archive.Index, folders []string, b *base, opts SaveOptions, res *SaveResult) (*packPlan, error) {
+	if b.ok() {
+		if err := b.join(x); err != nil {
+			opts.Logf("the %s is not usable (%v): not used", b.name, err)
+			*b = base{}
+		}
+	}
+	res.Base = b.name
 	reuse, hash := matchUnchanged(x, b)
-	if err := hashFiles(ctx, x, folders, b.x, hash, reuse, opts.Jobs); err != nil {
+	if err := hashFiles(ctx, x, folders, b, hash, reuse, opts.Jobs); err != nil {
 		return nil, err
 	}
-	live, total := livePacks(x, b.x, reuse)
-	keep, err := stillStored(ctx, st, b.x, live, total, opts.Logf)
+	live, total := livePacks(x, b, reuse)
+	keep, err := stillStored(ctx, st, b.packs, live, total, opts.Logf)
 	if err != nil {
 		return nil, err
 	}
-	plan := planPacks(x, b.x, folders, reuse, keep, opts.PackSize)
+	plan := planPacks(x, b, folders, reuse, keep, opts.PackSize)
 	res.HashedFiles = len(hash)
 	res.ReusedPacks = len(plan.kept)
-	res.ReusedFiles = plan.apply(x, b.x)
+	res.ReusedFiles = plan.apply(x, b)
+	// x is now the base's index exactly when the base's entries were the
+	// walk's and every file reuses its base content in a pack kept at its
+	// place: the base's index bytes are then this entry's.
+	plan.same = b.same && len(plan.fresh) == 0 && len(plan.kept) == len(b.packs) && res.ReusedFiles == b.contentFiles
 	return plan, nil
 }

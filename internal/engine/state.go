@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	fastjson "github.com/segmentio/encoding/json"
@@ -201,23 +202,12 @@ func readState(folders []string, have *Entry) (*folderState, string) {
 				continue
 			}
 			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: have.Blob, X: have.Index, IDs: make([]archive.FileID, len(have.Index.Entries))}
-		} else if fs == nil && have != nil {
-			// Another entry's state, for a restore: its index is read
-			// only when the proofs are joined to the new one (known), an
-			// entry at a time, never held whole.
-			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: st.Blob, recs: make([]*state, len(folders))}
 		} else if fs == nil {
-			// The header's count of entries spares DecodeIndex its
-			// counting pass (untrusted: DecodeIndexSized bounds it).
-			x, err := archive.DecodeIndexSized(st.Blob, int(st.Entries))
-			if err == nil && len(x.Roots) != len(folders) {
-				err = fmt.Errorf("its entry has %d folder(s), not %d", len(x.Roots), len(folders))
-			}
-			if err != nil {
-				why = fmt.Sprintf("the restore state in %s is not usable (%v)", f, err)
-				continue
-			}
-			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: st.Blob, X: x, IDs: make([]archive.FileID, len(x.Entries))}
+			// Another entry's state (a restore), or the state a save
+			// reuses files from: its index is read only when it is joined
+			// to the new one (known, base.join), an entry at a time, never
+			// held whole.
+			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: st.Blob, recs: make([]*state, len(folders))}
 		} else if st.Index != fs.Index {
 			return nil, fmt.Sprintf("the folders hold the states of different entries (%s and %s)", fs.Key, st.Key)
 		}
@@ -373,7 +363,19 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 	}
 	at := make([]int32, len(x.Entries)) // 1 + the position in proofs; 0: none
 	var proofs []proof
-	if !fs.joinStream(x, at, &proofs) {
+	m := joiner{x: x}
+	_, err := fs.visit(func(pos int, b *archive.Entry, rec archive.FileID) error {
+		if pos == 0 {
+			clear(at)
+			proofs, m.i = proofs[:0], 0
+		}
+		if i := m.match(b); i >= 0 && !rec.IsZero() && len(proofs) < math.MaxInt32 {
+			proofs = append(proofs, proof{rec, b.Size, b.MTime, b.Mode, strings.Clone(b.Digest)})
+			at[i] = int32(len(proofs))
+		}
+		return nil
+	})
+	if err != nil {
 		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
 	}
 	return proofsOf(at, proofs)
@@ -404,18 +406,17 @@ func proofsOf(at []int32, proofs []proof) func(i int, id archive.FileID, size, m
 	}
 }
 
-// joinStream fills at and proofs (as known does) reading the state's index
-// from its blob an entry at a time, each folder's records taken in order
-// by its files with content, as take does. It reports false, and nothing
-// is proven, when the records and the index disagree, or the index does
-// not decode or has another number of folders.
-func (fs *folderState) joinStream(x *archive.Index, at []int32, proofs *[]proof) bool {
+// visit reads the state's index from its blob an entry at a time and gives
+// each entry, with its position and its record (zero: none, or not
+// trusted), to f: each folder's records are taken in order by its files
+// with content, as take does. Position 0 may come twice (see
+// archive.VisitIndex): f starts over then. It fails when the records and
+// the index disagree, or the index does not decode or has another number
+// of folders than the state.
+func (fs *folderState) visit(f func(pos int, e *archive.Entry, rec archive.FileID) error) (*archive.Index, error) {
 	next := make([]int, len(fs.recs)) // per folder, its next record
-	i := 0                            // the entry of x the stream is at
 	px, err := archive.VisitIndex(fs.Blob, func(pos int, b *archive.Entry) error {
-		if pos == 0 { // (again, if the index was read whole after all)
-			clear(at)
-			*proofs, i = (*proofs)[:0], 0
+		if pos == 0 {
 			clear(next)
 		}
 		if b.Root < 0 || b.Root >= len(fs.recs) {
@@ -432,27 +433,20 @@ func (fs *folderState) joinStream(x *archive.Index, at []int32, proofs *[]proof)
 				rec = archive.FileID{Dev: st.Dev[k], Ino: st.Ino[k], Ctime: st.Ctime[k]}
 			}
 		}
-		for i < len(x.Entries) && archive.CompareEntries(&x.Entries[i], b) < 0 {
-			i++
-		}
-		if i < len(x.Entries) && archive.CompareEntries(&x.Entries[i], b) == 0 {
-			if !rec.IsZero() && len(*proofs) < math.MaxInt32 {
-				*proofs = append(*proofs, proof{rec, b.Size, b.MTime, b.Mode, b.Digest})
-				at[i] = int32(len(*proofs))
-			}
-			i++
-		}
-		return nil
+		return f(pos, b, rec)
 	})
-	if err != nil || len(px.Roots) != len(fs.recs) {
-		return false
+	if err != nil {
+		return nil, err
+	}
+	if len(px.Roots) != len(fs.recs) {
+		return nil, fmt.Errorf("its entry has %d folder(s), not %d", len(px.Roots), len(fs.recs))
 	}
 	for root, st := range fs.recs {
 		if st != nil && next[root] != len(st.Ino) {
-			return false
+			return nil, fmt.Errorf("%d records for %d files", len(st.Ino), next[root])
 		}
 	}
-	return true
+	return px, nil
 }
 
 // settle waits (a few milliseconds at most) until the kernel clock has

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
@@ -32,6 +33,11 @@ func FuzzReadState(f *testing.F) {
 	if s, why := readState([]string{src}, nil); s == nil || s.Folders != 1 {
 		f.Fatalf("the state a save wrote does not read back (%s): the seed would test nothing", why)
 	}
+	walked, _, err := archive.Walk([]string{src})
+	if err != nil {
+		f.Fatal(err)
+	}
+	walked.Roots[0] = filepath.Base(src)
 	f.Add(real)
 	f.Add([]byte(`{"format":2,"key":"k","index":"sha256:00","index_blob":"AAAA"}`))
 	f.Add([]byte(`{"format":2,"written":"not a time","index_blob":123}`))
@@ -50,8 +56,25 @@ func FuzzReadState(f *testing.F) {
 			}
 			return
 		}
-		if s.X.Validate() != nil || len(s.IDs) != len(s.X.Entries) {
-			t.Fatal("readState returned an index that does not validate, or records that do not match it")
+		if digest.FromBytes(s.Blob) != s.Index {
+			t.Fatal("readState returned an index that does not match its digest")
+		}
+		// Joined to a walk (the tree the seed was saved from), it is
+		// either refused or gives matches that hold together.
+		b := &base{name: "state", blob: s.Blob, fs: s}
+		if err := b.join(walked); err != nil {
+			return
+		}
+		for i, k := range b.at {
+			if k == 0 {
+				continue
+			}
+			if int(k) > len(b.files) || int(b.files[k-1].pack) >= len(b.packs) || b.files[k-1].pack < 0 || !digest.ValidHex(b.files[k-1].digest) {
+				t.Fatalf("entry %d joined to %d of %d files, pack out of %d", i, k, len(b.files), len(b.packs))
+			}
+		}
+		if len(b.total) != len(b.packs) {
+			t.Fatalf("%d pack totals for %d packs", len(b.total), len(b.packs))
 		}
 	})
 }
@@ -71,10 +94,8 @@ func TestOldStateReadsAsNoState(t *testing.T) {
 	// Its records as format 2 held them: what format 2 would have used.
 	var dev, ino []uint64
 	var ctime []int64
-	for i := range fs.X.Entries {
-		if hasContent(&fs.X.Entries[i]) {
-			dev, ino, ctime = append(dev, fs.IDs[i].Dev), append(ino, fs.IDs[i].Ino), append(ctime, fs.IDs[i].Ctime)
-		}
+	for _, id := range wholeState(t, fs).ids {
+		dev, ino, ctime = append(dev, id.Dev), append(ino, id.Ino), append(ctime, id.Ctime)
 	}
 	for _, pad := range []int{0, 100 << 10} {
 		old, err := json.Marshal(map[string]any{
@@ -116,18 +137,25 @@ func TestStateFileHoldsBlobAndRecordsRaw(t *testing.T) {
 	}
 	fs, _ := readState([]string{src}, nil)
 	line, _, _ := bytes.Cut(data, []byte("\n"))
-	if want := len(line) + 1 + len(fs.Blob) + recordSize*len(fs.IDs) - recordSize*countEmpty(fs); len(data) != want {
+	if want := len(line) + 1 + len(fs.Blob) + recordSize*len(wholeState(t, fs).ids); len(data) != want {
 		t.Fatalf("the state is %d bytes, want %d (header, blob, records)", len(data), want)
 	}
 }
 
-// countEmpty counts the entries of fs without a record (not files with content).
-func countEmpty(fs *folderState) int {
-	n := 0
-	for i := range fs.X.Entries {
-		if !hasContent(&fs.X.Entries[i]) {
-			n++
+// wholeState is the state fs read for a save: its records, one per file
+// with content in the index's order (zero: none, or not trusted).
+type decodedState struct{ ids []archive.FileID }
+
+func wholeState(t testing.TB, fs *folderState) decodedState {
+	t.Helper()
+	var ids []archive.FileID
+	if _, err := fs.visit(func(pos int, e *archive.Entry, rec archive.FileID) error {
+		if hasContent(e) {
+			ids = append(ids, rec)
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	return n
+	return decodedState{ids}
 }

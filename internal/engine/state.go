@@ -357,53 +357,67 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 		}
 	}
 	if fs.X != nil || fs.recs == nil {
-		// A state read for a save (readState without have), asked about
-		// another index: nothing it proves is joined.
+		// The state of have's index, asked about another: nothing it
+		// proves is joined.
 		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
 	}
 	at := make([]int32, len(x.Entries)) // 1 + the position in proofs; 0: none
-	var proofs []proof
+	files := 0
+	for i := range x.Entries {
+		if hasContent(&x.Entries[i]) {
+			files++
+		}
+	}
+	proofs := make([]proof, 0, files) // at most one a file: sized once
+	var others []string
 	m := joiner{x: x}
 	_, err := fs.visit(func(pos int, b *archive.Entry, rec archive.FileID) error {
 		if pos == 0 {
 			clear(at)
-			proofs, m.i = proofs[:0], 0
+			proofs, others, m.i = proofs[:0], others[:0], 0
 		}
-		if i := m.match(b); i >= 0 && !rec.IsZero() && len(proofs) < math.MaxInt32 {
-			proofs = append(proofs, proof{rec, b.Size, b.MTime, b.Mode, strings.Clone(b.Digest)})
-			at[i] = int32(len(proofs))
+		i := m.match(b)
+		if i < 0 || rec.IsZero() || len(proofs) >= math.MaxInt32 {
+			return nil
 		}
+		p := proof{rec: rec, size: b.Size, mtime: b.MTime, mode: b.Mode}
+		if b.Digest != x.Entries[i].Digest {
+			// What the file held is not the new entry's: kept (a few
+			// files of a warm restore), so that it is rewritten unread.
+			others = append(others, strings.Clone(b.Digest))
+			p.other = int32(len(others))
+		}
+		proofs = append(proofs, p)
+		at[i] = int32(len(proofs))
 		return nil
 	})
 	if err != nil {
 		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
 	}
-	return proofsOf(at, proofs)
-}
-
-// proof is what a state proves of one file of another index: its record
-// and what the file held then.
-type proof struct {
-	rec    archive.FileID
-	size   int64
-	mtime  int64
-	mode   uint32
-	digest string
-}
-
-// proofsOf is the Extractor's lookup over proofs, at giving for each
-// entry of its index 1 + the position of its proof, or 0.
-func proofsOf(at []int32, proofs []proof) func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
 	return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
 		if at[i] == 0 {
 			return ""
 		}
 		p := &proofs[at[i]-1]
-		if proven(p.rec, id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, &archive.Entry{Size: p.size, MTime: p.mtime, Mode: p.mode}) {
-			return p.digest
+		if !proven(p.rec, id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, &archive.Entry{Size: p.size, MTime: p.mtime, Mode: p.mode}) {
+			return ""
 		}
-		return ""
+		if p.other != 0 {
+			return others[p.other-1]
+		}
+		return x.Entries[i].Digest
 	}
+}
+
+// proof is what a state proves of one file of another index: its record
+// and the metadata it had then, when it held the content of the new
+// index's entry (other is 0) or another (1 + its position in others).
+type proof struct {
+	rec   archive.FileID
+	size  int64
+	mtime int64
+	mode  uint32
+	other int32
 }
 
 // visit reads the state's index from its blob an entry at a time and gives

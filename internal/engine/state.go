@@ -61,7 +61,8 @@ type state struct {
 	RacyBefore int64         `json:"racy_before"`
 	Records    int64         `json:"records"`
 	// Entries is how many entries the index has (every folder's): the
-	// reader's guess of the size to decode into (absent in older states).
+	// size that earlier builds decode the index into (absent in older
+	// states); this one streams the index and only writes it.
 	Entries int64 `json:"entries,omitempty"`
 	// After the header line: the index blob, then the records.
 	Blob []byte `json:"-"`

@@ -636,7 +636,13 @@ func tempName() string {
 // index does not need is skipped. Files land in the stage until Commit,
 // except in fresh directories.
 func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
-	want := map[string]int{}
+	n := 0
+	for i := range ex.x.Entries {
+		if ex.needed[i] != needNone && ex.x.Entries[i].Pack == p {
+			n++
+		}
+	}
+	want := make(map[string]int, n) // sized once: no garbage of growing it
 	for i := range ex.x.Entries {
 		if ex.needed[i] != needNone && ex.x.Entries[i].Pack == p {
 			want[ex.x.TarName(&ex.x.Entries[i])] = i
@@ -647,6 +653,11 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	h := sha256.New()
+	// One writer to the file and the hash for the whole pack, and the
+	// digest compared in place: nothing allocated a file for them.
+	fh := &fileAndHash{h: h}
+	var sum [sha256.Size]byte
+	var sumHex [2 * sha256.Size]byte
 	for len(want) > 0 {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -690,13 +701,16 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		ex.pending = append(ex.pending, pendingFile{entry: i, dir: dir, tmp: tmp})
 		ex.mu.Unlock()
 		h.Reset()
-		n, err := io.CopyBuffer(io.MultiWriter(f, h), tr, *bufp)
+		fh.f = f
+		n, err := io.CopyBuffer(fh, tr, *bufp)
+		fh.f = nil
 		if err == nil && n != e.Size {
 			err = unsafeErr(e, "size lies: got %d bytes, want %d", n, e.Size)
 		}
 		if err == nil {
-			if got := hex.EncodeToString(h.Sum(nil)); got != e.Digest {
-				err = fmt.Errorf("%w: %s: content sha256 %s, index says %s", ErrCorrupt, e.Path, got[:12], e.Digest[:12])
+			hex.Encode(sumHex[:], h.Sum(sum[:0]))
+			if string(sumHex[:]) != e.Digest {
+				err = fmt.Errorf("%w: %s: content sha256 %s, index says %s", ErrCorrupt, e.Path, sumHex[:12], e.Digest[:12])
 			}
 		}
 		if err == nil && e.Mode&ex.umask != 0 {
@@ -734,6 +748,24 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		return fmt.Errorf("%w: pack %d lacks %d file(s) the index puts there, e.g. %q", ErrCorrupt, p, len(missing), missing[0])
 	}
 	return nil
+}
+
+// fileAndHash writes to a file and a hash, as io.MultiWriter(f, h) does,
+// but is made once for a pack, not once a file.
+type fileAndHash struct {
+	f io.Writer
+	h io.Writer
+}
+
+func (w *fileAndHash) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		return n, err
+	}
+	if n != len(p) {
+		return n, io.ErrShortWrite
+	}
+	return w.h.Write(p)
 }
 
 // ErrCorrupt is wrapped by errors of content that does not match the index.

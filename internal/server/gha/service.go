@@ -589,7 +589,14 @@ func (s *Service) drop(ctx context.Context, u *upload) error {
 			return err
 		}
 	}
-	return s.dropRef(ctx, uploadKey(u.id))
+	if err := s.dropRef(ctx, uploadKey(u.id)); err != nil {
+		return err
+	}
+	// The upload's record is its own (it holds its id): no entry names it.
+	if err := s.del.DeleteBlob(ctx, u.recDesc.Digest); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 func (s *Service) dropRef(ctx context.Context, key string) error {

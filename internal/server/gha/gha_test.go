@@ -457,3 +457,40 @@ func TestTokenExchange(t *testing.T) {
 		t.Fatalf("an unknown token: exit %d, %s; want a 401", code, stderr)
 	}
 }
+
+// TestMetricsAndStatus: GHA hits and misses are counted by the caller's
+// first scope in /metrics; the status page lists a GHA entry under its
+// scope and key, and leaves an upload in progress out.
+func TestMetricsAndStatus(t *testing.T) {
+	env := ghatest.Start(t, store.Checked(memory.NewStore(t.Name())), ghatest.Options{Server: server.Options{StatusPage: true}})
+	tok := env.Token(t, "main", "main")
+	cl := env.Client(t, tok, true)
+	ctx := context.Background()
+	if err := cl.Save(ctx, "index-buildkit-1-0badf00d#1", actionscache.NewBlob([]byte("idx"))); err != nil {
+		t.Fatal(err)
+	}
+	ghatest.Load(t, cl, "index-buildkit-1-0badf00d#")
+	if e, err := cl.Load(ctx, "missing"); e != nil || err != nil {
+		t.Fatal(e, err)
+	}
+	(&rawClient{t: t, base: env.URL, token: tok}).reserveV1("in-progress-key")
+	get := func(path string) string {
+		resp, err := http.Get(env.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return string(data)
+	}
+	m := get("/metrics")
+	for _, want := range []string{`tekton_cache_gha_lookups_total{result="hit",scope="main"} 1`, `tekton_cache_gha_lookups_total{result="miss",scope="main"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	page := get("/")
+	if !strings.Contains(page, "gha index-buildkit-1-0badf00d#1") || strings.Contains(page, "in-progress-key") || strings.Contains(page, "_ghu.") {
+		t.Errorf("the status page should list the GHA entry and no upload:\n%s", page)
+	}
+}

@@ -40,6 +40,7 @@ type Options struct {
 // Start serves st on a free 127.0.0.1 port until the test ends.
 func Start(t testing.TB, st store.Store, o Options) *Env {
 	t.Helper()
+	o.Server.InternalRef, o.Server.NameRef = gha.Internal, gha.NameRef // as cache-serve does
 	srv, err := server.New(st, o.Server)
 	if err != nil {
 		t.Fatal(err)

@@ -223,6 +223,22 @@ func TestExpiredReservation(t *testing.T) {
 		t.Fatalf("a chunk for the expired upload: %d %s, want 404", status, body)
 	}
 	raw.reserveV1("crashed")
+
+	// A reservation whose upload is gone (a drop cut short) goes too.
+	orphan := raw.reserveV1("orphan")
+	del, _ := store.As[store.Deleter](st)
+	if err := del.DeleteRef(context.Background(), fmt.Sprintf("_ghu.%d", orphan)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Service.Expire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range refsUnder(t, st, "_ghr.") {
+		if strings.Contains(k, "orphan") {
+			t.Fatalf("the reservation of a removed upload is left: %s", k)
+		}
+	}
+	raw.reserveV1("orphan")
 }
 
 // goVersion is the version go-actions-cache gives every key.

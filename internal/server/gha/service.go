@@ -673,6 +673,28 @@ func (s *Service) Expire(ctx context.Context) (ExpireResult, error) {
 		}
 		res.Uploads++
 	}
+	// Reservations left by an upload that is gone (a drop cut short, or
+	// overwritten after it expired) or expired.
+	rks, err := s.st.ListRefs(ctx, reserveNS)
+	if err != nil {
+		return res, err
+	}
+	for _, rk := range rks {
+		u, err := s.reservation(ctx, rk)
+		if err != nil {
+			return res, err
+		}
+		if u != nil && !u.expired(now, s.o.ReservationTTL) {
+			if _, err := s.st.GetRef(ctx, uploadKey(u.id)); err == nil {
+				continue
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return res, err
+			}
+		}
+		if err := s.dropRef(ctx, rk); err != nil {
+			return res, err
+		}
+	}
 	parts, err := s.st.ListRefs(ctx, partNS)
 	if err != nil {
 		return res, err

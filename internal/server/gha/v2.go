@@ -312,15 +312,19 @@ func (h *Handler) blobGet(w http.ResponseWriter, r *http.Request) {
 		hd.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, end-1, size))
 		status = http.StatusPartialContent
 	}
-	w.WriteHeader(status)
 	if rc == nil {
+		w.WriteHeader(status)
 		return
 	}
+	// The use is recorded before the bytes go (at most hourly per entry,
+	// server.Options.RecordUseEvery): a GC that runs once the client has
+	// read them sees it.
+	h.o.RecordUse(r.Context(), q.Get(qKey))
+	w.WriteHeader(status)
 	// The bytes are checked by what reads them (BuildKit checks its blobs'
 	// digests); a short read cuts the connection, never a short 200.
 	if n, err := io.Copy(w, io.LimitReader(rc, end-off)); err != nil || n != end-off {
 		h.o.Logf("warning: gha: %s: sent %d of %d bytes: %v", r.URL.Path, n, end-off, err)
 		panic(http.ErrAbortHandler)
 	}
-	h.o.RecordUse(r.Context(), q.Get(qKey))
 }

@@ -192,41 +192,25 @@ func (r *Resolver) options(ctx context.Context, params []v1.Param) (inject.Optio
 			list = splitList(p.Value.StringVal)
 		}
 		isString := p.Value.Type == v1.ParamTypeString || p.Value.Type == ""
-		switch p.Name {
-		case ParamWorkspaces:
-			o.Workspaces = list
-		case ParamFiles:
-			o.Files = list
-		case ParamRestoreKeys:
-			o.RestoreKeys = list
-		case "cache":
+		lists := map[string]*[]string{ParamWorkspaces: &o.Workspaces, ParamFiles: &o.Files, ParamRestoreKeys: &o.RestoreKeys}
+		strs := map[string]*string{ParamPipeline: &name, ParamSource: &o.Source, ParamTarget: &o.Target, ParamImage: &o.Image, ParamMode: &o.Mode}
+		switch {
+		case p.Name == "cache":
 			// The framework's own (always|never|auto), checked by it.
-		default:
-			if !slices.Contains(knownParams, p.Name) {
-				return o, "", fmt.Errorf("unknown param %q: the cache resolver takes %s", p.Name, strings.Join(knownParams, ", "))
+		case lists[p.Name] != nil:
+			*lists[p.Name] = list
+		case !slices.Contains(knownParams, p.Name):
+			return o, "", fmt.Errorf("unknown param %q: the cache resolver takes %s", p.Name, strings.Join(knownParams, ", "))
+		case !isString:
+			return o, "", fmt.Errorf("param %s must be a string", p.Name)
+		case strs[p.Name] != nil:
+			*strs[p.Name] = strings.TrimSpace(p.Value.StringVal)
+		case p.Name == ParamInsecure:
+			b, err := strconv.ParseBool(strings.TrimSpace(p.Value.StringVal))
+			if err != nil {
+				return o, "", fmt.Errorf("param insecure %q: use true or false", p.Value.StringVal)
 			}
-			if !isString {
-				return o, "", fmt.Errorf("param %s must be a string", p.Name)
-			}
-			v := strings.TrimSpace(p.Value.StringVal)
-			switch p.Name {
-			case ParamPipeline:
-				name = v
-			case ParamSource:
-				o.Source = v
-			case ParamTarget:
-				o.Target = v
-			case ParamImage:
-				o.Image = v
-			case ParamMode:
-				o.Mode = v
-			case ParamInsecure:
-				b, err := strconv.ParseBool(v)
-				if err != nil {
-					return o, "", fmt.Errorf("param insecure %q: use true or false", v)
-				}
-				o.Insecure = b
-			}
+			o.Insecure = b
 		}
 	}
 	if name == "" {

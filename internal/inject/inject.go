@@ -313,9 +313,10 @@ func rewriteTask(pt *yaml.Node, o *Options, tasks Tasks, rep *Report) error {
 		}
 		return err
 	}
-	declared := map[string]bool{}
+	declared, optional := map[string]bool{}, map[string]bool{}
 	for _, w := range items(get(ts, "workspaces")) {
 		declared[scalar(get(w, "name"))] = true
+		optional[scalar(get(w, "name"))] = scalar(get(w, "optional")) == "true"
 	}
 	for _, b := range append(cached, binding{task: source}) {
 		if !declared[b.task] {
@@ -333,7 +334,7 @@ func rewriteTask(pt *yaml.Node, o *Options, tasks Tasks, rep *Report) error {
 	var fetches, uploads []*yaml.Node
 	var added []string
 	for _, b := range cached {
-		fetch, upload, err := cacheSteps(o, b, source, taken)
+		fetch, upload, err := cacheSteps(o, b, source, optional[b.task], taken)
 		if err != nil {
 			return err
 		}
@@ -409,8 +410,9 @@ func taskSpec(pt *yaml.Node, tasks Tasks) (ts *yaml.Node, fromTask, reason strin
 	return spec, taskName, "", nil
 }
 
-// cacheSteps returns the fetch and upload steps of one cached workspace.
-func cacheSteps(o *Options, b binding, source string, taken map[string]bool) (fetch, upload *yaml.Node, err error) {
+// cacheSteps returns the fetch and upload steps of one cached workspace;
+// for an optional one, they run only when it is bound.
+func cacheSteps(o *Options, b binding, source string, optional bool, taken map[string]bool) (fetch, upload *yaml.Node, err error) {
 	fetchName := stepName("cache-fetch-"+b.task, taken)
 	uploadName := stepName("cache-upload-"+b.task, taken)
 	target := strings.ReplaceAll(o.Target, "{{workspace}}", b.pipeline)
@@ -437,6 +439,10 @@ func cacheSteps(o *Options, b binding, source string, taken map[string]bool) (fe
 	}))
 	if err != nil {
 		return nil, nil, err
+	}
+	if optional {
+		fs.When = []when{{Input: "$(workspaces." + b.task + ".bound)", Operator: "in", Values: []string{"true"}}}
+		us.When = fs.When
 	}
 	fetch, upload = &yaml.Node{}, &yaml.Node{}
 	if err := fetch.Encode(fs); err != nil {

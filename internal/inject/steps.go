@@ -47,9 +47,16 @@ type stepRef struct {
 	Name string `yaml:"name"`
 }
 
+type when struct {
+	Input    string   `yaml:"input"`
+	Operator string   `yaml:"operator"`
+	Values   []string `yaml:"values,flow"`
+}
+
 // step is an injected step, in the field order the output shows.
 type step struct {
 	Name    string   `yaml:"name"`
+	When    []when   `yaml:"when,omitempty"`
 	Image   string   `yaml:"image,omitempty"`
 	Ref     *stepRef `yaml:"ref,omitempty"`
 	Params  []param  `yaml:"params,omitempty"`

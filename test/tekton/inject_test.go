@@ -104,3 +104,33 @@ func checkInjectedSteps(t *testing.T, obj interface{}) {
 		t.Error("no task carries the rewrite's annotation")
 	}
 }
+
+// TestInjectOptionalWorkspace resolves the finally golden's task, whose
+// cached workspace is optional, as a TaskRun would: unbound, the injected
+// steps' when skips them; bound, they run.
+func TestInjectOptionalWorkspace(t *testing.T) {
+	p := loadPipeline(t, "internal/inject/testdata/finally/golden.yaml")
+	h := &Harness{}
+	for _, bound := range []bool{false, true} {
+		ws := map[string]string{"source": t.TempDir()}
+		if bound {
+			ws["npm-cache"] = t.TempDir()
+		}
+		in, err := PipelineTaskRun(context.Background(), p, nil, "report", ws)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, err := h.Resolve(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ts.Steps {
+			if !strings.HasPrefix(s.Name, "cache-") {
+				continue
+			}
+			if runs := len(s.When) == 0 || s.When.AllowsExecution(nil); runs != bound {
+				t.Errorf("npm-cache bound=%v: step %s runs=%v", bound, s.Name, runs)
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -54,6 +55,7 @@ runs in the cluster as the "cache" resolver (docs/RESOLVER.md).`,
 			}
 			o.By = "cache inject " + version()
 			var targets []*yaml.Node
+			var refRuns []string // PipelineRuns that refer to their Pipeline
 			tasks := map[string]*yaml.Node{}
 			for _, f := range files {
 				docs, err := readDocs(cmd.InOrStdin(), f)
@@ -62,7 +64,13 @@ runs in the cluster as the "cache" resolver (docs/RESOLVER.md).`,
 				}
 				for _, d := range docs {
 					switch _, kind := inject.Kind(d); kind {
-					case "Pipeline", "PipelineRun":
+					case "PipelineRun":
+						if !inject.HasPipelineSpec(d) {
+							refRuns = append(refRuns, inject.Name(d))
+							continue
+						}
+						targets = append(targets, d)
+					case "Pipeline":
 						targets = append(targets, d)
 					case "Task":
 						tasks[inject.Name(d)] = d
@@ -70,7 +78,13 @@ runs in the cluster as the "cache" resolver (docs/RESOLVER.md).`,
 				}
 			}
 			if len(targets) == 0 {
-				return usageError{fmt.Errorf("no Pipeline or PipelineRun in %v", files)}
+				if len(refRuns) > 0 {
+					return usageError{fmt.Errorf("PipelineRun %s refers to its Pipeline: pass the Pipeline's file with -f (a PipelineRun is rewritten only with an embedded pipelineSpec)", refRuns[0])}
+				}
+				return usageError{fmt.Errorf("no Pipeline or PipelineRun in %s", strings.Join(files, ", "))}
+			}
+			for _, r := range refRuns {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: PipelineRun %s refers to its Pipeline: left out (the Pipeline is rewritten)\n", r)
 			}
 			lookup := func(name string) ([]byte, error) {
 				d, ok := tasks[name]

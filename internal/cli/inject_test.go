@@ -49,6 +49,7 @@ func TestInject(t *testing.T) {
 		{append(ok[:2:2], "--workspaces", "go-cache", "--image", "i", "--target", "oci://r/c:{{hash}}"), "refers to Task go-build"},
 		{append(ok, "--mode", "sidecar"), `mode "sidecar"`},
 		{append(ok, "--nope"), "unknown flag"},
+		{append(ok[:0:0], "-f", filepath.Join("..", "..", "examples", "resolver", "pipelinerun-go-resolver.yaml"), "--workspaces", "w", "--target", "oci://r/c", "--image", "i"), "refers to its Pipeline"},
 		{append(ok[:0:0], "-f", filepath.Join(dir, "missing.yaml"), "--workspaces", "w", "--target", "oci://r/c", "--image", "i"), "no such file"},
 	} {
 		code, _, stderr := run(c.args...)

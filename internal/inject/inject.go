@@ -187,6 +187,11 @@ func Name(doc *yaml.Node) string {
 	return scalar(get(md, "generateName"))
 }
 
+// HasPipelineSpec tells whether a PipelineRun embeds its Pipeline.
+func HasPipelineSpec(doc *yaml.Node) bool {
+	return get(get(docRoot(doc), "spec"), "pipelineSpec") != nil
+}
+
 // RewriteYAML rewrites the one Pipeline or PipelineRun in data.
 func RewriteYAML(data []byte, o Options, tasks Tasks) ([]byte, *Report, error) {
 	docs, err := Decode(data)

@@ -11,7 +11,7 @@ ifdef CI
 export CACHE_TEST_DISALLOW_SKIP := 1
 endif
 
-.PHONY: help build test test-tekton test-short demo bench lint fuzz tools image release clean
+.PHONY: help build test test-tekton test-resolver test-short demo bench lint fuzz tools image resolver-image release clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -22,13 +22,17 @@ build: ## Build bin/cache
 tools: ## Install the servers the tests start (registry, MinIO, fake-gcs-server, Azurite) when missing
 	@for s in hack/install-*-tools.sh; do [ -f "$$s" ] && bash "$$s"; done; true
 
-test: tools ## Run every test (with -race) against real servers on 127.0.0.1, then the Tekton module's and BuildKit v0.32's go-actions-cache (test/ghacompat)
+test: tools ## Run every test (with -race) against real servers on 127.0.0.1, then the Tekton and resolver modules' and BuildKit v0.32's go-actions-cache (test/ghacompat)
 	$(GO) test -race -count=1 -timeout 30m ./...
 	cd test/tekton && $(GO) test -race -count=1 -timeout 30m ./...
+	cd resolver && $(GO) test -race -count=1 -timeout 10m ./...
 	cd test/ghacompat && $(GO) test -race -count=1 -timeout 10m ./...
 
 test-tekton: tools ## Tekton YAML validation, the local TaskRun harness and the image test (module test/tekton)
 	cd test/tekton && $(GO) test -race -count=1 -timeout 30m ./...
+
+test-resolver: ## The cache resolver's tests (module resolver: Resolve, the framework's reconcile harness)
+	cd resolver && $(GO) test -race -count=1 -timeout 10m ./...
 
 test-short: ## Unit tests only, no servers
 	$(GO) test -race -short ./...
@@ -44,6 +48,7 @@ lint: ## gofmt, go vet (and golangci-lint when installed)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	cd test/tekton && $(GO) vet ./... && $(GO) mod tidy -diff
+	cd resolver && $(GO) vet ./... && $(GO) mod tidy -diff
 	cd test/ghacompat && $(GO) vet ./... && $(GO) mod tidy -diff
 	@if command -v golangci-lint >/dev/null; then golangci-lint run; fi
 
@@ -61,6 +66,10 @@ fuzz: ## Run each fuzz target for 30s
 image: ## Build the image with ko and push it to $KO_DOCKER_REPO
 	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO, e.g. registry.example.com/tekton-cache"; exit 1; }
 	VERSION=$(VERSION) ko build --base-import-paths ./cmd/cache
+
+resolver-image: ## Build the cache resolver's image with ko and push it to $$KO_DOCKER_REPO (not run in CI)
+	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO, e.g. registry.example.com/tekton-cache"; exit 1; }
+	cd resolver && VERSION=$(VERSION) ko build --base-import-paths ./cmd/cache-resolver
 
 release: ## Push the image and render dist/: cache-fetch.yaml, cache-upload.yaml (one StepAction each) and release.yaml, pinned by digest
 	@test -n "$$KO_DOCKER_REPO" || { echo "set KO_DOCKER_REPO"; exit 1; }

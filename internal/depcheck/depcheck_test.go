@@ -57,6 +57,8 @@ var rules = []rule{
 	{pkgs: m + "internal/gc", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
 	{pkgs: m + "...", but: []string{m + "cmd/...", m + "internal/cli", m + "internal/store/all"}, forbid: []string{m + "internal/store/all"}},
 	{pkgs: m + "internal/lint", forbid: []string{m + "..."}},
+	{pkgs: m + "internal/inject", forbid: []string{m + "..."}, allow: []string{m + "tekton"}},
+	{pkgs: m + "tekton", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/httpapi", forbid: []string{m + "..."}, allow: []string{m + "internal/digest"}},
 	{pkgs: m + "internal/humanize", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/store/httpstore", forbid: []string{m + "internal/server/..."}},

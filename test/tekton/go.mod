@@ -4,6 +4,8 @@ go 1.26.8
 
 replace github.com/tekton-cache/tekton-cache => ../..
 
+replace github.com/tekton-cache/tekton-cache/resolver => ../../resolver
+
 require (
 	github.com/aws/aws-sdk-go-v2 v1.46.0
 	github.com/google/go-containerregistry v0.22.1
@@ -147,6 +149,7 @@ require (
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
 	github.com/spiffe/spire-api-sdk v1.15.2 // indirect
+	github.com/tekton-cache/tekton-cache/resolver v0.0.0-00010101000000-000000000000
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/xlab/treeprint v1.2.0 // indirect
 	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect

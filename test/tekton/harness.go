@@ -337,7 +337,11 @@ func PipelineTaskRun(ctx context.Context, p *v1.Pipeline, params v1.Params, task
 		}
 		in := TaskRunInput{Spec: &pt.TaskSpec.TaskSpec, Params: pt.Params, Workspaces: map[string]string{}}
 		for _, w := range pt.Workspaces {
-			if dir, ok := workspaces[w.Workspace]; ok {
+			pw := w.Workspace
+			if pw == "" {
+				pw = w.Name // Tekton binds the pipeline workspace of the same name
+			}
+			if dir, ok := workspaces[pw]; ok {
 				in.Workspaces[w.Name] = dir
 			}
 		}

@@ -52,7 +52,7 @@ func shipped(t testing.TB) []Object {
 		}
 		objs = append(objs, got...)
 	}
-	for _, doc := range []string{"README.md", "docs/TEKTON.md", "tekton/README-cache-fetch.md", "tekton/README-cache-upload.md"} {
+	for _, doc := range []string{"README.md", "docs/TEKTON.md", "docs/RESOLVER.md", "tekton/README-cache-fetch.md", "tekton/README-cache-upload.md"} {
 		got, err := MarkdownObjects(filepath.Join(root, doc))
 		if err != nil {
 			t.Errorf("%v", err)

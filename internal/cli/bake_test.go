@@ -116,4 +116,3 @@ func mustRef(t *testing.T, s string) name.Reference {
 	}
 	return r
 }
-

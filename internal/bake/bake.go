@@ -541,11 +541,21 @@ func (b *builder) layers(i int, mt types.MediaType, created time.Time) ([]*fileL
 }
 
 // SetEnv sets each K=V of set in env: an existing K is replaced where it
-// is, a new one appended.
+// is, a new one appended. ${NAME} in V is NAME's value in env as it was
+// (PATH=/opt/tools/bin:${PATH}), empty when env has no NAME.
 func SetEnv(env, set []string) []string {
 	out := append([]string(nil), env...)
+	base := map[string]string{}
+	for _, e := range env {
+		if k, v, ok := strings.Cut(e, "="); ok {
+			if _, seen := base[k]; !seen {
+				base[k] = v
+			}
+		}
+	}
 	for _, kv := range set {
-		k, _, _ := strings.Cut(kv, "=")
+		k, v, _ := strings.Cut(kv, "=")
+		kv = k + "=" + envRef.ReplaceAllStringFunc(v, func(m string) string { return base[m[2:len(m)-1]] })
 		replaced := false
 		for i, e := range out {
 			if ek, _, _ := strings.Cut(e, "="); ek == k {
@@ -569,6 +579,9 @@ func SetEnv(env, set []string) []string {
 	}
 	return kept
 }
+
+// envRef is a ${NAME} in an --env value.
+var envRef = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*\}`)
 
 // datePattern is the placeholder ExpandTag replaces.
 var datePattern = regexp.MustCompile(`\{\{\s*date\s*\}\}`)

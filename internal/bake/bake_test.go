@@ -151,6 +151,10 @@ func caches(t *testing.T) (mod, buildAMD, buildARM string, mtime time.Time) {
 	if err := os.Symlink("dep.go", filepath.Join(mod, "example.com/dep@v1.0.0/link.go")); err != nil {
 		t.Fatal(err)
 	}
+	// The module cache's root is an emptyDir's (0777): others lose w.
+	if err := os.Chmod(mod, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Chmod(filepath.Join(mod, "example.com/dep@v1.0.0"), 0o555); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +189,7 @@ func bakeOptions(base, target string, mod, buildAMD, buildARM string, tr http.Ro
 			{Dir: buildAMD, Dest: "/var/cache/go-build", Platform: "linux/amd64"},
 			{Dir: buildARM, Dest: "/var/cache/go-build", Platform: "linux/arm64"},
 		},
-		Env:       []string{"GOCACHE=/var/cache/go-build", "GOMODCACHE=/go/pkg/mod", "GOFLAGS=-modcacherw"},
+		Env:       []string{"GOCACHE=/var/cache/go-build", "GOMODCACHE=/go/pkg/mod", "GOFLAGS=-modcacherw", "PATH=/opt/tools/bin:${PATH}"},
 		Tags:      []string{target + ":nightly-20261202", target + ":nightly"},
 		Insecure:  true,
 		Transport: tr,
@@ -327,7 +331,7 @@ func checkIndex(t *testing.T, reg string, res *bake.Result, base string, mtime t
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantEnv := []string{"PATH=/usr/local/go/bin:/usr/bin", "GOCACHE=/var/cache/go-build", "GOLANG_VERSION=1.26.8", "GOMODCACHE=/go/pkg/mod", "GOFLAGS=-modcacherw"}
+		wantEnv := []string{"PATH=/opt/tools/bin:/usr/local/go/bin:/usr/bin", "GOCACHE=/var/cache/go-build", "GOLANG_VERSION=1.26.8", "GOMODCACHE=/go/pkg/mod", "GOFLAGS=-modcacherw"}
 		if !slices.Equal(cf.Config.Env, wantEnv) {
 			t.Errorf("%s env %q, want %q", want.Architecture, cf.Config.Env, wantEnv)
 		}
@@ -403,12 +407,12 @@ func checkHeaders(t *testing.T, hs []*tar.Header, modCache bool, mtime time.Time
 		owner, group := (h.Mode>>6)&7, (h.Mode>>3)&7
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if group != owner|2 || h.Mode&^0o777 != 0 {
-				t.Errorf("directory %s: mode %o, want group = owner + w", h.Name, h.Mode)
+			if group != owner|2 || h.Mode&^0o775 != 0 {
+				t.Errorf("directory %s: mode %o, want group = owner + w, others not writing", h.Name, h.Mode)
 			}
 		case tar.TypeReg:
-			if group != owner || h.Mode&^0o777 != 0 {
-				t.Errorf("file %s: mode %o, want group = owner", h.Name, h.Mode)
+			if group != owner || h.Mode&^0o775 != 0 {
+				t.Errorf("file %s: mode %o, want group = owner, others not writing", h.Name, h.Mode)
 			}
 		case tar.TypeSymlink:
 			if h.Linkname != "dep.go" {

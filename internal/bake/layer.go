@@ -42,10 +42,10 @@ const (
 )
 
 // modeFile is the permission bits a file gets in a layer: the group's
-// equal to the owner's (OpenShift runs a random UID in group 0), the
-// special bits dropped.
+// equal to the owner's (OpenShift runs a random UID in group 0), others
+// never writing (an emptyDir is 0777), the special bits dropped.
 func modeFile(perm fs.FileMode) int64 {
-	p := int64(perm & 0o777)
+	p := int64(perm & 0o775)
 	return p&^0o070 | (p&0o700)>>3
 }
 

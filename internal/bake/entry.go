@@ -50,8 +50,14 @@ func writeEntry(ctx context.Context, s *layerSet, e *Entry, dest string, fixed t
 		return err
 	}
 	// The folder itself has no entry in the index: it gets a directory's
-	// usual mode.
-	if err := s.add(header(dest, "", tar.TypeDir, 0o755, mtime(0), 0, ""), nil); err != nil {
+	// usual mode and its newest entry's time.
+	var newest int64
+	for i := range x.Entries {
+		if x.Entries[i].Root == e.Root {
+			newest = max(newest, x.Entries[i].MTime)
+		}
+	}
+	if err := s.add(header(dest, "", tar.TypeDir, 0o755, mtime(newest), 0, ""), nil); err != nil {
 		return err
 	}
 	byName := map[string]*archive.Entry{}

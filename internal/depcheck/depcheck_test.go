@@ -63,7 +63,7 @@ var rules = []rule{
 	{pkgs: m + "internal/humanize", forbid: []string{m + "..."}},
 	{pkgs: m + "internal/store/httpstore", forbid: []string{m + "internal/server/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
-	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}, future: true},
+	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
 	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", "github.com/prometheus/...", m + "internal/server/...", m + "internal/delayline"}},
 	{pkgs: m + "...", but: []string{m + "cmd/cache-serve", m + "internal/server/..."}, forbid: []string{"k8s.io/...", "sigs.k8s.io/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{"k8s.io/client-go/..."}},

@@ -22,9 +22,10 @@ build: ## Build bin/cache
 tools: ## Install the servers the tests start (registry, MinIO, fake-gcs-server, Azurite) when missing
 	@for s in hack/install-*-tools.sh; do [ -f "$$s" ] && bash "$$s"; done; true
 
-test: tools ## Run every test (with -race) against real servers on 127.0.0.1, then the Tekton module's
+test: tools ## Run every test (with -race) against real servers on 127.0.0.1, then the Tekton module's and BuildKit v0.32's go-actions-cache (test/ghacompat)
 	$(GO) test -race -count=1 -timeout 30m ./...
 	cd test/tekton && $(GO) test -race -count=1 -timeout 30m ./...
+	cd test/ghacompat && $(GO) test -race -count=1 -timeout 10m ./...
 
 test-tekton: tools ## Tekton YAML validation, the local TaskRun harness and the image test (module test/tekton)
 	cd test/tekton && $(GO) test -race -count=1 -timeout 30m ./...
@@ -43,6 +44,7 @@ lint: ## gofmt, go vet (and golangci-lint when installed)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	cd test/tekton && $(GO) vet ./... && $(GO) mod tidy -diff
+	cd test/ghacompat && $(GO) vet ./... && $(GO) mod tidy -diff
 	@if command -v golangci-lint >/dev/null; then golangci-lint run; fi
 
 fuzz: ## Run each fuzz target for 30s

@@ -24,6 +24,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/cli"
 	"github.com/tekton-cache/tekton-cache/internal/gc"
 	"github.com/tekton-cache/tekton-cache/internal/server"
+	"github.com/tekton-cache/tekton-cache/internal/server/gha"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/all"
 )
@@ -80,6 +81,12 @@ type options struct {
 	tokenReview   bool
 	tokenAudience string
 	kubeconfig    string
+	// The GitHub Actions cache (gha.go).
+	gha            bool
+	ghaKeyFile     string
+	ghaTokenTTL    time.Duration
+	ghaReservation time.Duration
+	ghaURL         string
 }
 
 // newCommand is the cache-serve command; ready, when set, receives the
@@ -139,6 +146,11 @@ name in capitals, '-' as '_' (--tokens-file is CACHE_TOKENS_FILE).`,
 	fs.BoolVar(&o.tokenReview, "token-review", false, "check bearer tokens that are not static tokens with a Kubernetes TokenReview; --tokens-file's serviceAccounts give their scopes")
 	fs.StringVar(&o.tokenAudience, "token-audience", server.DefaultTokenAudience, "the audience a ServiceAccount token must be bound to (with --token-review)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "a kubeconfig for TokenReview (default: the pod's in-cluster ServiceAccount)")
+	fs.BoolVar(&o.gha, "gha", true, "serve the GitHub Actions cache protocol (v1 and v2) for BuildKit's type=gha and @actions/cache (docs/GHA.md)")
+	fs.StringVar(&o.ghaKeyFile, "gha-signing-key-file", "", "a file of at least 32 bytes that signs the GHA runtime tokens and blob URLs, shared by every replica (default: a random key per process)")
+	fs.DurationVar(&o.ghaTokenTTL, "gha-token-ttl", gha.DefaultTokenTTL, "how long a GHA runtime token from POST /v1/gha/token lasts")
+	fs.DurationVar(&o.ghaReservation, "gha-reservation-ttl", gha.DefaultReservationTTL, "how long an unfinished GHA upload keeps its key reserved before it and its parts are removed")
+	fs.StringVar(&o.ghaURL, "gha-url", "", "the URL clients reach this server at, for the GHA blob URLs it hands out (default: the scheme and Host of each request)")
 	return cmd
 }
 
@@ -206,9 +218,15 @@ func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string
 		Metrics:                    metrics,
 		StatusPage:                 o.statusPage,
 		Collector:                  collector,
+		InternalRef:                gha.Internal,
+		NameRef:                    gha.NameRef,
 	})
 	if err != nil {
 		return usageError{err}
+	}
+	expire, err := mountGHA(st, srv, o, logf)
+	if err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -236,6 +254,14 @@ func run(ctx context.Context, o options, lg *slog.Logger, ready func(addr string
 		defer close(gcDone)
 		if collector != nil {
 			collector.Run(gcCtx)
+		}
+	}()
+	expireDone := make(chan struct{})
+	defer func() { stopGC(); <-expireDone }()
+	go func() {
+		defer close(expireDone)
+		if expire != nil {
+			expire(gcCtx)
 		}
 	}()
 	errc := make(chan error, 1)
@@ -292,6 +318,7 @@ func newCollector(st store.Store, o options, logf func(string, ...any), m *serve
 		Holder:   fmt.Sprintf("%s-%x", host, id),
 		Logf:     logf,
 		Metrics:  m,
+		Internal: gha.Internal,
 	})
 	if err != nil {
 		return nil, err

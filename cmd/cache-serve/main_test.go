@@ -137,9 +137,36 @@ func TestFlags(t *testing.T) {
 		{[]string{"--ttl", "soon", "--store", "file://" + t.TempDir()}, "not a duration"},
 		{[]string{"--no-such-flag"}, "unknown flag"},
 		{[]string{"serve"}, "unknown command"},
+		{[]string{"--gha-signing-key-file", "/dev/null", "--store", "file://" + t.TempDir()}, "use at least 32"},
+		{[]string{"--gha-signing-key-file", "/no/such/key", "--store", "file://" + t.TempDir()}, "--gha-signing-key-file"},
+		{[]string{"--gha-token-ttl", "0s", "--store", "file://" + t.TempDir()}, "must be positive"},
 	} {
 		// A misconfiguration exits 2.
 		wantExit(t, tc.args, 2, tc.says)
+	}
+}
+
+// TestGHAFlag: the GitHub Actions cache is on by default, gives a token
+// to an anonymous writer where it may write, and --gha=false takes its
+// routes away.
+func TestGHAFlag(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{true, false} {
+		base, sigterm, done, _ := start(t, "--store", "file://"+t.TempDir(), "--allow-unauthenticated-writes", "--gha-signing-key-file", key, fmt.Sprintf("--gha=%v", on))
+		resp, err := http.Post(base+"/v1/gha/token", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if on && (resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"token":"ey`)) || !on && resp.StatusCode != http.StatusNotFound {
+			t.Errorf("--gha=%v: POST /v1/gha/token = %d %s", on, resp.StatusCode, body)
+		}
+		sigterm()
+		<-done
 	}
 }
 

@@ -43,7 +43,7 @@ name in capitals, '-' as '_' (--restore-keys is CACHE_RESTORE_KEYS).`,
 	// Every flag cobra cannot parse (unknown, missing its value, a value
 	// of the wrong type) is a usage error: exit 2.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newPrune(), newInspect(), newDiff(), newLint(), newExplain(), newVersion())
+	root.AddCommand(newFetch(), newUpload(), newKey(), newListCmd(), newDelete(), newPrune(), newInspect(), newDiff(), newLint(), newExplain(), newServe(), newVersion())
 	return root
 }
 

@@ -44,7 +44,8 @@ type rule struct {
 // (httpapi) is a leaf that its client and server share, and the client
 // never reaches the server; Kubernetes is cache-serve's and the server's
 // alone (TokenReview), the server knowing its types, not client-go, and
-// nothing pulls in client-go's clientset (every API group's types).
+// nothing pulls in client-go's clientset (every API group's types); the
+// GitHub Actions cache's client library is a test peer only.
 var rules = []rule{
 	{pkgs: m + "internal/format", forbid: []string{m + "..."}, allow: []string{m + "internal/digest"}},
 	{pkgs: m + "internal/digest", forbid: []string{m + "..."}},
@@ -65,6 +66,9 @@ var rules = []rule{
 	{pkgs: m + "...", but: []string{m + "cmd/cache-serve", m + "internal/server/..."}, forbid: []string{"k8s.io/...", "sigs.k8s.io/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{"k8s.io/client-go/..."}},
 	{pkgs: m + "...", forbid: []string{"k8s.io/client-go/kubernetes/..."}},
+	// go-actions-cache (BuildKit's client of the GitHub Actions cache) is a
+	// test peer only: what drives it in tests, nothing that ships.
+	{pkgs: m + "...", but: []string{m + "internal/server/gha/ghatest"}, forbid: []string{"github.com/tonistiigi/go-actions-cache"}},
 }
 
 func match(pattern, pkg string) bool {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,11 @@ type Options struct {
 	// creation, on a store that keeps records; `cache serve` records the
 	// restores it answers. Off: by creation, as `cache prune` does.
 	ByUse bool
+	// Internal, when set, says which refs are a front end's bookkeeping
+	// rather than entries (cache-serve's GitHub Actions uploads in
+	// progress): they are neither evicted nor counted, and the blobs they
+	// name are kept like those of any ref.
+	Internal func(key string) bool
 }
 
 // Result says what Prune decided and did.
@@ -127,15 +133,20 @@ func Prune(ctx context.Context, st store.Store, p Policy, o Options) (*Result, e
 		return nil, fmt.Errorf("reading the entries of %s: %w", st, err)
 	}
 	now := o.Now()
+	entries, damaged := inv.refs, inv.damaged
+	if o.Internal != nil {
+		entries = slices.DeleteFunc(slices.Clone(entries), func(r *store.Ref) bool { return o.Internal(r.Key) })
+		damaged = slices.DeleteFunc(slices.Clone(damaged), o.Internal)
+	}
 	meta, hasMeta := store.As[store.MetaStore](st)
 	if o.ByUse && hasMeta {
-		if p.LastUsed, err = ReadUses(ctx, meta, inv.refs, now); err != nil {
+		if p.LastUsed, err = ReadUses(ctx, meta, entries, now); err != nil {
 			return nil, fmt.Errorf("reading when the entries of %s were last used: %w", st, err)
 		}
 	}
 	res := &Result{}
-	res.Kept, res.Removed = SelectEntries(inv.refs, p, now)
-	for _, k := range inv.damaged {
+	res.Kept, res.Removed = SelectEntries(entries, p, now)
+	for _, k := range damaged {
 		if strings.HasPrefix(k, p.Prefix) {
 			res.Removed = append(res.Removed, Decision{Key: k, Rule: RuleDamaged})
 		}

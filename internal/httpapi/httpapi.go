@@ -96,3 +96,16 @@ type RefListItem struct {
 	Scope    string    `json:"scope"`
 	Modified time.Time `json:"modified,omitzero"`
 }
+
+// GHATokenPath exchanges the caller's credentials (a static token, a
+// ServiceAccount token, or none where anonymous access is allowed) for a
+// runtime token of the GitHub Actions cache front end: POST, answered
+// with a GHAToken.
+const GHATokenPath = "/v1/gha/token"
+
+// GHAToken is the answer of a POST to GHATokenPath: an HS256 JWT whose
+// "ac" claim holds the caller's scopes, and when it expires.
+type GHAToken struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}

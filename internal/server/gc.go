@@ -39,6 +39,10 @@ type CollectorOptions struct {
 	// Metrics, when set (a Server's), count the runs, what they evict and
 	// the store's failures.
 	Metrics *Metrics
+	// Internal, when set, says which refs are another front end's
+	// bookkeeping (gha.Internal): never evicted nor counted, their blobs
+	// kept (gc.Options.Internal).
+	Internal func(key string) bool
 }
 
 // Collector evicts entries from a store by last use (gc.Prune with
@@ -148,7 +152,7 @@ func (c *Collector) RunOnce(ctx context.Context) (res *gc.Result, ran bool, err 
 			return nil, false, err
 		}
 	}
-	res, err = gc.Prune(ctx, c.st, c.policy(), gc.Options{Now: c.o.Now, Logf: c.o.Logf, ByUse: true})
+	res, err = gc.Prune(ctx, c.st, c.policy(), gc.Options{Now: c.o.Now, Logf: c.o.Logf, ByUse: true, Internal: c.o.Internal})
 	if err != nil {
 		return res, true, err
 	}

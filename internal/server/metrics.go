@@ -36,18 +36,19 @@ const otherLabel = "other"
 type Metrics struct {
 	reg *prometheus.Registry
 
-	requests  *prometheus.CounterVec   // route, method, code
-	latency   *prometheus.HistogramVec // route
-	bytesIn   *prometheus.CounterVec   // route
-	bytesOut  *prometheus.CounterVec   // route
-	lookups   *prometheus.CounterVec   // scope, result
-	storeErrs *prometheus.CounterVec   // op
-	uploads   prometheus.Gauge
-	throttled prometheus.Counter
-	gcRuns    *prometheus.CounterVec // result
-	evicted   prometheus.Counter
-	removed   prometheus.Counter
-	freed     prometheus.Counter
+	requests   *prometheus.CounterVec   // route, method, code
+	latency    *prometheus.HistogramVec // route
+	bytesIn    *prometheus.CounterVec   // route
+	bytesOut   *prometheus.CounterVec   // route
+	lookups    *prometheus.CounterVec   // scope, result
+	ghaLookups *prometheus.CounterVec   // scope, result
+	storeErrs  *prometheus.CounterVec   // op
+	uploads    prometheus.Gauge
+	throttled  prometheus.Counter
+	gcRuns     *prometheus.CounterVec // result
+	evicted    prometheus.Counter
+	removed    prometheus.Counter
+	freed      prometheus.Counter
 
 	scopes labelCap
 }
@@ -68,6 +69,8 @@ func NewMetrics() *Metrics {
 		Help: "Response body bytes written, by route pattern."}, []string{"route"})
 	m.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ref_lookups_total",
 		Help: `Ref reads, hits and misses, by the caller's scope (its first read scope: a pull request's restore of main's entry is a hit of pr); past 100 scopes, "other".`}, []string{"scope", "result"})
+	m.ghaLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gha_lookups_total",
+		Help: `GitHub Actions cache lookups (v1 GET cache, v2 GetCacheEntryDownloadURL), hits and misses, by the caller's first read scope; past 100 scopes, "other".`}, []string{"scope", "result"})
 	m.storeErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 		Help: "Failures of the backing store (not a miss, a client's bad bytes or a cancelled request), by operation."}, []string{"op"})
 	m.uploads = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "uploads_in_flight",
@@ -82,7 +85,7 @@ func NewMetrics() *Metrics {
 		Help: "Blobs the GC removed."})
 	m.freed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "gc_removed_bytes_total",
 		Help: "Bytes of the blobs the GC removed."})
-	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, m.lookups, m.storeErrs, m.uploads, m.throttled,
+	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, m.lookups, m.ghaLookups, m.storeErrs, m.uploads, m.throttled,
 		m.gcRuns, m.evicted, m.removed, m.freed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -87,6 +87,12 @@ type Options struct {
 	// Collector is the GC of the store, if any: the status page shows what
 	// its next run would evict, and charts the store's size at each run.
 	Collector *Collector
+	// InternalRef, when set, says which backing keys are another front
+	// end's bookkeeping (gha.Internal): the status page leaves them out.
+	InternalRef func(key string) bool
+	// NameRef, when set, gives the scope and the key the status page shows
+	// for another front end's entry (gha.NameRef); ok false: a native ref.
+	NameRef func(key string) (scope, name string, ok bool)
 }
 
 // Server is the HTTP API over a store (see the package doc).
@@ -334,7 +340,7 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) {
 	partial := false
 	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet {
 		var ok bool
-		off, end, ok = parseRange(rg, info.Size)
+		off, end, ok = ParseRange(rg, info.Size)
 		if !ok {
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
 			s.fail(w, r, http.StatusRequestedRangeNotSatisfiable, httpapi.CodeRangeInvalid, fmt.Sprintf("range %q of a blob of %d bytes", rg, info.Size))
@@ -378,9 +384,9 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// parseRange reads "bytes=N-" or "bytes=N-M" of a blob of size bytes as
+// ParseRange reads "bytes=N-" or "bytes=N-M" of a blob of size bytes as
 // the interval [off, end).
-func parseRange(v string, size int64) (off, end int64, ok bool) {
+func ParseRange(v string, size int64) (off, end int64, ok bool) {
 	spec, found := strings.CutPrefix(v, "bytes=")
 	if !found || strings.Contains(spec, ",") {
 		return 0, 0, false

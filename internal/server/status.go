@@ -365,6 +365,15 @@ type evictRow struct {
 // scopeKey splits a backing store's key into its scope and key; a key
 // of no scope (written to the store by `cache upload` directly) has the
 // scope "".
+func (s *Server) scopeKey(sk string) (scope, key string) {
+	if s.o.NameRef != nil {
+		if sc, k, ok := s.o.NameRef(sk); ok {
+			return sc, k
+		}
+	}
+	return scopeKey(sk)
+}
+
 func scopeKey(sk string) (scope, key string) {
 	sc, k, ok := strings.Cut(sk, scopeSep)
 	if !ok || ValidateScope(sc) != nil || k == "" {
@@ -422,6 +431,10 @@ func (s *Server) statusView(ctx context.Context, now time.Time) (*statusView, er
 	if err != nil {
 		return nil, fmt.Errorf("reading the entries: %w", err)
 	}
+	if in := s.o.InternalRef; in != nil {
+		refs = slices.DeleteFunc(refs, func(r *store.Ref) bool { return in(r.Key) })
+		damaged = slices.DeleteFunc(damaged, in)
+	}
 	var used map[string]time.Time
 	if meta, ok := store.As[store.MetaStore](s.st); ok {
 		used, err = gc.ReadUses(ctx, meta, refs, now)
@@ -461,7 +474,7 @@ func (s *Server) statusView(ctx context.Context, now time.Time) (*statusView, er
 				continue
 			}
 			row := evictRow{Rule: d.Rule}
-			row.Scope, row.Key = scopeKey(d.Key)
+			row.Scope, row.Key = s.scopeKey(d.Key)
 			if d.Ref != nil {
 				row.Size, row.LastUse = refSize(d.Ref), pol.LastUse(d.Ref)
 			}
@@ -476,7 +489,7 @@ func (s *Server) statusView(ctx context.Context, now time.Time) (*statusView, er
 	byPrefix := map[pk][]*store.Ref{}
 	for _, r := range refs {
 		e := entryRow{Size: refSize(r), Blobs: len(r.Blobs()), Created: r.Created, LastRestored: used[r.Key], Evict: evict[r.Key]}
-		e.Scope, e.Key = scopeKey(r.Key)
+		e.Scope, e.Key = s.scopeKey(r.Key)
 		e.SavedBy = strings.TrimSpace(r.Tool + " " + r.Platform)
 		rows = append(rows, e)
 		byScope[e.Scope] = append(byScope[e.Scope], r)

@@ -432,3 +432,26 @@ func (s *Store) ListRefInfo(ctx context.Context, prefix string) ([]store.RefInfo
 	}
 	return infos, nil
 }
+
+// GHAToken exchanges the store's credentials (CACHE_TOKEN, the token
+// file, or none) for a runtime token of the server's GitHub Actions cache
+// (POST httpapi.GHATokenPath).
+func (s *Store) GHAToken(ctx context.Context) (httpapi.GHAToken, error) {
+	var out httpapi.GHAToken
+	resp, err := s.do(ctx, http.MethodPost, httpapi.GHATokenPath, nil, 0, nil, http.StatusOK)
+	if err != nil {
+		return out, fmt.Errorf("%s: asking for a GitHub Actions cache token: %w", s, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err == nil {
+		err = json.Unmarshal(data, &out)
+	}
+	if err == nil && out.Token == "" {
+		err = errors.New("no token in the answer")
+	}
+	if err != nil {
+		return out, fmt.Errorf("%s: reading the GitHub Actions cache token: %w", s, err)
+	}
+	return out, nil
+}

@@ -433,4 +433,4 @@ func checkUploadShape(t *testing.T, version int, log string) {
 	}
 }
 
-var cacheSize = regexp.MustCompile(`Cache Size: ~\d+ MB \((\d+) B\)`)
+var cacheSize = regexp.MustCompile(`::debug::File Size: (\d+)`)

@@ -11,7 +11,7 @@ ifdef CI
 export CACHE_TEST_DISALLOW_SKIP := 1
 endif
 
-.PHONY: help build test test-tekton test-resolver test-short demo bench lint fuzz tools image resolver-image release clean
+.PHONY: help build test test-tekton test-resolver test-short demo bench lint fuzz tools image resolver-image release clean e2e-buildkit
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-short: ## Unit tests only, no servers
 
 demo: build ## Save a real directory to a local file:// store, restore it elsewhere, show what happened
 	@bash hack/demo.sh
+
+e2e-buildkit: ## Opt-in, as root: a real BuildKit exports and imports its cache through cache-serve (GHA v1 and v2; hack/e2e-buildkit.sh)
+	@bash hack/e2e-buildkit.sh
 
 bench: build ## Benchmarks: save/restore vs tar|zstd on real caches (see docs/BENCHMARKS.md), then each store's operations
 	@bash hack/bench.sh

@@ -246,6 +246,18 @@ func TestServeS3OverlayRuns(t *testing.T) {
 	}
 }
 
+// startMainServe starts cache-serve over dir/data with a tokens file
+// in which token writes the scope main, as main's pipelines do.
+func startMainServe(t *testing.T, dir, token string) (string, *testserver.Process) {
+	t.Helper()
+	sum := sha256.Sum256([]byte(token))
+	tokens := fmt.Sprintf("tokens:\n  - name: main-pipelines\n    sha256: %s\n    write: main\n", hex.EncodeToString(sum[:]))
+	if err := os.WriteFile(filepath.Join(dir, "tokens.yaml"), []byte(tokens), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startServe(t, []string{"--store=file://" + filepath.Join(dir, "data"), "--tokens-file=" + filepath.Join(dir, "tokens.yaml")}, nil)
+}
+
 // TestServePipeline runs examples/serve's Pipeline through the harness
 // against a real cache-serve on 127.0.0.1: the cache-token workspace holds
 // the token (a static one here, standing in for the projected
@@ -254,12 +266,7 @@ func TestServeS3OverlayRuns(t *testing.T) {
 func TestServePipeline(t *testing.T) {
 	dir := t.TempDir()
 	token := "example-serve-pipeline-token"
-	sum := sha256.Sum256([]byte(token))
-	tokens := fmt.Sprintf("tokens:\n  - name: main-pipelines\n    sha256: %s\n    write: main\n", hex.EncodeToString(sum[:]))
-	if err := os.WriteFile(filepath.Join(dir, "tokens.yaml"), []byte(tokens), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	base, p := startServe(t, []string{"--store=file://" + filepath.Join(dir, "data"), "--tokens-file=" + filepath.Join(dir, "tokens.yaml")}, nil)
+	base, p := startMainServe(t, dir, token)
 
 	tokenDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(tokenDir, "token"), []byte(token+"\n"), 0o600); err != nil {

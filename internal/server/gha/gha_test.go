@@ -9,8 +9,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -508,5 +511,58 @@ func TestMetricsAndStatus(t *testing.T) {
 	page := get("/")
 	if !strings.Contains(page, "gha index-buildkit-1-0badf00d#1") || strings.Contains(page, "in-progress-key") || strings.Contains(page, "_ghu.") {
 		t.Errorf("the status page should list the GHA entry and no upload:\n%s", page)
+	}
+}
+
+// TestCorruptArchiveNeverCompletes: when the store's bytes of an archive
+// are not its digest (a damaged or forged store), a download of the whole
+// archive is cut before its last byte, through the signed URL and through
+// go-actions-cache: a client that checks nothing (@actions/cache) never
+// completes a download of wrong bytes.
+func TestCorruptArchiveNeverCompletes(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, "file://"+dir)
+	env := start(t, st, nil)
+	tok := env.Token(t, "main", "main")
+	cl := env.Client(t, tok, true)
+	ctx := context.Background()
+	archive := bytes.Repeat([]byte("an archive of bytes "), 10_000)
+	if err := cl.Save(ctx, "k", actionscache.NewBlob(archive)); err != nil {
+		t.Fatal(err)
+	}
+	e, got := ghatest.Load(t, cl, "k")
+	if !bytes.Equal(got, archive) {
+		t.Fatal("the archive does not read back before it is damaged")
+	}
+	// Flip one byte of the blob where the directory store keeps it.
+	hexd := digest.FromBytes(archive).Hex()
+	var damaged bool
+	filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && strings.Contains(p, hexd) {
+			data, rerr := os.ReadFile(p)
+			if rerr == nil && len(data) == len(archive) {
+				data[len(data)/2] ^= 0xff
+				damaged = os.WriteFile(p, data, 0o644) == nil
+			}
+		}
+		return nil
+	})
+	if !damaged {
+		t.Fatal("the archive's blob was not found in the store's directory")
+	}
+	resp, err := http.Get(e.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if rerr == nil || len(body) >= len(archive) {
+		t.Fatalf("a damaged archive was sent whole: %d of %d bytes, read error %v", len(body), len(archive), rerr)
+	}
+	if e2, err := cl.Load(ctx, "k"); err == nil && e2 != nil {
+		var buf bytes.Buffer
+		if err := e2.WriteTo(ctx, &buf); err == nil {
+			t.Fatalf("go-actions-cache read the damaged archive without an error (%d bytes)", buf.Len())
+		}
 	}
 }

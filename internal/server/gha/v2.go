@@ -1,9 +1,12 @@
 package gha
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"strconv"
@@ -321,10 +324,69 @@ func (h *Handler) blobGet(w http.ResponseWriter, r *http.Request) {
 	// read them sees it.
 	h.o.RecordUse(r.Context(), q.Get(qKey))
 	w.WriteHeader(status)
-	// The bytes are checked by what reads them (BuildKit checks its blobs'
-	// digests); a short read cuts the connection, never a short 200.
-	if n, err := io.Copy(w, io.LimitReader(rc, end-off)); err != nil || n != end-off {
+	// A whole archive is checked against its digest as it goes, its last
+	// byte held back until the check passes: a store that gives other
+	// bytes cuts the connection, so a client that checks nothing
+	// (@actions/cache) never completes a download of wrong bytes. A range
+	// is checked by what reads it (BuildKit checks its blobs' digests).
+	// A short read cuts the connection too, never a short 200.
+	var n int64
+	if off == 0 && end == size {
+		n, err = copyVerified(w, io.LimitReader(rc, size), d)
+	} else {
+		n, err = io.Copy(w, io.LimitReader(rc, end-off))
+	}
+	if err != nil || n != end-off {
 		h.o.Logf("warning: gha: %s: sent %d of %d bytes: %v", r.URL.Path, n, end-off, err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// copyVerified copies r to w, holding back the last byte until all of r
+// hashes to d: on another digest, w never gets that byte.
+func copyVerified(w io.Writer, r io.Reader, d digest.Digest) (int64, error) {
+	hb := &holdBack{w: w, h: sha256.New()}
+	if _, err := io.Copy(hb, r); err != nil {
+		return hb.n, err
+	}
+	if got := digest.Digest(digest.Algorithm + ":" + hex.EncodeToString(hb.h.Sum(nil))); got != d {
+		return hb.n, fmt.Errorf("the store's bytes are %s, not %s: not sent whole", got.Short(), d.Short())
+	}
+	if hb.held {
+		if _, err := w.Write([]byte{hb.last}); err != nil {
+			return hb.n, err
+		}
+		hb.n++
+	}
+	return hb.n, nil
+}
+
+// holdBack writes what it is given to w but for its last byte, and hashes
+// all of it.
+type holdBack struct {
+	w    io.Writer
+	h    hash.Hash
+	last byte
+	held bool
+	n    int64 // bytes written to w
+}
+
+func (hb *holdBack) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	hb.h.Write(p)
+	if hb.held {
+		if _, err := hb.w.Write([]byte{hb.last}); err != nil {
+			return 0, err
+		}
+		hb.n++
+	}
+	m, err := hb.w.Write(p[:len(p)-1])
+	hb.n += int64(m)
+	if err != nil {
+		return m, err
+	}
+	hb.last, hb.held = p[len(p)-1], true
+	return len(p), nil
 }

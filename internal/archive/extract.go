@@ -655,7 +655,8 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 	h := sha256.New()
 	// One writer to the file and the hash for the whole pack, and the
 	// digest compared in place: nothing allocated a file for them.
-	fh := &fileAndHash{h: h}
+	cur := &currentFile{}
+	fh := io.MultiWriter(cur, h)
 	var sum [sha256.Size]byte
 	var sumHex [2 * sha256.Size]byte
 	for len(want) > 0 {
@@ -701,9 +702,9 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		ex.pending = append(ex.pending, pendingFile{entry: i, dir: dir, tmp: tmp})
 		ex.mu.Unlock()
 		h.Reset()
-		fh.f = f
+		cur.w = f
 		n, err := io.CopyBuffer(fh, tr, *bufp)
-		fh.f = nil
+		cur.w = nil
 		if err == nil && n != e.Size {
 			err = unsafeErr(e, "size lies: got %d bytes, want %d", n, e.Size)
 		}
@@ -750,23 +751,11 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 	return nil
 }
 
-// fileAndHash writes to a file and a hash, as io.MultiWriter(f, h) does,
-// but is made once for a pack, not once a file.
-type fileAndHash struct {
-	f io.Writer
-	h io.Writer
-}
+// currentFile writes to the file being extracted (w, changed per file),
+// so that one io.MultiWriter serves a whole pack.
+type currentFile struct{ w io.Writer }
 
-func (w *fileAndHash) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	if err != nil {
-		return n, err
-	}
-	if n != len(p) {
-		return n, io.ErrShortWrite
-	}
-	return w.h.Write(p)
-}
+func (c *currentFile) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // ErrCorrupt is wrapped by errors of content that does not match the index.
 var ErrCorrupt = errors.New("corrupt entry")

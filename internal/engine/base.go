@@ -71,12 +71,8 @@ func (b *base) ok() bool { return b.fs != nil || b.x != nil }
 // an error: the save then uses none.
 func (b *base) join(x *archive.Index) error {
 	b.at = make([]int32, len(x.Entries))
-	b.contentFiles = 0
-	for i := range x.Entries {
-		if hasContent(&x.Entries[i]) {
-			b.contentFiles++
-		}
-	}
+	files, empty := CountFiles(x)
+	b.contentFiles = files - empty
 	// At most one base file per file of the walk: sized once.
 	b.files = make([]baseFile, 0, b.contentFiles)
 	ids := len(x.IDs) == len(x.Entries)
@@ -117,7 +113,7 @@ func (b *base) join(x *archive.Index) error {
 			return nil
 		}
 		same := ids && !rec.IsZero() && rec == x.IDs[i]
-		b.files = append(b.files, baseFile{digest: strings.Clone(e.Digest), offset: e.Offset, pack: int32(e.Pack), proven: same && e.MTime == w.MTime && e.Mode == w.Mode})
+		b.files = append(b.files, baseFile{digest: strings.Clone(e.Digest), offset: e.Offset, pack: int32(e.Pack), proven: same && proven(rec, x.IDs[i], w, e)})
 		b.at[i] = int32(len(b.files))
 		b.holds = b.holds && same
 		return nil

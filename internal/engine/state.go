@@ -363,13 +363,8 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
 	}
 	at := make([]int32, len(x.Entries)) // 1 + the position in proofs; 0: none
-	files := 0
-	for i := range x.Entries {
-		if hasContent(&x.Entries[i]) {
-			files++
-		}
-	}
-	proofs := make([]proof, 0, files) // at most one a file: sized once
+	files, empty := CountFiles(x)
+	proofs := make([]proof, 0, files-empty) // at most one a file: sized once
 	var others []string
 	m := joiner{x: x}
 	_, err := fs.visit(func(pos int, b *archive.Entry, rec archive.FileID) error {

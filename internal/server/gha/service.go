@@ -585,7 +585,7 @@ func (s *Service) drop(ctx context.Context, u *upload) error {
 	}
 	rk := nameKey(reserveNS, u.rec.Scope, u.rec.Version, u.rec.Key)
 	if r, err := s.st.GetRef(ctx, rk); err == nil && r.Index == u.recDesc {
-		if err := s.del.DeleteRef(ctx, rk); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.dropRef(ctx, rk); err != nil {
 			return err
 		}
 	}

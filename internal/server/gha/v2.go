@@ -1,12 +1,9 @@
 package gha
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"strconv"
@@ -345,11 +342,11 @@ func (h *Handler) blobGet(w http.ResponseWriter, r *http.Request) {
 // copyVerified copies r to w, holding back the last byte until all of r
 // hashes to d: on another digest, w never gets that byte.
 func copyVerified(w io.Writer, r io.Reader, d digest.Digest) (int64, error) {
-	hb := &holdBack{w: w, h: sha256.New()}
+	hb := &holdBack{w: w, h: digest.NewDigester()}
 	if _, err := io.Copy(hb, r); err != nil {
 		return hb.n, err
 	}
-	if got := digest.Digest(digest.Algorithm + ":" + hex.EncodeToString(hb.h.Sum(nil))); got != d {
+	if got := hb.h.Digest(); got != d {
 		return hb.n, fmt.Errorf("the store's bytes are %s, not %s: not sent whole", got.Short(), d.Short())
 	}
 	if hb.held {
@@ -365,7 +362,7 @@ func copyVerified(w io.Writer, r io.Reader, d digest.Digest) (int64, error) {
 // all of it.
 type holdBack struct {
 	w    io.Writer
-	h    hash.Hash
+	h    *digest.Digester
 	last byte
 	held bool
 	n    int64 // bytes written to w

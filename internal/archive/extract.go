@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -47,8 +49,8 @@ import (
 type Extractor struct {
 	// Known, if set, says which content the file on disk at the path of
 	// entry i (of the index being extracted) is proven to hold without
-	// reading it (from a record of an earlier run), or "".
-	Known func(i int, id FileID, size, mtime int64, mode uint32) string
+	// reading it (from a record of an earlier run), or the zero Sum.
+	Known func(i int, id FileID, size, mtime int64, mode uint32) digest.Sum
 	// Jobs is how many files Prepare hashes at once. Default 4.
 	Jobs int
 
@@ -80,8 +82,13 @@ type Extractor struct {
 	stages    []stage     // per root: where temporary files are written
 	// mtimes holds the mtime of each existing directory Prepare changed
 	// (by making or moving something in it), for Abort to set back.
-	mtimes  map[createdDir]int64
+	mtimes map[createdDir]int64
+	// pending are the files written in the stage, for Commit to move
+	// into place; direct the entries of the files written under their
+	// final names (every file of a cold restore: 4 bytes each, not a
+	// pendingFile's 40), for Abort to remove.
 	pending []pendingFile
+	direct  []int32
 	fixes   []int // present files whose mode or mtime Commit sets
 	written int64
 	seq     atomic.Int64
@@ -132,6 +139,9 @@ type pendingFile struct {
 func NewExtractor(x *Index, dests []string) (*Extractor, error) {
 	if len(dests) != len(x.Roots) {
 		return nil, fmt.Errorf("the entry holds %d folder(s) (%v) but %d were given to restore into", len(x.Roots), x.Roots, len(dests))
+	}
+	if len(x.Entries) > math.MaxInt32 {
+		return nil, fmt.Errorf("an index of %d entries is past what a restore handles (%d)", len(x.Entries), math.MaxInt32)
 	}
 	ex := &Extractor{x: x, dests: dests, needed: make([]need, len(x.Entries)), modeSet: make([]bool, len(x.Entries)), ids: make([]FileID, len(x.Entries)),
 		umask: umask(), fresh: map[createdDir]bool{}, stages: make([]stage, len(dests)), mtimes: map[createdDir]int64{}}
@@ -515,7 +525,7 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 		if ex.Known != nil {
 			// A record proves which content the file holds: the entry's, or
 			// another (then it is rewritten without being read).
-			if d := ex.Known(f.entry, f.id, f.size, f.mtime, f.mode); d != "" {
+			if d := ex.Known(f.entry, f.id, f.size, f.mtime, f.mode); !d.IsZero() {
 				same[k] = d == e.Digest
 				continue
 			}
@@ -657,8 +667,7 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 	// digest compared in place: nothing allocated a file for them.
 	cur := &currentFile{}
 	fh := io.MultiWriter(cur, h)
-	var sum [sha256.Size]byte
-	var sumHex [2 * sha256.Size]byte
+	var sum digest.Sum // h.Sum's destination: escapes once a pack, not once a file
 	for len(want) > 0 {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -699,7 +708,11 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		}
 		f := rawFile(fd)
 		ex.mu.Lock()
-		ex.pending = append(ex.pending, pendingFile{entry: i, dir: dir, tmp: tmp})
+		if tmp != "" {
+			ex.pending = append(ex.pending, pendingFile{entry: i, dir: dir, tmp: tmp})
+		} else {
+			ex.direct = append(ex.direct, int32(i)) // NewExtractor: i fits
+		}
 		ex.mu.Unlock()
 		h.Reset()
 		cur.w = f
@@ -709,9 +722,8 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 			err = unsafeErr(e, "size lies: got %d bytes, want %d", n, e.Size)
 		}
 		if err == nil {
-			hex.Encode(sumHex[:], h.Sum(sum[:0]))
-			if string(sumHex[:]) != e.Digest {
-				err = fmt.Errorf("%w: %s: content sha256 %s, index says %s", ErrCorrupt, e.Path, sumHex[:12], e.Digest[:12])
+			if h.Sum(sum[:0]); sum != e.Digest {
+				err = fmt.Errorf("%w: %s: content sha256 %s, index says %s", ErrCorrupt, e.Path, sum.Short(), e.Digest.Short())
 			}
 		}
 		if err == nil && e.Mode&ex.umask != 0 {
@@ -767,12 +779,7 @@ var ErrCorrupt = errors.New("corrupt entry")
 func (ex *Extractor) Commit() error {
 	// Renames of tens of thousands of files: two at a time, each half in
 	// path order so that directory descriptors are reused.
-	renames := make([]pendingFile, 0, len(ex.pending))
-	for _, pf := range ex.pending {
-		if pf.tmp != "" {
-			renames = append(renames, pf)
-		}
-	}
+	renames := ex.pending
 	var g errgroup.Group
 	half := len(renames) / 2
 	for _, part := range [][]pendingFile{renames[:half], renames[half:]} {
@@ -798,7 +805,7 @@ func (ex *Extractor) Commit() error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	ex.pending = nil
+	ex.pending, ex.direct = nil, nil
 	dirs := ex.newDirFDs()
 	defer dirs.close()
 	for i := range ex.x.Entries {
@@ -979,16 +986,13 @@ func readlinkat(dirfd int, name string) (string, error) {
 func (ex *Extractor) Abort() {
 	dirs := ex.newDirFDs()
 	defer dirs.close()
-	for _, pf := range ex.pending {
-		if pf.tmp != "" {
-			continue // in the stage
-		}
-		e := &ex.x.Entries[pf.entry]
-		if pfd, err := dirs.fd(e.Root, pf.dir, false); err == nil {
+	for _, i := range ex.direct { // the stage's are removed with it
+		e := &ex.x.Entries[i]
+		if pfd, err := dirs.fd(e.Root, parentDir(e.Path), false); err == nil {
 			unix.Unlinkat(pfd, path.Base(e.Path), 0) //nolint:errcheck // best effort
 		}
 	}
-	ex.pending = nil
+	ex.pending, ex.direct = nil, nil
 	dirs.close()
 	for i := len(ex.created) - 1; i >= 0; i-- {
 		c := ex.created[i]

@@ -3,8 +3,6 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -17,10 +15,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/format"
 )
 
-func sha(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
+func sha(s string) digest.Sum { return digest.SumBytes([]byte(s)) }
 
 func dir(p string) Entry { return Entry{Path: p, Type: TypeDir, Mode: 0o755, Pack: NoPack} }
 func link(p, target string) Entry {

@@ -2,11 +2,11 @@ package archive
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,17 +41,17 @@ func KernelNow() int64 {
 	return ts.Nano()
 }
 
-// HashFile returns the hex sha256 of the regular file at path, which must
+// HashFile returns the sha256 of the regular file at path, which must
 // still be the file the walk saw (same device and inode, same size): it is
 // opened without following a final symlink and checked before it is read.
-func HashFile(path string, id FileID, size int64) (string, error) {
+func HashFile(path string, id FileID, size int64) (digest.Sum, error) {
 	f, err := openRead(path)
 	if err != nil {
-		return "", err
+		return digest.Sum{}, err
 	}
 	defer f.Close()
 	if err := checkOpened(f, id, size); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return digest.Sum{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return hashOpened(f, size)
 }
@@ -73,16 +73,16 @@ func checkOpened(f rawFile, id FileID, size int64) error {
 	return nil
 }
 
-func hashOpened(f rawFile, size int64) (string, error) {
+func hashOpened(f rawFile, size int64) (digest.Sum, error) {
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	h := sha256.New()
 	n, err := io.CopyBuffer(h, io.LimitReader(f, size), *bufp)
 	if err != nil {
-		return "", err
+		return digest.Sum{}, err
 	}
 	if n != size {
-		return "", errChanged
+		return digest.Sum{}, errChanged
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return digest.SumOf(h), nil
 }

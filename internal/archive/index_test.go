@@ -24,7 +24,7 @@ func zstdBlob(t *testing.T, raw string) []byte {
 }
 
 func TestDecodeIndexRoundTrip(t *testing.T) {
-	d := strings.Repeat("ab", 32)
+	d, _ := digest.ParseSum(strings.Repeat("ab", 32))
 	x := &Index{Format: format.Version, Roots: []string{"a", "b"},
 		Packs: []format.Descriptor{{Digest: digest.FromBytes([]byte("p")), Size: 10}},
 		Entries: []Entry{

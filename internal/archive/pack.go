@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -113,7 +112,7 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 		if n != e.Size {
 			return fmt.Errorf("packing %s: it changed while being saved (size was %d): save again when the build is done", f.Source, e.Size)
 		}
-		e.Digest = hex.EncodeToString(h.Sum(nil))
+		e.Digest = digest.SumOf(h)
 		e.Pack = packIndex
 	}
 	if err := tw.Close(); err != nil {

@@ -38,46 +38,52 @@ func countSys(k sysKind) {
 }
 
 func sysOpenat(dirfd int, name string, flags int, mode uint32) (int, error) {
-	countSys(kOpen)
-	return unix.Openat(dirfd, name, flags, mode)
+	fd, err := unix.Openat(dirfd, name, flags, mode)
+	counted(kOpen, err)
+	return fd, err
 }
 
 func sysMkdirat(dirfd int, name string, mode uint32) error {
-	countSys(kMkdir)
-	return unix.Mkdirat(dirfd, name, mode)
+	return counted(kMkdir, unix.Mkdirat(dirfd, name, mode))
 }
 
 func sysFstat(fd int, st *unix.Stat_t) error {
-	countSys(kStat)
-	return unix.Fstat(fd, st)
+	return counted(kStat, unix.Fstat(fd, st))
 }
 
 func sysFstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
-	countSys(kStat)
-	return unix.Fstatat(dirfd, name, st, flags)
+	return counted(kStat, unix.Fstatat(dirfd, name, st, flags))
 }
 
 func sysFchmod(fd int, mode uint32) error {
-	countSys(kChmod)
-	return unix.Fchmod(fd, mode)
+	return counted(kChmod, unix.Fchmod(fd, mode))
 }
 
 func sysFchmodat(dirfd int, name string, mode uint32) error {
-	countSys(kChmod)
-	return unix.Fchmodat(dirfd, name, mode, 0)
+	return counted(kChmod, unix.Fchmodat(dirfd, name, mode, 0))
 }
 
 func sysUtimesAt(dirfd int, name string, ts []unix.Timespec) error {
-	countSys(kUtimes)
-	return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	return counted(kUtimes, unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW))
 }
 
 func sysClose(fd int) error {
-	countSys(kClose)
-	return unix.Close(fd)
+	return counted(kClose, unix.Close(fd))
 }
 
 func sysReadDirent(fd int, buf []byte) (int, error) {
-	countSys(kGetdents)
-	return unix.ReadDirent(fd, buf)
+	n, err := unix.ReadDirent(fd, buf)
+	counted(kGetdents, err)
+	return n, err
+}
+
+// counted counts a call of kind k that returned err, unless a signal
+// interrupted it (EINTR: the caller makes it again, and the runtime's
+// preemption signals make that depend on the machine's load), and
+// returns err.
+func counted(k sysKind, err error) error {
+	if err != unix.EINTR {
+		countSys(k)
+	}
+	return err
 }

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -141,7 +140,7 @@ func readPack(ctx context.Context, s *layerSet, e *Entry, p int, bound int64, by
 			if err := s.add(hdr, io.TeeReader(tr, h)); err != nil {
 				return err
 			}
-			if got := hex.EncodeToString(h.Sum(nil)); got != en.Digest {
+			if got := digest.SumOf(h); got != en.Digest {
 				return fmt.Errorf("%w: %s: content sha256 %s, the index says %s", digest.ErrMismatch, en.Path, got, en.Digest)
 			}
 		}

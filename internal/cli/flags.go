@@ -122,7 +122,7 @@ type TransferFlags struct {
 func (t *TransferFlags) add(fs *pflag.FlagSet) {
 	fs.Var(newList(&t.RestoreKeys, false), "restore-keys", "key prefix to fall back to when the exact key misses, newest entry first (repeatable or a comma list, tried in order)")
 	fs.DurationVar(&t.IdleTimeout, "idle-timeout", 2*time.Minute, "give up on the command when the store sends or takes nothing for this long while a request is in flight, retries included (0: never)")
-	fs.Int64Var(&t.MaxIndexEntries, "max-index-entries", archive.DefaultMaxIndexEntries, "refuse an entry whose index lists more files than this (a hostile or broken store); decoding costs about 440 bytes per entry")
+	fs.Int64Var(&t.MaxIndexEntries, "max-index-entries", archive.DefaultMaxIndexEntries, "refuse an entry whose index lists more files than this (a hostile or broken store); decoding costs about 260 bytes per entry")
 	fs.IntVar(&t.Jobs, "jobs", 0, "packs compressed (save) or downloaded and extracted (restore) at once; 0 picks from the number of CPUs (restore: from there, more while the downloads gain by it)")
 	fs.BoolVar(&t.CrossPlatform, "cross-platform", false, "the cache is platform-neutral: restore entries saved on another OS/architecture (and let a save replace them)")
 }

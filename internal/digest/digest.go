@@ -150,3 +150,78 @@ func (v *Verifier) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Sum is a sha256 sum held as its 32 bytes: the content digest of an
+// index entry, which costs 32 bytes in the entry instead of a 64-character
+// hex string and its header (48 bytes an entry less, 29 MB at 600,000
+// entries). Its text (JSON) form is the 64 lowercase hex characters of
+// Hex. The zero Sum is "no digest": a sum of 32 zero bytes is refused as
+// text, so a zero Sum is never a file's.
+type Sum [32]byte
+
+// SumOf returns the sum that h holds (h must be a sha256).
+func SumOf(h hash.Hash) (s Sum) {
+	h.Sum(s[:0])
+	return s
+}
+
+// SumBytes returns the sum of b.
+func SumBytes(b []byte) Sum { return sha256.Sum256(b) }
+
+// ParseSum parses 64 lowercase hex characters, refusing the sum of zeros.
+func ParseSum(h string) (Sum, error) {
+	var s Sum
+	err := s.UnmarshalText([]byte(h))
+	return s, err
+}
+
+// IsZero reports whether s is no digest (what omitzero omits).
+func (s Sum) IsZero() bool { return s == Sum{} }
+
+// Hex returns the 64 lowercase hex characters of s ("" for the zero Sum).
+func (s Sum) Hex() string {
+	if s.IsZero() {
+		return ""
+	}
+	return hex.EncodeToString(s[:])
+}
+
+// String implements fmt.Stringer: Hex.
+func (s Sum) String() string { return s.Hex() }
+
+// Digest returns s as "sha256:<hex>" ("" for the zero Sum).
+func (s Sum) Digest() Digest {
+	if s.IsZero() {
+		return ""
+	}
+	return FromSum(s[:])
+}
+
+// Short returns the first 12 hex characters, for logs.
+func (s Sum) Short() string { return hex.EncodeToString(s[:6]) }
+
+// MarshalText gives Hex, for JSON.
+func (s Sum) MarshalText() ([]byte, error) {
+	out := make([]byte, 64)
+	hex.Encode(out, s[:])
+	return out, nil
+}
+
+// UnmarshalText takes 64 lowercase hex characters that are not all zeros.
+func (s *Sum) UnmarshalText(b []byte) error {
+	if len(b) != 64 {
+		return fmt.Errorf("a sha256 digest is 64 hex characters, not %d", len(b))
+	}
+	for i, c := range b {
+		if !isHex[c] {
+			return fmt.Errorf("a sha256 digest is lowercase hex: %q at %d is not", c, i)
+		}
+	}
+	var t Sum
+	hex.Decode(t[:], b) // checked above: cannot fail
+	if t.IsZero() {
+		return errors.New("a sha256 digest of zeros is no file's digest")
+	}
+	*s = t
+	return nil
+}

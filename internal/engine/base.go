@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
@@ -45,10 +44,10 @@ type base struct {
 	contentFiles int
 }
 
-// baseFile is what a save needs of a base file the walk may reuse (32
-// bytes, and its digest).
+// baseFile is what a save needs of a base file the walk may reuse (48
+// bytes, its digest among them).
 type baseFile struct {
-	digest string
+	digest digest.Sum
 	offset int64
 	pack   int32
 	// proven: the state's record of the file is the identity the walk
@@ -106,14 +105,14 @@ func (b *base) join(x *archive.Index) error {
 			return nil
 		}
 		w := &x.Entries[i]
-		if w.Type != archive.TypeFile || e.Type != archive.TypeFile || w.Size == 0 || e.Size != w.Size || e.Pack < 0 || !digest.ValidHex(e.Digest) || len(b.files) >= math.MaxInt32 {
+		if w.Type != archive.TypeFile || e.Type != archive.TypeFile || w.Size == 0 || e.Size != w.Size || e.Pack < 0 || e.Digest.IsZero() || len(b.files) >= math.MaxInt32 {
 			if hasContent(w) {
 				b.same = false
 			}
 			return nil
 		}
 		same := ids && !rec.IsZero() && rec == x.IDs[i]
-		b.files = append(b.files, baseFile{digest: strings.Clone(e.Digest), offset: e.Offset, pack: int32(e.Pack), proven: same && proven(rec, x.IDs[i], w, e)})
+		b.files = append(b.files, baseFile{digest: e.Digest, offset: e.Offset, pack: int32(e.Pack), proven: same && proven(rec, x.IDs[i], w, e)})
 		b.at[i] = int32(len(b.files))
 		b.holds = b.holds && same
 		return nil

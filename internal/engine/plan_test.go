@@ -38,7 +38,7 @@ func index(npacks int, files ...f) *archive.Index {
 	for i, e := range files {
 		en := archive.Entry{Path: e.path, Type: archive.TypeFile, Mode: 0o644, MTime: 7, Size: e.size, Pack: e.pack}
 		if e.pack >= 0 {
-			en.Digest = digest.FromBytes([]byte(e.path)).Hex()
+			en.Digest = digest.SumBytes([]byte(e.path))
 			en.Offset = int64(512 * i)
 		}
 		x.Entries = append(x.Entries, en)
@@ -195,18 +195,18 @@ func TestPlanPacksRenumbers(t *testing.T) {
 	for i, want := range []struct {
 		pack   int
 		offset int64
-		digest string
+		digest digest.Sum
 	}{
 		2: {0, bx.Entries[2].Offset, bx.Entries[2].Digest},
 		3: {1, bx.Entries[3].Offset, bx.Entries[3].Digest},
 		4: {1, bx.Entries[4].Offset, bx.Entries[4].Digest},
 	} {
 		e := x.Entries[i]
-		if want.digest != "" && (e.Pack != want.pack || e.Offset != want.offset || e.Digest != want.digest) {
+		if !want.digest.IsZero() && (e.Pack != want.pack || e.Offset != want.offset || e.Digest != want.digest) {
 			t.Errorf("entry %s: pack %d offset %d digest %s, want %+v", e.Path, e.Pack, e.Offset, e.Digest, want)
 		}
 	}
-	if e := x.Entries[1]; e.Digest != "" || e.Pack != no {
+	if e := x.Entries[1]; !e.Digest.IsZero() || e.Pack != no {
 		t.Errorf("entry a, packed anew, was given pack %d digest %q", e.Pack, e.Digest)
 	}
 }

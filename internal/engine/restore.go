@@ -278,6 +278,13 @@ func (r *restorer) extractEntry(ctx context.Context, entry *Entry, dests []strin
 	if prev, _ := readState(dests, entry); prev != nil {
 		ex.Known = prev.known(x)
 	}
+	// The blob is needed again only for the state, once the files are
+	// written: a large one waits in a temporary file, not in the heap.
+	blob := spillIndex(entry.Blob, ref.Index.Digest)
+	defer blob.close()
+	if blob.file != nil {
+		entry.Blob = nil
+	}
 	// On failure the folders are as they were, so is their state (its
 	// records still describe them: a file we touched has a new ctime).
 	if err := extract(ctx, r.st, ex, x, r.opts, res); err != nil {
@@ -289,7 +296,7 @@ func (r *restorer) extractEntry(ctx context.Context, entry *Entry, dests []strin
 		return fmt.Errorf("restoring entry %s: %w", ref.Key, err)
 	}
 	ids := ex.IDs()
-	if err := writeState(dests, x, entry.Blob, ids, settle(ids), ref.Key, r.st.String(), time.Now()); err != nil {
+	if err := writeState(dests, x, blob, ids, settle(ids), ref.Key, r.st.String(), time.Now()); err != nil {
 		r.opts.Logf("warning: %v (the next save will read every file)", err)
 	}
 	res.Files, res.Empty = CountFiles(x)

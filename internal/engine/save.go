@@ -176,7 +176,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	// already says exactly that (same index, every record proven and equal),
 	// it is left as it is: a no-op save writes nothing in the workspace.
 	if !b.holds || !bytes.Equal(blob, b.blob) {
-		if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
+		if err := writeState(folders, x, blobOf(blob), x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
 			opts.Logf("warning: %v (the next save will read every file)", err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	fastjson "github.com/segmentio/encoding/json"
@@ -100,8 +99,8 @@ func hasContent(e *archive.Entry) bool { return e.Type == archive.TypeFile && e.
 // are left out. Each file is written under a temporary name and renamed, both relative to
 // the folder's own descriptor without following links: a symlink planted at
 // either name is replaced, never followed.
-func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.FileID, racyBefore int64, key, storeName string, now time.Time) error {
-	idx := digest.FromBytes(blob)
+func writeState(folders []string, x *archive.Index, blob indexBlob, ids []archive.FileID, racyBefore int64, key, storeName string, now time.Time) error {
+	idx := blob.digest
 	for root, f := range folders {
 		n := 0
 		for i := range x.Entries {
@@ -109,7 +108,7 @@ func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.F
 				n++
 			}
 		}
-		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, IndexSize: int64(len(blob)), Root: root, RacyBefore: racyBefore, Records: int64(n), Entries: int64(len(x.Entries))}
+		st := state{Format: stateFormat, Key: key, Store: storeName, Written: now.UTC(), Index: idx, IndexSize: blob.size, Root: root, RacyBefore: racyBefore, Records: int64(n), Entries: int64(len(x.Entries))}
 		head, err := json.Marshal(&st)
 		if err != nil {
 			return err
@@ -117,7 +116,9 @@ func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.F
 		err = writeAt(f, archive.StateFileName, func(w *bufio.Writer) error {
 			w.Write(head)
 			w.WriteByte('\n')
-			w.Write(blob)
+			if err := blob.writeTo(w); err != nil {
+				return err
+			}
 			var rec [recordSize]byte
 			for i := range x.Entries {
 				e := &x.Entries[i]
@@ -140,6 +141,72 @@ func writeState(folders []string, x *archive.Index, blob []byte, ids []archive.F
 		}
 	}
 	return nil
+}
+
+// indexBlob is an entry's index blob as the restore state stores it: its
+// digest and size, and its bytes, in memory or, during a restore of a
+// large entry, in an unlinked temporary file (spillIndex).
+type indexBlob struct {
+	digest digest.Digest
+	size   int64
+	bytes  []byte
+	file   *os.File
+}
+
+// blobOf holds b in memory.
+func blobOf(b []byte) indexBlob {
+	return indexBlob{digest: digest.FromBytes(b), size: int64(len(b)), bytes: b}
+}
+
+// spillAbove is the size past which a restore moves its index blob out of
+// the heap while it extracts: 600,000 entries make a 28 MB blob, which the
+// state needs only once the files are written.
+var spillAbove = 4 << 20
+
+// spillIndex returns b (whose digest is d, checked by the caller) held in
+// an unlinked temporary file when it is larger than spillAbove, so that
+// the caller may drop b; in memory when it is small, or when no temporary
+// file can be written. Close it when done.
+func spillIndex(b []byte, d digest.Digest) indexBlob {
+	ib := indexBlob{digest: d, size: int64(len(b)), bytes: b}
+	if len(b) <= spillAbove {
+		return ib
+	}
+	f, err := os.CreateTemp("", "tekton-cache-index-")
+	if err != nil {
+		return ib
+	}
+	os.Remove(f.Name()) //nolint:errcheck // unlinked at once: nothing is left behind, whatever ends the process
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return ib
+	}
+	return indexBlob{digest: d, size: ib.size, file: f}
+}
+
+// writeTo writes the blob to w. Read back from its file, it is checked
+// against its digest as it goes: a state whose bytes are not the index it
+// names is not written.
+func (b indexBlob) writeTo(w io.Writer) error {
+	if b.file == nil {
+		_, err := w.Write(b.bytes)
+		return err
+	}
+	h := digest.NewDigester()
+	if _, err := io.Copy(io.MultiWriter(w, h), io.NewSectionReader(b.file, 0, b.size)); err != nil {
+		return fmt.Errorf("reading back the index: %w", err)
+	}
+	if h.Size() != b.size || h.Digest() != b.digest {
+		return fmt.Errorf("the index read back from its temporary file is not %s: %w", b.digest.Short(), digest.ErrMismatch)
+	}
+	return nil
+}
+
+// close closes the blob's file, if any.
+func (b indexBlob) close() {
+	if b.file != nil {
+		b.file.Close()
+	}
 }
 
 // writeAt writes dir/name, through write, via a temporary file, without
@@ -340,32 +407,33 @@ func proven(rec archive.FileID, id archive.FileID, e, b *archive.Entry) bool {
 // known returns, for the Extractor of index x (the entry readState was
 // given as have), what the state proves about the files on disk: the
 // digest of a file whose identity and metadata are exactly as recorded,
-// else "". When x is the state's own index (a restore of the entry the
+// else the zero Sum. When x is the state's own index (a restore of the entry the
 // folders hold), entry i is looked up by position. Else the state's index
 // is read from its blob an entry at a time and joined to x by folder and
 // path in one pass over both in Sort's order (the order of every index
 // this tool writes; an index in another order only loses proofs, and its
 // files are hashed): what is kept is the proofs alone, never the state's
 // index (at 600,000 entries, one index less held during the restore).
-func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
+func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, size, mtime int64, mode uint32) digest.Sum {
 	if fs.X != nil && x == fs.X {
-		return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
-			b := &fs.X.Entries[i]
-			if hasContent(b) && proven(fs.IDs[i], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
+		ids := fs.IDs // not fs: its blob is not held for the restore's length
+		return func(i int, id archive.FileID, size, mtime int64, mode uint32) digest.Sum {
+			b := &x.Entries[i]
+			if hasContent(b) && proven(ids[i], id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, b) {
 				return b.Digest
 			}
-			return ""
+			return digest.Sum{}
 		}
 	}
 	if fs.X != nil || fs.recs == nil {
 		// The state of have's index, asked about another: nothing it
 		// proves is joined.
-		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
+		return func(int, archive.FileID, int64, int64, uint32) digest.Sum { return digest.Sum{} }
 	}
 	at := make([]int32, len(x.Entries)) // 1 + the position in proofs; 0: none
 	files, empty := CountFiles(x)
 	proofs := make([]proof, 0, files-empty) // at most one a file: sized once
-	var others []string
+	var others []digest.Sum
 	m := joiner{x: x}
 	_, err := fs.visit(func(pos int, b *archive.Entry, rec archive.FileID) error {
 		if pos == 0 {
@@ -380,7 +448,7 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 		if b.Digest != x.Entries[i].Digest {
 			// What the file held is not the new entry's: kept (a few
 			// files of a warm restore), so that it is rewritten unread.
-			others = append(others, strings.Clone(b.Digest))
+			others = append(others, b.Digest)
 			p.other = int32(len(others))
 		}
 		proofs = append(proofs, p)
@@ -388,15 +456,15 @@ func (fs *folderState) known(x *archive.Index) func(i int, id archive.FileID, si
 		return nil
 	})
 	if err != nil {
-		return func(int, archive.FileID, int64, int64, uint32) string { return "" }
+		return func(int, archive.FileID, int64, int64, uint32) digest.Sum { return digest.Sum{} }
 	}
-	return func(i int, id archive.FileID, size, mtime int64, mode uint32) string {
+	return func(i int, id archive.FileID, size, mtime int64, mode uint32) digest.Sum {
 		if at[i] == 0 {
-			return ""
+			return digest.Sum{}
 		}
 		p := &proofs[at[i]-1]
 		if !proven(p.rec, id, &archive.Entry{Size: size, MTime: mtime, Mode: mode}, &archive.Entry{Size: p.size, MTime: p.mtime, Mode: p.mode}) {
-			return ""
+			return digest.Sum{}
 		}
 		if p.other != 0 {
 			return others[p.other-1]

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"runtime"
 	"slices"
@@ -33,7 +32,7 @@ func syntheticIndex(n int) (*archive.Index, []archive.FileID) {
 			i := d*200 + j
 			sum := sha256.Sum256([]byte(fmt.Sprint(i)))
 			x.Entries = append(x.Entries, archive.Entry{Path: fmt.Sprintf("%s/component-handler-%06d.generated.spec.ts", dir, i), Type: archive.TypeFile, Mode: 0o644,
-				MTime: 1_700_000_000_000_000_000 + int64(i), Size: int64(1 + i%2048), Digest: hex.EncodeToString(sum[:]), Pack: 0, Offset: int64(i) * 2048})
+				MTime: 1_700_000_000_000_000_000 + int64(i), Size: int64(1 + i%2048), Digest: digest.Sum(sum), Pack: 0, Offset: int64(i) * 2048})
 			ids = append(ids, archive.FileID{Dev: 2049, Ino: uint64(1000 + i), Ctime: 1_700_000_000_000_000_000 + int64(i)})
 		}
 	}
@@ -91,7 +90,7 @@ func TestStateMemoryPerEntry(t *testing.T) {
 	dir := t.TempDir()
 	n := len(x.Entries)
 	_, wa, _ := bytesPerEntry(n, func() any {
-		if err := writeState([]string{dir}, x, blob, ids, 1<<62, "k", "s", time.Now()); err != nil {
+		if err := writeState([]string{dir}, x, blobOf(blob), ids, 1<<62, "k", "s", time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		return nil
@@ -101,7 +100,7 @@ func TestStateMemoryPerEntry(t *testing.T) {
 	// may reuse, never the state's index whole.
 	walk := &archive.Index{Format: x.Format, Roots: x.Roots, Entries: slices.Clone(x.Entries), IDs: ids}
 	for i := range walk.Entries {
-		walk.Entries[i].Digest, walk.Entries[i].Pack, walk.Entries[i].Offset = "", archive.NoPack, 0
+		walk.Entries[i].Digest, walk.Entries[i].Pack, walk.Entries[i].Offset = digest.Sum{}, archive.NoPack, 0
 		if !hasContent(&walk.Entries[i]) {
 			walk.Entries[i].Digest, walk.Entries[i].Pack, walk.Entries[i].Offset = x.Entries[i].Digest, x.Entries[i].Pack, x.Entries[i].Offset
 		}
@@ -158,7 +157,7 @@ func TestStateMemoryPerEntry(t *testing.T) {
 		if got := known(i, ids[i], e.Size, e.MTime, e.Mode); got != e.Digest {
 			t.Fatalf("entry %d, as recorded: known says %q, want its digest", i, got)
 		}
-		if got := known(i, ids[i], e.Size, e.MTime+1, e.Mode); got != "" {
+		if got := known(i, ids[i], e.Size, e.MTime+1, e.Mode); !got.IsZero() {
 			t.Fatalf("entry %d with another mtime: known says %q, want nothing proven", i, got)
 		}
 	}
@@ -180,7 +179,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := writeState([]string{dir}, old, blob, ids, 1<<62, "k1", "s", time.Now()); err != nil {
+	if err := writeState([]string{dir}, old, blobOf(blob), ids, 1<<62, "k1", "s", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	// The new entry: every file of old under another digest one in ten,
@@ -189,10 +188,10 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 	x.Entries = append(x.Entries[:3], x.Entries[1003:]...)
 	for i := range x.Entries {
 		if e := &x.Entries[i]; hasContent(e) && i%10 == 0 {
-			e.Digest = fmt.Sprintf("%064x", i)
+			e.Digest = digest.SumBytes(fmt.Append(nil, "other", i))
 		}
 	}
-	x.Entries = append(x.Entries, archive.Entry{Path: "zz-new", Type: archive.TypeFile, Mode: 0o644, Size: 5, Digest: fmt.Sprintf("%064x", 1), Pack: 0})
+	x.Entries = append(x.Entries, archive.Entry{Path: "zz-new", Type: archive.TypeFile, Mode: 0o644, Size: 5, Digest: digest.SumBytes([]byte("zz-new")), Pack: 0})
 	oldAt := map[string]int{}
 	for i := range old.Entries {
 		oldAt[old.Entries[i].Path] = i
@@ -201,7 +200,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	known, _, live := bytesPerEntry(len(x.Entries), func() func(int, archive.FileID, int64, int64, uint32) string {
+	known, _, live := bytesPerEntry(len(x.Entries), func() func(int, archive.FileID, int64, int64, uint32) digest.Sum {
 		fs, why := readState([]string{dir}, entryOf(x, xblob))
 		if fs == nil || fs.X != nil {
 			t.Fatalf("state %+v (%s), want one whose index is not decoded", fs, why)
@@ -220,7 +219,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 		}
 		j, ok := oldAt[e.Path]
 		if !ok {
-			if got := known(i, archive.FileID{Dev: 1, Ino: 1, Ctime: 1}, e.Size, e.MTime, e.Mode); got != "" {
+			if got := known(i, archive.FileID{Dev: 1, Ino: 1, Ctime: 1}, e.Size, e.MTime, e.Mode); !got.IsZero() {
 				t.Fatalf("entry %s, not in the state's index: known says %q", e.Path, got)
 			}
 			continue
@@ -229,7 +228,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 		if got := known(i, ids[j], b.Size, b.MTime, b.Mode); got != b.Digest {
 			t.Fatalf("entry %s, as recorded: known says %q, want the state's digest %q", e.Path, got, b.Digest)
 		}
-		if got := known(i, archive.FileID{Dev: ids[j].Dev, Ino: ids[j].Ino + 1, Ctime: ids[j].Ctime}, b.Size, b.MTime, b.Mode); got != "" {
+		if got := known(i, archive.FileID{Dev: ids[j].Dev, Ino: ids[j].Ino + 1, Ctime: ids[j].Ctime}, b.Size, b.MTime, b.Mode); !got.IsZero() {
 			t.Fatalf("entry %s, another inode: known says %q", e.Path, got)
 		}
 		proved++
@@ -247,7 +246,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged := t.TempDir()
-	if err := writeState([]string{forged}, old, sblob, ids, 1<<62, "k1", "s", time.Now()); err != nil {
+	if err := writeState([]string{forged}, old, blobOf(sblob), ids, 1<<62, "k1", "s", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	fs, why := readState([]string{forged}, entryOf(x, xblob))
@@ -258,7 +257,7 @@ func TestKnownOfAnotherIndex(t *testing.T) {
 	for i := range x.Entries {
 		e := &x.Entries[i]
 		if j, ok := oldAt[e.Path]; ok && hasContent(e) {
-			if got := k(i, ids[j], old.Entries[j].Size, old.Entries[j].MTime, old.Entries[j].Mode); got != "" {
+			if got := k(i, ids[j], old.Entries[j].Size, old.Entries[j].MTime, old.Entries[j].Mode); !got.IsZero() {
 				t.Fatalf("a state whose records are another index's proved %s: %q", e.Path, got)
 			}
 		}

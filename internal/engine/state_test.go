@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/digest"
+	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
 	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
@@ -69,7 +71,7 @@ func FuzzReadState(f *testing.F) {
 			if k == 0 {
 				continue
 			}
-			if int(k) > len(b.files) || int(b.files[k-1].pack) >= len(b.packs) || b.files[k-1].pack < 0 || !digest.ValidHex(b.files[k-1].digest) {
+			if int(k) > len(b.files) || int(b.files[k-1].pack) >= len(b.packs) || b.files[k-1].pack < 0 || b.files[k-1].digest.IsZero() {
 				t.Fatalf("entry %d joined to %d of %d files, pack out of %d", i, k, len(b.files), len(b.packs))
 			}
 		}
@@ -158,4 +160,62 @@ func wholeState(t testing.TB, fs *folderState) decodedState {
 		t.Fatal(err)
 	}
 	return decodedState{ids}
+}
+
+// TestSpilledIndexMakesTheSameState: a restore whose index blob waits in
+// a temporary file (every blob here: spillAbove 0) writes the state a blob
+// held in memory gives, so that the next save reads nothing; and a blob
+// whose file was changed meanwhile gives no state rather than a state of
+// other bytes.
+func TestSpilledIndexMakesTheSameState(t *testing.T) {
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "c")
+	testtree.Make(t, src)
+	save(t, st, "k1", src)
+	states := map[int][]byte{}
+	for _, above := range []int{1 << 30, 0} {
+		defer func(old int) { spillAbove = old }(spillAbove)
+		spillAbove = above
+		dst := filepath.Join(t.TempDir(), "c")
+		restore(t, st, "k1", nil, dst)
+		b, err := os.ReadFile(filepath.Join(dst, archive.StateFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		states[above] = b
+		if res := save(t, st, "k2", dst); res.UploadedBytes != 0 || res.HashedFiles != 0 {
+			t.Fatalf("spillAbove %d: the save after the restore sent %d bytes and hashed %d files, want a no-op", above, res.UploadedBytes, res.HashedFiles)
+		}
+	}
+	// Both hold the entry's index blob after their header line (the
+	// records after it are of other files).
+	want, _ := indexBlobOf(t, st, "k1")
+	for above, b := range states {
+		if !bytes.HasPrefix(b[bytes.IndexByte(b, '\n')+1:], want) {
+			t.Fatalf("spillAbove %d: the state does not hold the entry's index blob", above)
+		}
+	}
+
+	blob := []byte(strings.Repeat("index bytes ", 1000))
+	ib := spillIndex(blob, digest.FromBytes(blob))
+	defer ib.close()
+	if ib.file == nil || ib.bytes != nil {
+		t.Fatalf("spillAbove 0: the blob was kept in memory (%+v)", ib)
+	}
+	var out bytes.Buffer
+	if err := ib.writeTo(&out); err != nil || !bytes.Equal(out.Bytes(), blob) {
+		t.Fatalf("read back %d bytes (%v), want the %d written", out.Len(), err, len(blob))
+	}
+	if _, err := ib.file.WriteAt([]byte("X"), 100); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	x := &archive.Index{Format: format.Version, Roots: []string{"c"}}
+	err := writeState([]string{dir}, x, ib, nil, 1<<62, "k", "s", time.Now())
+	if !errors.Is(err, digest.ErrMismatch) {
+		t.Fatalf("writing a state from a changed spill: %v, want a digest mismatch", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, archive.StateFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a state was written from a changed spill (%v)", err)
+	}
 }

@@ -449,3 +449,21 @@ func TestNoOpSaveWritesNothingInTheWorkspace(t *testing.T) {
 	restore(t, st, "k3", nil, fresh)
 	testtree.Equal(t, want, testtree.Snapshot(t, fresh, archive.StateFileName))
 }
+
+// TestSaveRefusesMoreEntriesThanTheCap: a save whose folders hold more
+// entries than a restore would read (CACHE_MAX_INDEX_ENTRIES) uploads
+// nothing and says so, instead of an entry no restore takes.
+func TestSaveRefusesMoreEntriesThanTheCap(t *testing.T) {
+	src := t.TempDir()
+	testtree.Make(t, src)
+	defer archive.SetMaxIndexEntries(archive.MaxIndexEntries())
+	archive.SetMaxIndexEntries(3)
+	st := memory.NewStore("t")
+	_, err := Save(context.Background(), st, SaveOptions{Key: "k", Folders: []string{src}, Logf: t.Logf})
+	if err == nil || !strings.Contains(err.Error(), "more than an entry may (3; CACHE_MAX_INDEX_ENTRIES") {
+		t.Fatalf("Save past the cap: %v", err)
+	}
+	if _, err := st.GetRef(context.Background(), "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a ref was written: %v", err)
+	}
+}

@@ -21,7 +21,11 @@ import (
 // adapting to the link: adapt.go), streaming: at most a few packs are held,
 // in memory or spilled to temporary files.
 type packPipeline struct {
-	st      store.Store
+	st store.Store
+	// x and folders are the index whose files are packed, and its
+	// folders on disk.
+	x       *archive.Index
+	folders []string
 	jobs    int
 	uploads int
 	// first is the number of the first new pack in the index (the packs
@@ -59,16 +63,20 @@ func (b builtPack) discard() {
 
 // run packs each group of files into a pack, numbered from p.first, and
 // uploads it. WritePack sets the entries' digests, packs and offsets.
-func (p *packPipeline) run(ctx context.Context, groups [][]archive.PackFile) (pipelineResult, error) {
+func (p *packPipeline) run(ctx context.Context, groups [][]int32) (pipelineResult, error) {
 	if len(groups) == 0 {
 		return pipelineResult{}, nil
 	}
 	packs := make([]format.Descriptor, len(groups))
+	size := func(files []int32) (n int64) {
+		for _, i := range files {
+			n += p.x.Entries[i].Size
+		}
+		return n
+	}
 	var total int64
 	for _, files := range groups {
-		for _, f := range files {
-			total += f.Entry.Size
-		}
+		total += size(files)
 	}
 	var packed, sentBytes atomic.Int64
 	var sent atomic.Int32
@@ -101,14 +109,12 @@ func (p *packPipeline) run(ctx context.Context, groups [][]archive.PackFile) (pi
 		g.Go(func() error {
 			defer builders.Done()
 			for j := range jobs {
-				b, err := p.build(gctx, p.first+j, groups[j])
+				b, err := p.build(gctx, p.first+j, packFiles(p.x, p.folders, groups[j]))
 				if err != nil {
 					return err
 				}
 				packs[j] = b.desc
-				for _, f := range groups[j] {
-					packed.Add(f.Entry.Size)
-				}
+				packed.Add(size(groups[j]))
 				select {
 				case built <- b:
 				case <-gctx.Done():

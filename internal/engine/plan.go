@@ -32,8 +32,11 @@ type packPlan struct {
 	// position in base.files) whose digest, pack and offset it takes, or
 	// 0: its pack is kept.
 	reuse []int
-	// fresh are the new packs, in order, numbered from len(kept).
-	fresh [][]archive.PackFile
+	// fresh are the new packs, in order, numbered from len(kept): the
+	// positions in x of their files, in order (4 bytes a file; the
+	// packer makes their PackFiles a pack at a time: at 600,000 files,
+	// 100 MB of them with their paths held at once otherwise).
+	fresh [][]int32
 	// same: the new index is the base's (planSave says when).
 	same bool
 }
@@ -153,7 +156,7 @@ func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor,
 // (renumbered from 0 in the base's order), the matches of reuse whose pack
 // is kept, and the other non-empty files grouped into new packs of about
 // packSize (groupFresh). It does not change x (see apply).
-func planPacks(x *archive.Index, b *base, folders []string, reuse []int, keep []bool, packSize int64) *packPlan {
+func planPacks(x *archive.Index, b *base, reuse []int, keep []bool, packSize int64) *packPlan {
 	plan := &packPlan{reuse: make([]int, len(x.Entries))}
 	if b.at != nil {
 		plan.newPos = make([]int, len(b.packs))
@@ -170,7 +173,7 @@ func planPacks(x *archive.Index, b *base, folders []string, reuse []int, keep []
 			}
 		}
 	}
-	plan.fresh = groupFresh(x, folders, plan.reuse, packSize)
+	plan.fresh = groupFresh(x, plan.reuse, packSize)
 	return plan
 }
 
@@ -182,7 +185,7 @@ func planPacks(x *archive.Index, b *base, folders []string, reuse []int, keep []
 // total. A pack is also closed before a file that would take it past
 // packSize (a file larger than packSize gets a pack of its own). It depends
 // only on the files, never on the machine: the same tree gives the same packs.
-func groupFresh(x *archive.Index, folders []string, reuse []int, packSize int64) [][]archive.PackFile {
+func groupFresh(x *archive.Index, reuse []int, packSize int64) [][]int32 {
 	fresh := func(i int) bool {
 		e := &x.Entries[i]
 		return e.Type == archive.TypeFile && e.Size > 0 && reuse[i] == 0
@@ -197,8 +200,8 @@ func groupFresh(x *archive.Index, folders []string, reuse []int, packSize int64)
 	if n > 1 && n%2 == 1 {
 		n++
 	}
-	var groups [][]archive.PackFile
-	var cur []archive.PackFile
+	var groups [][]int32
+	var cur []int32
 	var curSize, before int64 // bytes in cur, and in the packs closed
 	for i := range x.Entries {
 		if !fresh(i) {
@@ -213,13 +216,24 @@ func groupFresh(x *archive.Index, folders []string, reuse []int, packSize int64)
 			before += curSize
 			cur, curSize = nil, 0
 		}
-		cur = append(cur, archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), ID: x.IDs[i]})
+		cur = append(cur, int32(i)) // Save refuses a walk of more entries
 		curSize += e.Size
 	}
 	if len(cur) > 0 {
 		groups = append(groups, cur)
 	}
 	return groups
+}
+
+// packFiles returns the files of one new pack (positions in x) as
+// WritePack takes them.
+func packFiles(x *archive.Index, folders []string, files []int32) []archive.PackFile {
+	out := make([]archive.PackFile, len(files))
+	for k, i := range files {
+		e := &x.Entries[i]
+		out[k] = archive.PackFile{Entry: e, Name: x.TarName(e), Source: filepath.Join(folders[e.Root], filepath.FromSlash(e.Path)), ID: x.IDs[i]}
+	}
+	return out
 }
 
 // apply makes x's packs the kept ones and gives each reusing entry its base

@@ -169,7 +169,7 @@ func TestPlanPacksRenumbers(t *testing.T) {
 	x := index(0, f{"a", 10, no}, f{"b", 20, no}, f{"c", 30, no}, f{"c2", 5, no}, f{"new", 1, no})
 	b := joined(t, x, bx, nil)
 	reuse, _ := matchUnchanged(x, b)
-	plan := planPacks(x, b, []string{"/w"}, reuse, []bool{false, true, true}, 1<<20)
+	plan := planPacks(x, b, reuse, []bool{false, true, true}, 1<<20)
 	if want := []format.Descriptor{bx.Packs[1], bx.Packs[2]}; !slices.Equal(plan.kept, want) {
 		t.Fatalf("kept %v, want %v", plan.kept, want)
 	}
@@ -180,10 +180,10 @@ func TestPlanPacksRenumbers(t *testing.T) {
 	if want := []int{0, 0, 2, 3, 4, 0}; !slices.Equal(plan.reuse, want) {
 		t.Fatalf("reuse %v, want %v", plan.reuse, want)
 	}
-	if got := groupNames(plan.fresh); !slices.Equal(got, []string{"a new"}) {
+	if got := groupNames(x, plan.fresh); !slices.Equal(got, []string{"a new"}) {
 		t.Fatalf("fresh packs %q", got)
 	}
-	if src := plan.fresh[0][0].Source; src != filepath.Join("/w", "a") {
+	if src := packFiles(x, []string{"/w"}, plan.fresh[0])[0].Source; src != filepath.Join("/w", "a") {
 		t.Fatalf("source %q", src)
 	}
 	if n := plan.apply(x, b); n != 3 {
@@ -214,11 +214,11 @@ func TestPlanPacksRenumbers(t *testing.T) {
 func TestPlanPacksWithoutBase(t *testing.T) {
 	const no = archive.NoPack
 	x := index(0, f{"a", 10, no}, f{"b", 20, no})
-	plan := planPacks(x, &base{}, []string{"/w"}, make([]int, len(x.Entries)), nil, 1<<20)
+	plan := planPacks(x, &base{}, make([]int, len(x.Entries)), nil, 1<<20)
 	if plan.kept != nil || plan.newPos != nil || plan.apply(x, &base{}) != 0 || len(x.Packs) != 0 {
 		t.Fatalf("a plan without base keeps packs: %+v", plan)
 	}
-	if got := groupNames(plan.fresh); !slices.Equal(got, []string{"a b"}) {
+	if got := groupNames(x, plan.fresh); !slices.Equal(got, []string{"a b"}) {
 		t.Fatalf("fresh packs %q", got)
 	}
 }
@@ -247,7 +247,7 @@ func TestGroupFreshAtThePackSize(t *testing.T) {
 				files = append(files, f{fmt.Sprintf("f%d", i), s, no})
 			}
 			x := index(0, files...)
-			got := groupNames(groupFresh(x, []string{"/w"}, make([]int, len(x.Entries)), 100))
+			got := groupNames(x, groupFresh(x, make([]int, len(x.Entries)), 100))
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("packs %q, want %q", got, tc.want)
 			}
@@ -263,10 +263,10 @@ func TestGroupFreshAtThePackSize(t *testing.T) {
 		}
 		x := index(0, files...)
 		var sizes []int64
-		for _, g := range groupFresh(x, []string{"/w"}, make([]int, len(x.Entries)), 100) {
+		for _, g := range groupFresh(x, make([]int, len(x.Entries)), 100) {
 			var n int64
-			for _, pf := range g {
-				n += pf.Entry.Size
+			for _, i := range g {
+				n += x.Entries[i].Size
 			}
 			sizes = append(sizes, n)
 		}
@@ -276,7 +276,7 @@ func TestGroupFreshAtThePackSize(t *testing.T) {
 	})
 	t.Run("reused files are left out", func(t *testing.T) {
 		x := index(0, f{"f0", 60, no}, f{"f1", 60, no}, f{"f2", 40, no})
-		got := groupNames(groupFresh(x, []string{"/w"}, []int{0, 0, 9, 0}, 100))
+		got := groupNames(x, groupFresh(x, []int{0, 0, 9, 0}, 100))
 		if !slices.Equal(got, []string{"f0 f2"}) {
 			t.Fatalf("packs %q", got)
 		}
@@ -284,15 +284,15 @@ func TestGroupFreshAtThePackSize(t *testing.T) {
 }
 
 // groupNames gives each group as its file names, space-separated.
-func groupNames(groups [][]archive.PackFile) []string {
+func groupNames(x *archive.Index, groups [][]int32) []string {
 	var out []string
 	for _, g := range groups {
 		s := ""
-		for i, pf := range g {
-			if i > 0 {
+		for k, i := range g {
+			if k > 0 {
 				s += " "
 			}
-			s += pf.Name
+			s += x.TarName(&x.Entries[i])
 		}
 		out = append(out, s)
 	}

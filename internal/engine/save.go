@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -159,7 +160,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	if err != nil {
 		return nil, err
 	}
-	pipe := &packPipeline{st: st, jobs: opts.Jobs, uploads: opts.Uploads, first: len(x.Packs), progress: opts.Progress, every: opts.ProgressEvery}
+	pipe := &packPipeline{st: st, x: x, folders: folders, jobs: opts.Jobs, uploads: opts.Uploads, first: len(x.Packs), progress: opts.Progress, every: opts.ProgressEvery}
 	sent, err := pipe.run(ctx, plan.fresh)
 	if err != nil {
 		return nil, err
@@ -207,6 +208,9 @@ func walkFolders(ctx context.Context, st store.Store, folders []string, opts Sav
 	if len(x.Entries) == 0 {
 		res.Skipped, res.SkipReason = true, fmt.Sprintf("nothing to save: %s empty or missing", strings.Join(opts.Folders, ", "))
 		return nil, base{}, 0, nil
+	}
+	if n := int64(len(x.Entries)); n > archive.MaxIndexEntries() || n > math.MaxInt32 {
+		return nil, base{}, 0, fmt.Errorf("folder(s) %s hold %d files, directories and links, more than an entry may (%d; CACHE_MAX_INDEX_ENTRIES raises it, up to %d): save fewer folders, or smaller ones", strings.Join(opts.Folders, ", "), n, archive.MaxIndexEntries(), math.MaxInt32)
 	}
 	temps := map[int][]string{}
 	for _, s := range skipped {
@@ -330,7 +334,7 @@ func planSave(ctx context.Context, st store.Store, x *archive.Index, folders []s
 	if err != nil {
 		return nil, err
 	}
-	plan := planPacks(x, b, folders, reuse, keep, opts.PackSize)
+	plan := planPacks(x, b, reuse, keep, opts.PackSize)
 	res.HashedFiles = len(hash)
 	res.ReusedPacks = len(plan.kept)
 	res.ReusedFiles = plan.apply(x, b)

@@ -39,7 +39,9 @@ func TestWalkAllocation(t *testing.T) {
 	if len(x.Entries) != 16_800 {
 		t.Fatalf("walked %d entries, want 16,800", len(x.Entries))
 	}
-	if per > 650 {
-		t.Errorf("walking allocated %.0f B an entry, want at most 650: the entries are copied again and again", per)
+	// 943 when the entries were appended to one growing slice; 527 when
+	// the chunks held entries and identities rather than walked records.
+	if per > 490 {
+		t.Errorf("walking allocated %.0f B an entry, want at most 490: the entries are copied again and again, or the chunks hold more than walked records", per)
 	}
 }

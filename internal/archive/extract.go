@@ -487,7 +487,18 @@ func (ex *Extractor) Prepare() ([]int, error) {
 				ex.needed[i] = needTemp
 				continue
 			}
-			check = append(check, onDiskOf(i, dir, &st))
+			f := onDiskOf(i, dir, &st)
+			if ex.Known != nil {
+				// A record proves which content the file holds: the
+				// entry's, or another (then it is rewritten without being
+				// read). Settled here, so that only the files to read are
+				// kept (a warm restore: a few of 600,000, not all).
+				if d := ex.Known(i, f.id, f.size, f.mtime, f.mode); !d.IsZero() {
+					ex.settle(&f, d == e.Digest)
+					continue
+				}
+			}
+			check = append(check, f)
 		}
 	}
 	if err := ex.checkOnDisk(check, dirs); err != nil {
@@ -507,30 +518,19 @@ func (ex *Extractor) Prepare() ([]int, error) {
 	return out, nil
 }
 
-// checkOnDisk decides, for files of the right size already on disk, whether
-// they hold the entry's content: proven by Known, else hashed (in parallel).
-// prepared are Prepare's directory descriptors, which one worker uses.
-// A match whose mode or mtime differ is fixed at Commit, unless the file has
-// other names: then it is rewritten, so that they keep what they hold.
+// checkOnDisk decides, for files of the right size already on disk that
+// no record proves, whether they hold the entry's content, hashing them (in
+// parallel). prepared are Prepare's directory descriptors, which one
+// worker uses.
 func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 	jobs := ex.Jobs
 	if jobs <= 0 {
 		jobs = 4
 	}
 	same := make([]bool, len(files))
-	var read []int // the files no record proves: read to know
-	for k := range files {
-		f := &files[k]
-		e := &ex.x.Entries[f.entry]
-		if ex.Known != nil {
-			// A record proves which content the file holds: the entry's, or
-			// another (then it is rewritten without being read).
-			if d := ex.Known(f.entry, f.id, f.size, f.mtime, f.mode); !d.IsZero() {
-				same[k] = d == e.Digest
-				continue
-			}
-		}
-		read = append(read, k)
+	read := make([]int, len(files))
+	for k := range read {
+		read[k] = k
 	}
 	// Runs of files of one directory (at most 64, so that a large one is
 	// shared) go to jobs workers, each with its own directory descriptors:
@@ -571,21 +571,29 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	for k, f := range files {
-		e := &ex.x.Entries[f.entry]
-		metaSame := f.mode == e.Mode && f.mtime == e.MTime
-		switch {
-		case !same[k] || (!metaSame && f.linked):
-			ex.needed[f.entry] = needTemp
-		case metaSame:
-			ex.present++
-			ex.ids[f.entry] = f.id
-		default:
-			ex.present++
-			ex.fixes = append(ex.fixes, f.entry)
-		}
+	for k := range files {
+		ex.settle(&files[k], same[k])
 	}
 	return nil
+}
+
+// settle decides what is done with file f on disk, same saying whether it
+// holds its entry's content: kept, its mode or mtime fixed at Commit, or
+// rewritten (other content, or a fix on a file with other names, which
+// must keep what they hold).
+func (ex *Extractor) settle(f *onDisk, same bool) {
+	e := &ex.x.Entries[f.entry]
+	metaSame := f.mode == e.Mode && f.mtime == e.MTime
+	switch {
+	case !same || (!metaSame && f.linked):
+		ex.needed[f.entry] = needTemp
+	case metaSame:
+		ex.present++
+		ex.ids[f.entry] = f.id
+	default:
+		ex.present++
+		ex.fixes = append(ex.fixes, f.entry)
+	}
 }
 
 // hashOnDisk reports whether file f on disk (still the file Prepare saw)

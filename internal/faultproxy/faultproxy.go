@@ -17,6 +17,7 @@ package faultproxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -68,11 +69,17 @@ const (
 	// CorruptRequest forwards the request with the byte of its body at
 	// offset AfterBytes flipped, and the server's answer unchanged.
 	CorruptRequest
+	// HoldRequest reads the whole request body from the client (Request.Held
+	// then says so), forwards the headers and the first AfterBytes bytes,
+	// holds the rest for StallFor and then sends it, whether or not the
+	// client is still there: a request the network still carries, which
+	// the server finishes after the client gave up on it.
+	HoldRequest
 )
 
 var faultNames = map[Fault]string{None: "none", Reset: "reset", Stall: "stall", Status: "status",
 	Truncate: "truncate", Corrupt: "corrupt", Throttle: "throttle", ResetAfterForward: "reset-after-forward",
-	CutRequest: "cut-request", CorruptRequest: "corrupt-request"}
+	CutRequest: "cut-request", CorruptRequest: "corrupt-request", HoldRequest: "hold-request"}
 
 func (f Fault) String() string { return faultNames[f] }
 
@@ -94,10 +101,11 @@ type Rule struct {
 	Fault Fault
 	// AfterBytes is the response body offset at which Reset, Stall,
 	// Truncate and Corrupt act, and the request body offset at which
-	// CutRequest and CorruptRequest do.
+	// CutRequest, CorruptRequest and HoldRequest do.
 	AfterBytes int64
-	// StallFor is how long Stall sends nothing; 0 is until the client
-	// closes the connection (or the proxy closes).
+	// StallFor is how long Stall sends nothing (0: until the client
+	// closes the connection, or the proxy closes) and how long HoldRequest
+	// holds the rest of the body.
 	StallFor time.Duration
 	// Status and RetryAfter are the answer of Status.
 	Status     int
@@ -145,8 +153,10 @@ type Request struct {
 	// Fault is the fault it got (None when forwarded unchanged).
 	Fault Fault
 	// Upstream is the status the server answered when the request was
-	// forwarded (0: not forwarded, or no answer).
+	// forwarded (0: not forwarded, or no answer yet).
 	Upstream int
+	// Held says that HoldRequest read the whole body from the client.
+	Held bool
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -372,6 +382,16 @@ func (p *Proxy) handle(c net.Conn) {
 		reqBody = &cutReader{r: req.Body, left: rule.AfterBytes}
 	case CorruptRequest:
 		reqBody = &corrupter{r: req.Body, at: rule.AfterBytes}
+	case HoldRequest:
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		seen.Held = true
+		p.mu.Unlock()
+		head := body[:min(int64(len(body)), max(rule.AfterBytes, 0))]
+		reqBody = io.MultiReader(bytes.NewReader(head), &holdReader{rest: body[len(head):], d: rule.StallFor, p: p})
 	}
 	out, err := http.NewRequest(req.Method, target.String()+req.URL.RequestURI(), reqBody)
 	if err != nil {
@@ -547,6 +567,27 @@ func (c *cutReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.left -= int64(n)
 	return n, err
+}
+
+// holdReader gives rest after a pause of d (or the proxy's close).
+type holdReader struct {
+	rest []byte
+	d    time.Duration
+	p    *Proxy
+	held bool
+}
+
+func (h *holdReader) Read(b []byte) (int, error) {
+	if !h.held {
+		h.held = true
+		h.p.stall(h.d, nil)
+	}
+	if len(h.rest) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, h.rest)
+	h.rest = h.rest[n:]
+	return n, nil
 }
 
 // corrupter flips the bits of the byte at offset at.

@@ -346,3 +346,30 @@ func TestCorruptRequest(t *testing.T) {
 		t.Fatalf("the server got %d uploads; want one with byte 4321 flipped", len(got))
 	}
 }
+
+// TestHoldRequest: the client's whole upload is read at once, and the
+// server gets all of it after the hold, although the client gave up on it.
+func TestHoldRequest(t *testing.T) {
+	data := randomData(t, 100_000)
+	srv, puts := upstream(t, nil)
+	p := faultproxy.New(t, srv.URL)
+	p.Add(faultproxy.Rule{Method: "PUT", Fault: faultproxy.HoldRequest, AfterBytes: 5000, StallFor: 300 * time.Millisecond})
+	req, _ := http.NewRequest(http.MethodPut, p.URL()+"/obj", bytes.NewReader(data))
+	c := &http.Client{Timeout: 100 * time.Millisecond}
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a held upload was answered %d before the client gave up", resp.StatusCode)
+	}
+	if r := p.Requests(); len(r) != 1 || !r[0].Held {
+		t.Fatalf("requests seen when the client gave up: %+v; want one held", r)
+	}
+	for i := 0; len(puts.get()) == 0; i++ {
+		if i == 2000 {
+			t.Fatal("the server never got the held upload")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := puts.get(); len(got) != 1 || got[0] != string(data) {
+		t.Fatalf("the server got %d uploads; want the whole one", len(got))
+	}
+}

@@ -55,8 +55,10 @@ type Config struct {
 	// is about Concurrency x PartSize.
 	Concurrency int
 	// BeforeWrite, when set, returns the WriterOptions.BeforeWrite hook of
-	// an upload of size bytes (-1 when unknown).
-	BeforeWrite func(size int64) func(asFunc func(any) bool) error
+	// an upload of size bytes (-1 when unknown), and, when not nil, what
+	// to run after that upload failed (to clean up what the service may
+	// still hold of it), given the SDK's error.
+	BeforeWrite func(size int64) (before func(asFunc func(any) bool) error, failed func(error))
 	// OnClose, when set, runs after Close closed Bucket (to close an SDK
 	// client the gocloud bucket does not own).
 	OnClose func() error
@@ -198,10 +200,14 @@ func (b *Bucket) Put(ctx context.Context, name string, size int64, r io.Reader) 
 		BufferSize:     b.cfg.UploadPartSize,
 		MaxConcurrency: b.cfg.Concurrency,
 	}
+	var failed func(error)
 	if b.cfg.BeforeWrite != nil {
-		opts.BeforeWrite = b.cfg.BeforeWrite(size)
+		opts.BeforeWrite, failed = b.cfg.BeforeWrite(size)
 	}
 	err = b.cfg.Bucket.Upload(ctx, key, src, opts)
+	if err != nil && failed != nil {
+		failed(err)
+	}
 	if src.err != nil {
 		// The source failed (or lied about its digest or size): that is
 		// the cause, whatever the SDK made of the cancelled upload.

@@ -27,7 +27,9 @@
 //
 // Uploads of 8 MiB or more are multipart, 4 parts of 8 MiB at a time; a
 // failed or cancelled upload is aborted (AbortMultipartUpload, with a fresh
-// 30 s context so that a cancelled caller does not leave parts behind).
+// 30 s context so that a cancelled caller does not leave parts behind), and
+// aborted again over the next 3 s when a part got no answer, as a part the
+// server was still writing can bring the upload back after an abort.
 package s3store
 
 import (
@@ -40,6 +42,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -47,6 +50,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"gocloud.dev/blob/s3blob"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
@@ -139,13 +143,15 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 // cloudblob.DefaultPartSize, DefaultConcurrency at a time, multipart from one
 // part up (so memory stays near (Concurrency+2) x PartSize), and a fresh
 // context for AbortMultipartUpload, which s3blob's default lacks: without it
-// a cancelled upload could not abort and would leave its parts stored.
-func beforeWrite(client *s3.Client) func(size int64) func(func(any) bool) error {
-	return func(size int64) func(func(any) bool) error {
-		return func(as func(any) bool) error {
+// a cancelled upload could not abort and would leave its parts stored. Its
+// requests go through an upload, which makes sure a failed one is gone.
+func beforeWrite(client *s3.Client) func(size int64) (func(func(any) bool) error, func(error)) {
+	return func(size int64) (func(func(any) bool) error, func(error)) {
+		up := &upload{Client: client}
+		before := func(as func(any) bool) error {
 			var tm *transfermanager.Client
 			if as(&tm) {
-				*tm = *transfermanager.New(client, func(o *transfermanager.Options) {
+				*tm = *transfermanager.New(up, func(o *transfermanager.Options) {
 					o.PartSizeBytes = cloudblob.DefaultPartSize
 					o.MultipartUploadThreshold = cloudblob.DefaultPartSize
 					o.Concurrency = cloudblob.DefaultConcurrency
@@ -161,7 +167,91 @@ func beforeWrite(client *s3.Client) func(size int64) func(func(any) bool) error 
 			}
 			return nil
 		}
+		return before, func(error) { up.settle(reabortPauses) }
 	}
+}
+
+// reabortPauses are the pauses before each new abort of a failed upload
+// that may still have parts in the server's hands: it is looked at 0.2,
+// 0.6, 1.4 and 3 s after it failed.
+var reabortPauses = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}
+
+// upload is the client of one multipart upload, which watches its
+// requests. The transfer manager aborts a failed upload once. But a part it
+// gave up on without an answer (cancelled, cut off) may still be in the
+// server's hands, and S3 documents that such a part can land after the
+// abort (versitygw then brings the upload back, parts and all), so that
+// an abort may need repeating; a failed abort needs it too.
+type upload struct {
+	*s3.Client
+
+	mu        sync.Mutex
+	in        *s3.AbortMultipartUploadInput // the upload, once created
+	unsettled bool                          // a part or the abort got no answer
+}
+
+func (u *upload) CreateMultipartUpload(ctx context.Context, in *s3.CreateMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
+	out, err := u.Client.CreateMultipartUpload(ctx, in, opts...)
+	if err == nil {
+		u.mu.Lock()
+		u.in = &s3.AbortMultipartUploadInput{Bucket: in.Bucket, Key: in.Key, UploadId: out.UploadId, ExpectedBucketOwner: in.ExpectedBucketOwner}
+		u.mu.Unlock()
+	}
+	return out, err
+}
+
+func (u *upload) UploadPart(ctx context.Context, in *s3.UploadPartInput, opts ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
+	out, err := u.Client.UploadPart(ctx, in, opts...)
+	if err != nil && !answered(err) {
+		u.mu.Lock()
+		u.unsettled = true
+		u.mu.Unlock()
+	}
+	return out, err
+}
+
+func (u *upload) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, opts ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
+	out, err := u.Client.AbortMultipartUpload(ctx, in, opts...)
+	if err != nil {
+		u.mu.Lock()
+		u.unsettled = true
+		u.mu.Unlock()
+	}
+	return out, err
+}
+
+// settle aborts the failed upload again after each of pauses, when a part
+// or the abort got no answer, for as long as the server has it (it answers
+// NoSuchUpload once it is gone, but a part still in its hands can bring it
+// back: every pause is waited). Bounded by abortTimeout; what it cannot
+// remove is left to a lifecycle rule (docs/CLOUD.md).
+func (u *upload) settle(pauses []time.Duration) {
+	u.mu.Lock()
+	in, unsettled := u.in, u.unsettled
+	u.mu.Unlock()
+	if in == nil || !unsettled {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	for _, d := range pauses {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		u.Client.AbortMultipartUpload(ctx, in) //nolint:errcheck // NoSuchUpload: gone; another error: tried again at the next pause
+	}
+}
+
+// answered reports whether err came with an answer from the server (the
+// request was done, or refused), rather than a cut or a cancellation (which
+// the SDK also wraps in a ResponseError, of status 0).
+func answered(err error) bool {
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && re.Response != nil && re.Response.Response != nil && re.HTTPStatusCode() > 0
 }
 
 const credHint = "check AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE) and the bucket policy"

@@ -1,8 +1,11 @@
 package s3store_test
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"github.com/tekton-cache/tekton-cache/internal/gc/gctest"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/faultproxy"
@@ -103,6 +107,7 @@ func testServer(t *testing.T, srv server) {
 				Leftovers:     leftovers,
 			})
 	})
+	t.Run("LatePartAfterAbort", func(t *testing.T) { testLatePart(t, srv) })
 	t.Run("EndpointAloneIsEnough", func(t *testing.T) { testEndpointDefaults(t, srv) })
 	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, srv) })
 	t.Run("UnreachableEndpoint", func(t *testing.T) { testUnreachable(t) })
@@ -222,4 +227,75 @@ func testUnreachable(t *testing.T) {
 	st := open(t, fmt.Sprintf("s3://%s/p?endpoint=%s&use_path_style=true&region=us-east-1", bucket, endpoint))
 	storetest.CheckAllOps(t, st, storetest.ErrorWant{Store: "s3://" + bucket + "/p", Says: []string{"cannot reach " + endpoint + ": connection refused"},
 		Secrets: []string{os.Getenv("AWS_SECRET_ACCESS_KEY")}})
+}
+
+// testLatePart fails a multipart upload while its second part is still on
+// its way to the server (a proxy holds its end for half a second): the
+// client gives up on that part and aborts the upload, then the part lands.
+// versitygw then brings the upload back; the store aborts it again, so
+// that nothing is left once the part has landed.
+func testLatePart(t *testing.T, srv server) {
+	proxy := faultproxy.New(t, srv.endpoint)
+	proxy.Add(faultproxy.Rule{Method: "PUT", Path: `partNumber=2\b`, Fault: faultproxy.HoldRequest, AfterBytes: 1 << 20, StallFor: 500 * time.Millisecond})
+	st := open(t, (server{endpoint: proxy.URL()}).storeURL(bucket, storetest.NewPrefix()))
+	held := func() (faultproxy.Request, bool) {
+		for _, r := range proxy.Requests() {
+			if r.Fault == faultproxy.HoldRequest {
+				return r, true
+			}
+		}
+		return faultproxy.Request{}, false
+	}
+	waitFor := func(what string, ok func() bool) {
+		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited 20 s for %s", what)
+			}
+		}
+	}
+	data, d := storetest.RandomBlob(t, 3*cloudblob.DefaultPartSize-1000)
+	src := &failAt{r: bytes.NewReader(data), at: 2*cloudblob.DefaultPartSize + 1, wait: func() {
+		waitFor("the second part to reach the proxy", func() bool { r, ok := held(); return ok && r.Held })
+	}}
+	if err := st.PutBlob(t.Context(), d, int64(len(data)), src); err == nil {
+		t.Fatal("PutBlob whose source failed succeeded")
+	}
+	waitFor("the held part to be answered", func() bool { r, _ := held(); return r.Upstream != 0 })
+	if left := leftovers(t, st); len(left) > 0 {
+		t.Fatalf("a part that landed after the abort left %s", strings.Join(left, ", "))
+	}
+	// The listing may not show an upload that a late part brought back
+	// (versitygw lists only those it still knows the key of): it is
+	// asked for by its ID.
+	r, _ := held()
+	q, err := url.ParseQuery(r.Path[strings.IndexByte(r.Path, '?')+1:])
+	if err != nil || q.Get("uploadId") == "" {
+		t.Fatalf("no upload ID in the held part's request %q: %v", r.Path, err)
+	}
+	obj := st.Bucket().(*cloudblob.Bucket)
+	key := strings.TrimPrefix(r.Path[:strings.IndexByte(r.Path, '?')], "/"+bucket+"/")
+	_, err = client(t, st).ListParts(t.Context(), &s3.ListPartsInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: aws.String(q.Get("uploadId"))})
+	var ae smithy.APIError
+	if !errors.As(err, &ae) || ae.ErrorCode() != "NoSuchUpload" {
+		t.Fatalf("after a part (answered %d) landed late, the upload %s of %s is still there: ListParts = %v", r.Upstream, q.Get("uploadId"), obj, err)
+	}
+}
+
+// failAt reads r, and fails once at bytes were read, after wait.
+type failAt struct {
+	r    io.Reader
+	at   int
+	off  int
+	wait func()
+}
+
+func (f *failAt) Read(p []byte) (int, error) {
+	if f.off >= f.at {
+		f.wait()
+		return 0, errors.New("the source failed")
+	}
+	p = p[:min(len(p), f.at-f.off)]
+	n, err := f.r.Read(p)
+	f.off += n
+	return n, err
 }

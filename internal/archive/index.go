@@ -370,7 +370,7 @@ func DecodeIndexSized(blob []byte, entries int) (*Index, error) {
 		// takes more than 4 compressed bytes) and the cap.
 		count.n = min(int64(entries), maxEntries, int64(len(blob)/4+16))
 	} else {
-		err = streamIndex(blob, maxSize, func(r io.Reader) error {
+		err = streamIndex(bytes.NewReader(blob), maxSize, func(r io.Reader) error {
 			buf := make([]byte, 64<<10)
 			for {
 				n, err := r.Read(buf)
@@ -388,7 +388,7 @@ func DecodeIndexSized(blob []byte, entries int) (*Index, error) {
 	}
 	var x *Index
 	if err == nil {
-		err = streamIndex(blob, maxSize, func(r io.Reader) (err error) {
+		err = streamIndex(bytes.NewReader(blob), maxSize, func(r io.Reader) (err error) {
 			x, err = decodeIndexStream(r, maxEntries, int(count.n), nil)
 			return err
 		})
@@ -424,20 +424,52 @@ func DecodeIndexSized(blob []byte, entries int) (*Index, error) {
 // them as untrusted, for what they claim only (a restore state's proofs,
 // which a file must match exactly to be believed).
 func VisitIndex(blob []byte, visit func(int, *Entry) error) (*Index, error) {
+	return VisitIndexAt(bytes.NewReader(blob), int64(len(blob)), "", visit)
+}
+
+// VisitIndexAt is VisitIndex over the size bytes of blob at r, read as
+// they are decoded and never held whole (but for an index in another layout
+// than our writer's, read whole once). When d is not "", the bytes must
+// have digest d: they are hashed as they are read, and a mismatch fails
+// the visit, after entries were visited: the caller then drops what it
+// kept of them. So a 28 MB index on disk (a restore state's) is joined in
+// a buffer's memory.
+func VisitIndexAt(r io.ReaderAt, size int64, d digest.Digest, visit func(int, *Entry) error) (*Index, error) {
 	maxEntries, maxSize := MaxIndexEntries(), maxIndexSize()
+	var h *digest.Digester
+	var raw io.Reader = io.NewSectionReader(r, 0, size)
+	if d != "" {
+		h = digest.NewDigester()
+		raw = io.TeeReader(raw, h)
+	}
+	src := bufio.NewReaderSize(raw, 256<<10)
 	var x *Index
-	err := streamIndex(blob, maxSize, func(r io.Reader) (err error) {
+	err := streamIndex(src, maxSize, func(r io.Reader) (err error) {
 		x, err = decodeIndexStream(r, maxEntries, 0, visit)
 		return err
 	})
 	if errors.Is(err, errNotCanonical) {
-		if x, err = decodeIndexWhole(blob, maxEntries, maxSize); err == nil {
+		var blob []byte
+		if blob, err = io.ReadAll(io.NewSectionReader(r, 0, size)); err == nil {
+			if d != "" && digest.FromBytes(blob) != d {
+				return nil, fmt.Errorf("the index read is not %s: %w", d.Short(), digest.ErrMismatch)
+			}
+			h = nil
+			x, err = decodeIndexWhole(blob, maxEntries, maxSize)
+		}
+		if err == nil {
 			for i := range x.Entries {
 				if err = visit(i, &x.Entries[i]); err != nil {
 					break
 				}
 			}
 			x.Entries = nil
+		}
+	}
+	if err == nil && h != nil {
+		// What the decoder left unread (a frame's end) is hashed too.
+		if _, err = io.Copy(io.Discard, src); err == nil && (h.Size() != size || h.Digest() != d) {
+			return nil, fmt.Errorf("the index read is not %s: %w", d.Short(), digest.ErrMismatch)
 		}
 	}
 	if err != nil {
@@ -451,10 +483,10 @@ func VisitIndex(blob []byte, visit func(int, *Entry) error) (*Index, error) {
 
 // streamIndex calls f with the decompressed stream of blob, which fails
 // past maxSize bytes.
-func streamIndex(blob []byte, maxSize uint64, f func(r io.Reader) error) error {
+func streamIndex(blob io.Reader, maxSize uint64, f func(r io.Reader) error) error {
 	// Streaming, the decoder's memory cap is its window's (our writer's
 	// is at most 8 MiB); the limitReader bounds the size.
-	dec, err := zstd.NewReader(bytes.NewReader(blob), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxStreamWindow))
+	dec, err := zstd.NewReader(blob, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxStreamWindow))
 	if err != nil {
 		return err
 	}

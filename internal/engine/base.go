@@ -18,7 +18,7 @@ import (
 // (at 600,000 entries, one index less held during a no-op save).
 type base struct {
 	name string
-	blob []byte // its index, encoded
+	blob indexBlob // its index, encoded (in the state file, for a state's)
 	// Where its entries come from: the restore state in the folders (fs:
 	// its index streamed, its records per folder), or an index decoded
 	// whole (x: a base found by restore key, whose files are all hashed

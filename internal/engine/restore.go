@@ -273,17 +273,19 @@ func (r *restorer) extractEntry(ctx context.Context, entry *Entry, dests []strin
 	}
 	defer ex.Close()
 	ex.Jobs = r.opts.Jobs
-	// What the folders held before: a record proves a file's content only
-	// while the file is exactly as recorded; anything else is hashed.
-	if prev, _ := readState(dests, entry); prev != nil {
-		ex.Known = prev.known(x)
-	}
 	// The blob is needed again only for the state, once the files are
-	// written: a large one waits in a temporary file, not in the heap.
+	// written: a large one waits in a temporary file, not in the heap
+	// (from now on: the folders' state is read and joined meanwhile).
 	blob := spillIndex(entry.Blob, ref.Index.Digest)
 	defer blob.close()
 	if blob.file != nil {
 		entry.Blob = nil
+	}
+	// What the folders held before: a record proves a file's content only
+	// while the file is exactly as recorded; anything else is hashed.
+	if prev, _ := readState(dests, entry); prev != nil {
+		ex.Known = prev.known(x) // joined now: the state file is done with
+		prev.close()
 	}
 	// On failure the folders are as they were, so is their state (its
 	// records still describe them: a file we touched has a new ctime).

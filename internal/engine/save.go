@@ -4,11 +4,9 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"path/filepath"
 	"runtime"
@@ -17,7 +15,6 @@ import (
 	"time"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
-	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 )
@@ -152,6 +149,7 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	if err != nil {
 		return nil, err
 	}
+	defer b.blob.close() // the state file holding the base's index, if any
 	if x == nil {
 		res.Duration = time.Since(start)
 		return res, nil
@@ -176,8 +174,8 @@ func Save(ctx context.Context, st store.Store, opts SaveOptions) (*SaveResult, e
 	// in this workspace reads nothing that did not change. When the state
 	// already says exactly that (same index, every record proven and equal),
 	// it is left as it is: a no-op save writes nothing in the workspace.
-	if !b.holds || !bytes.Equal(blob, b.blob) {
-		if err := writeState(folders, x, blobOf(blob), x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
+	if !b.holds || blob.digest != b.blob.digest {
+		if err := writeState(folders, x, blob, x.IDs, racyBefore, opts.Key, st.String(), opts.Now()); err != nil {
 			opts.Logf("warning: %v (the next save will read every file)", err)
 		}
 	}
@@ -202,15 +200,20 @@ func walkFolders(ctx context.Context, st store.Store, folders []string, opts Sav
 	go func() { baseCh <- findBase(ctx, st, folders, opts) }()
 	x, skipped, err := archive.Walk(folders)
 	b = <-baseCh
+	defer func() {
+		if x == nil {
+			b.blob.close() // not returned
+		}
+	}()
 	if err != nil {
-		return nil, base{}, 0, err
+		return nil, b, 0, err
 	}
 	if len(x.Entries) == 0 {
 		res.Skipped, res.SkipReason = true, fmt.Sprintf("nothing to save: %s empty or missing", strings.Join(opts.Folders, ", "))
-		return nil, base{}, 0, nil
+		return nil, b, 0, nil
 	}
 	if n := int64(len(x.Entries)); n > archive.MaxIndexEntries() || n > math.MaxInt32 {
-		return nil, base{}, 0, fmt.Errorf("folder(s) %s hold %d files, directories and links, more than an entry may (%d; CACHE_MAX_INDEX_ENTRIES raises it, up to %d): save fewer folders, or smaller ones", strings.Join(opts.Folders, ", "), n, archive.MaxIndexEntries(), math.MaxInt32)
+		return nil, b, 0, fmt.Errorf("folder(s) %s hold %d files, directories and links, more than an entry may (%d; CACHE_MAX_INDEX_ENTRIES raises it, up to %d): save fewer folders, or smaller ones", strings.Join(opts.Folders, ", "), n, archive.MaxIndexEntries(), math.MaxInt32)
 	}
 	temps := map[int][]string{}
 	for _, s := range skipped {
@@ -235,19 +238,20 @@ func walkFolders(ctx context.Context, st store.Store, folders []string, opts Sav
 // publish uploads the index of x (unless the store has it) and then the
 // ref: the entry exists from then on. It returns the encoded index, which
 // is the base's when same (x is the base's index: the plan says so).
-func publish(ctx context.Context, st store.Store, x *archive.Index, b base, same bool, names []string, opts SaveOptions, res *SaveResult) ([]byte, error) {
+func publish(ctx context.Context, st store.Store, x *archive.Index, b base, same bool, names []string, opts SaveOptions, res *SaveResult) (indexBlob, error) {
 	// Nothing changed: the base's index bytes are this entry's index.
 	blob := b.blob
 	if !same {
-		var err error
-		if blob, err = x.Encode(); err != nil {
-			return nil, err
+		enc, err := x.Encode()
+		if err != nil {
+			return indexBlob{}, err
 		}
+		blob = blobOf(enc)
 	}
-	idx := format.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob))}
-	sentIndex, err := putIfMissing(ctx, st, idx, func() io.Reader { return bytes.NewReader(blob) })
+	idx := format.Descriptor{Digest: blob.digest, Size: blob.size}
+	sentIndex, err := putIfMissing(ctx, st, idx, blob.reader)
 	if err != nil {
-		return nil, err
+		return indexBlob{}, err
 	}
 	if sentIndex {
 		res.UploadedBlobs++
@@ -265,7 +269,7 @@ func publish(ctx context.Context, st store.Store, x *archive.Index, b base, same
 		Packs:    slices.Clone(x.Packs),
 	}
 	if err := st.PutRef(ctx, ref); err != nil {
-		return nil, err
+		return indexBlob{}, err
 	}
 	return blob, nil
 }
@@ -279,8 +283,9 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 		// its index is an entry's index in this store.
 		_, err := st.StatBlob(ctx, fs.Index)
 		if err == nil {
-			return base{name: "state of " + fs.Key, blob: fs.Blob, fs: fs}
+			return base{name: "state of " + fs.Key, blob: fs.blob, fs: fs}
 		}
+		fs.close()
 		if errors.Is(err, store.ErrNotFound) {
 			opts.Logf("the restore state in the folders is of %s, whose index is not in %s: not used", fs.Key, st)
 		} else {
@@ -305,7 +310,7 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 		if len(e.Index.Roots) != len(folders) {
 			continue
 		}
-		return base{x: e.Index, blob: e.Blob, name: ref.Key}
+		return base{x: e.Index, blob: indexBlob{digest: ref.Index.Digest, size: int64(len(e.Blob)), bytes: e.Blob}, name: ref.Key}
 	}
 	return base{}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -63,9 +64,10 @@ type state struct {
 	// size that earlier builds decode the index into (absent in older
 	// states); this one streams the index and only writes it.
 	Entries int64 `json:"entries,omitempty"`
-	// After the header line: the index blob, then the records.
-	Blob []byte `json:"-"`
-	// indexKnown: the index is one the reader already has (Blob is nil).
+	// After the header line: the index blob (left in the file, which
+	// stays open: checked against Index when it is read), then the records.
+	blob indexBlob
+	// indexKnown: the index is one the reader already has (no blob).
 	indexKnown bool
 	Dev        []uint64 `json:"-"`
 	Ino        []uint64 `json:"-"`
@@ -77,8 +79,11 @@ type folderState struct {
 	Key   string
 	Store string
 	Index digest.Digest
-	Blob  []byte
-	X     *archive.Index
+	// blob is the index's bytes, in the state file (nothing when X is
+	// have's): read, and checked against Index, only as it is visited or
+	// written. Close the folderState when done.
+	blob indexBlob
+	X    *archive.Index
 	// IDs holds, parallel to X.Entries, the trusted record of each file
 	// with content (zero: none, the file must be read).
 	IDs []archive.FileID
@@ -86,7 +91,7 @@ type folderState struct {
 	Folders int
 	// recs, for a restore over another entry's state (readState's have is
 	// another index), hold each folder's records while X is nil: known
-	// reads the index from Blob an entry at a time.
+	// reads the index from blob an entry at a time.
 	recs []*state
 }
 
@@ -144,13 +149,33 @@ func writeState(folders []string, x *archive.Index, blob indexBlob, ids []archiv
 }
 
 // indexBlob is an entry's index blob as the restore state stores it: its
-// digest and size, and its bytes, in memory or, during a restore of a
-// large entry, in an unlinked temporary file (spillIndex).
+// digest and size, and its bytes, in memory or in a file at off: a restore
+// state's, or, during a restore of a large entry, an unlinked temporary
+// file (spillIndex). Bytes from a file are checked against the digest as
+// they are read.
 type indexBlob struct {
 	digest digest.Digest
 	size   int64
 	bytes  []byte
 	file   *os.File
+	off    int64
+}
+
+// at returns the blob's bytes as a ReaderAt, unchecked.
+func (b indexBlob) at() io.ReaderAt {
+	if b.file == nil {
+		return bytes.NewReader(b.bytes)
+	}
+	return io.NewSectionReader(b.file, b.off, b.size)
+}
+
+// reader returns the blob's bytes, checked against its digest as they are
+// read when they come from a file.
+func (b indexBlob) reader() io.Reader {
+	if b.file == nil {
+		return bytes.NewReader(b.bytes)
+	}
+	return digest.NewVerifier(io.NewSectionReader(b.file, b.off, b.size), b.digest, b.size)
 }
 
 // blobOf holds b in memory.
@@ -193,7 +218,7 @@ func (b indexBlob) writeTo(w io.Writer) error {
 		return err
 	}
 	h := digest.NewDigester()
-	if _, err := io.Copy(io.MultiWriter(w, h), io.NewSectionReader(b.file, 0, b.size)); err != nil {
+	if _, err := io.Copy(io.MultiWriter(w, h), io.NewSectionReader(b.file, b.off, b.size)); err != nil {
 		return fmt.Errorf("reading back the index: %w", err)
 	}
 	if h.Size() != b.size || h.Digest() != b.digest {
@@ -258,25 +283,31 @@ func readState(folders []string, have *Entry) (*folderState, string) {
 			continue
 		}
 		if err == nil {
-			err = st.check(root, len(folders))
+			if err = st.check(root, len(folders)); err != nil {
+				st.blob.close()
+			}
 		}
 		if err != nil {
 			why = fmt.Sprintf("the restore state in %s is not usable (%v)", f, err)
 			continue
 		}
+		if fs != nil {
+			st.blob.close() // fs has its index's bytes
+		}
 		if fs == nil && st.indexKnown {
-			if st.IndexSize != int64(len(have.Blob)) {
-				why = fmt.Sprintf("the restore state in %s is not usable (its index is %d bytes, not %d)", f, st.IndexSize, len(have.Blob))
+			if st.IndexSize != have.Ref.Index.Size {
+				why = fmt.Sprintf("the restore state in %s is not usable (its index is %d bytes, not %d)", f, st.IndexSize, have.Ref.Index.Size)
 				continue
 			}
-			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: have.Blob, X: have.Index, IDs: make([]archive.FileID, len(have.Index.Entries))}
+			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, X: have.Index, IDs: make([]archive.FileID, len(have.Index.Entries))}
 		} else if fs == nil {
 			// Another entry's state (a restore), or the state a save
 			// reuses files from: its index is read only when it is joined
 			// to the new one (known, base.join), an entry at a time, never
 			// held whole.
-			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, Blob: st.Blob, recs: make([]*state, len(folders))}
+			fs = &folderState{Key: st.Key, Store: st.Store, Index: st.Index, blob: st.blob, recs: make([]*state, len(folders))}
 		} else if st.Index != fs.Index {
+			fs.close()
 			return nil, fmt.Sprintf("the folders hold the states of different entries (%s and %s)", fs.Key, st.Key)
 		}
 		if fs.X == nil {
@@ -304,7 +335,12 @@ func readStateFile(dir string, known digest.Digest) (*state, error) {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), archive.StateFileName)
-	defer f.Close()
+	keep := false // the file holds the blob returned
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -333,17 +369,13 @@ func readStateFile(dir string, known digest.Digest) (*state, error) {
 	if st.IndexSize < 0 || st.Records < 0 || st.IndexSize > rest || st.Records > (rest-st.IndexSize)/recordSize || st.IndexSize+st.Records*recordSize != rest {
 		return nil, fmt.Errorf("its header says %d bytes of index and %d records, the file holds %d bytes after it", st.IndexSize, st.Records, rest)
 	}
-	if known != "" && st.Index == known {
-		st.indexKnown = true
-		if n, err := r.Discard(int(st.IndexSize)); err != nil || int64(n) != st.IndexSize {
-			return nil, fmt.Errorf("reading its index: %v", err)
-		}
-	} else {
-		st.Blob = make([]byte, st.IndexSize)
-		if _, err := io.ReadFull(r, st.Blob); err != nil {
-			return nil, err
-		}
+	// The blob stays in the file (read, and checked, when it is visited);
+	// the records after it are read now.
+	st.indexKnown = known != "" && st.Index == known
+	if _, err := f.Seek(int64(len(line))+st.IndexSize, io.SeekStart); err != nil {
+		return nil, err
 	}
+	r.Reset(f)
 	st.Dev, st.Ino, st.Ctime = make([]uint64, st.Records), make([]uint64, st.Records), make([]int64, st.Records)
 	var rec [recordSize]byte
 	for i := range st.Records {
@@ -355,6 +387,10 @@ func readStateFile(dir string, known digest.Digest) (*state, error) {
 	if n, _ := r.Read(rec[:1]); n != 0 {
 		return nil, errors.New("it grew while it was read")
 	}
+	if !st.indexKnown {
+		st.blob = indexBlob{digest: st.Index, size: st.IndexSize, file: f, off: int64(len(line))}
+		keep = true
+	}
 	return &st, nil
 }
 
@@ -362,8 +398,8 @@ func (st *state) check(root, folders int) error {
 	switch {
 	case st.Format != stateFormat:
 		return fmt.Errorf("format %d, this build reads %d", st.Format, stateFormat)
-	case st.Index.Validate() != nil || !st.indexKnown && digest.FromBytes(st.Blob) != st.Index:
-		return errors.New("its index does not match its digest")
+	case st.Index.Validate() != nil:
+		return errors.New("its index digest is not valid")
 	case st.Root != root || root >= folders:
 		return fmt.Errorf("it is of folder %d, given as folder %d", st.Root, root)
 	case len(st.Ino) != len(st.Dev) || len(st.Ctime) != len(st.Dev):
@@ -371,6 +407,9 @@ func (st *state) check(root, folders int) error {
 	}
 	return nil
 }
+
+// close closes the state file that holds fs's index, if any.
+func (fs *folderState) close() { fs.blob.close() }
 
 // take sets the records of root from st (already checked against fs's index).
 func (fs *folderState) take(root int, st *state) error {
@@ -493,7 +532,7 @@ type proof struct {
 // of folders than the state.
 func (fs *folderState) visit(f func(pos int, e *archive.Entry, rec archive.FileID) error) (*archive.Index, error) {
 	next := make([]int, len(fs.recs)) // per folder, its next record
-	px, err := archive.VisitIndex(fs.Blob, func(pos int, b *archive.Entry) error {
+	px, err := archive.VisitIndexAt(fs.blob.at(), fs.blob.size, fs.Index, func(pos int, b *archive.Entry) error {
 		if pos == 0 {
 			clear(next)
 		}

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -58,14 +60,18 @@ func FuzzReadState(f *testing.F) {
 			}
 			return
 		}
-		if digest.FromBytes(s.Blob) != s.Index {
-			t.Fatal("readState returned an index that does not match its digest")
-		}
+		defer s.close()
+		// Its index is checked as it is read: one that does not match
+		// its digest is never joined.
+		_, readErr := io.ReadAll(s.blob.reader())
 		// Joined to a walk (the tree the seed was saved from), it is
 		// either refused or gives matches that hold together.
-		b := &base{name: "state", blob: s.Blob, fs: s}
+		b := &base{name: "state", blob: s.blob, fs: s}
 		if err := b.join(walked); err != nil {
 			return
+		}
+		if readErr != nil {
+			t.Fatalf("a state whose index does not read back as its digest (%v) was joined", readErr)
 		}
 		for i, k := range b.at {
 			if k == 0 {
@@ -93,6 +99,11 @@ func TestOldStateReadsAsNoState(t *testing.T) {
 	if fs == nil {
 		t.Fatalf("the state a save wrote does not read back: %s", why)
 	}
+	defer fs.close()
+	blob, err := io.ReadAll(fs.blob.reader())
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Its records as format 2 held them: what format 2 would have used.
 	var dev, ino []uint64
 	var ctime []int64
@@ -101,7 +112,7 @@ func TestOldStateReadsAsNoState(t *testing.T) {
 	}
 	for _, pad := range []int{0, 100 << 10} {
 		old, err := json.Marshal(map[string]any{
-			"format": 2, "key": "k", "written": time.Now(), "index": fs.Index, "index_blob": fs.Blob,
+			"format": 2, "key": "k", "written": time.Now(), "index": fs.Index, "index_blob": blob,
 			"root": 0, "racy_before": time.Now().UnixNano(), "dev": dev, "ino": ino, "ctime": ctime,
 			"store": strings.Repeat("x", pad),
 		})
@@ -138,8 +149,9 @@ func TestStateFileHoldsBlobAndRecordsRaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs, _ := readState([]string{src}, nil)
+	defer fs.close()
 	line, _, _ := bytes.Cut(data, []byte("\n"))
-	if want := len(line) + 1 + len(fs.Blob) + recordSize*len(wholeState(t, fs).ids); len(data) != want {
+	if want := len(line) + 1 + int(fs.blob.size) + recordSize*len(wholeState(t, fs).ids); len(data) != want {
 		t.Fatalf("the state is %d bytes, want %d (header, blob, records)", len(data), want)
 	}
 }
@@ -218,4 +230,100 @@ func TestSpilledIndexMakesTheSameState(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, archive.StateFileName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a state was written from a changed spill (%v)", err)
 	}
+}
+
+// TestStateIndexOtherThanItsDigestIsNotUsed: a state whose index bytes are
+// not the index its header names (here a valid index that says another
+// digest for one file) is read as it is visited, so it is found out then:
+// the save uses no base (it reads every file) and publishes the file's real
+// digest.
+func TestStateIndexOtherThanItsDigestIsNotUsed(t *testing.T) {
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "c")
+	testtree.Make(t, src)
+	save(t, st, "k1", src)
+	blob, _ := indexBlobOf(t, st, "k1")
+	x, err := archive.DecodeIndex(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := -1
+	for i := range x.Entries {
+		if hasContent(&x.Entries[i]) {
+			forged = i
+			break
+		}
+	}
+	real := x.Entries[forged].Digest
+	x.Entries[forged].Digest = digest.SumBytes([]byte("other content"))
+	other, err := x.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(src, archive.StateFileName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, rest, _ := bytes.Cut(data, []byte("\n"))
+	var head map[string]any
+	if err := json.Unmarshal(line, &head); err != nil {
+		t.Fatal(err)
+	}
+	head["index_size"] = len(other)
+	line, _ = json.Marshal(head)
+	forgedState := append(append(append(line, '\n'), other...), rest[len(blob):]...)
+	if err := os.WriteFile(path, forgedState, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := save(t, st, "k2", src); res.Base != "" {
+		t.Fatalf("a save over a state holding another index used base %q, want none", res.Base)
+	}
+	got, _ := indexBlobOf(t, st, "k2")
+	y, err := archive.DecodeIndex(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range y.Entries {
+		if y.Entries[i].Path == x.Entries[forged].Path && y.Entries[i].Root == x.Entries[forged].Root && y.Entries[i].Digest != real {
+			t.Fatalf("%s was published with digest %s, not its content's %s", y.Entries[i].Path, y.Entries[i].Digest, real)
+		}
+	}
+}
+
+// TestStateFileIsClosed: the state file, which holds the base's index
+// while a save or restore joins it, is closed when each ends, whether its
+// state was used or not (the collector is off: a finalizer would close a
+// lost file too, some time later).
+func TestStateFileIsClosed(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "c")
+	testtree.Make(t, src)
+	save(t, st, "k1", src)
+	open := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(fds)
+	}
+	before := open()
+	check := func(what string) {
+		t.Helper()
+		if after := open(); after != before {
+			t.Fatalf("%d descriptors open after %s, %d before", after, what, before)
+		}
+	}
+	save(t, st, "k2", src)
+	check("a no-op save over the state")
+	if err := os.WriteFile(filepath.Join(src, "new"), []byte("new file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	save(t, st, "k3", src)
+	check("a save that joins the state")
+	restore(t, st, "k1", nil, src)
+	check("a restore over another entry's state")
+	save(t, memory.NewStore("other"), "k1", src)
+	check("a save over a state whose index the store lacks")
 }

@@ -79,11 +79,14 @@ func livePacks(x *archive.Index, b *base, reuse []int) (live, total []int64) {
 	return live, b.total
 }
 
-// worthKeeping is the reuse rule: a base pack is kept when at least half of
-// its bytes are still live. One less than half live is rewritten, so that
-// a restore never downloads much it throws away.
+// worthKeeping is the reuse rule: a base pack is kept when every one of
+// its files is still live. A pack with dead files cannot be kept: a restore
+// bounds each pack's tar stream by the files the index puts there
+// (archive.PackBounds), which the dead ones would overrun, and its files'
+// offsets past them would be outside that bound (an entry that Validate
+// refuses as damaged). Its live files are packed again.
 func worthKeeping(live, total int64) bool {
-	return live > 0 && live*2 >= total
+	return live > 0 && live == total
 }
 
 // stillStored returns, per pack of base, whether it is kept: worth keeping

@@ -3,8 +3,11 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"github.com/tekton-cache/tekton-cache/internal/format"
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/memory"
+	"github.com/tekton-cache/tekton-cache/internal/testtree"
 )
 
 // f is a file entry of root 0 for the planning tables: path, size, pack.
@@ -98,23 +102,20 @@ func TestMatchUnchanged(t *testing.T) {
 	})
 }
 
-// TestReuseRuleAtItsBoundary: a base pack is kept when at least half of
-// its bytes are live: exactly half is kept, one byte less is rewritten.
+// TestReuseRuleAtItsBoundary: a base pack is kept when all of its bytes
+// are live: one byte less and it is rewritten.
 func TestReuseRuleAtItsBoundary(t *testing.T) {
 	for _, tc := range []struct {
 		live, total int64
 		keep        bool
 	}{
-		{50, 100, true},  // exactly half
-		{49, 100, false}, // one byte under
-		{51, 100, true},  // one byte over
-		{50, 101, false}, // under half of an odd total
-		{51, 101, true},
 		{100, 100, true},
+		{99, 100, false}, // one byte dead
+		{50, 100, false},
+		{1, 1, true},
 		{0, 0, false}, // nothing live: never kept
 		{0, 100, false},
-		{1, 2, true},
-		{1, 3, false},
+		{1, 2, false},
 	} {
 		if got := worthKeeping(tc.live, tc.total); got != tc.keep {
 			t.Errorf("worthKeeping(%d, %d) = %v, want %v", tc.live, tc.total, got, tc.keep)
@@ -123,8 +124,8 @@ func TestReuseRuleAtItsBoundary(t *testing.T) {
 }
 
 // TestLivePacksAtTheBoundary runs the rule on indexes: pack 0 holds a
-// kept file and a deleted one; whether it is worth keeping turns on one
-// byte.
+// kept file and a deleted one (of one byte or none): it is kept only when
+// nothing of it is gone.
 func TestLivePacksAtTheBoundary(t *testing.T) {
 	const no = archive.NoPack
 	for _, tc := range []struct {
@@ -132,9 +133,9 @@ func TestLivePacksAtTheBoundary(t *testing.T) {
 		kept, gone int64
 		worth      bool
 	}{
-		{"exactly half live", 50, 50, true},
-		{"one byte under half", 49, 50, false},
-		{"one byte over half", 51, 50, true},
+		{"all live", 50, 0, true},
+		{"one byte gone", 50, 1, false},
+		{"half gone", 50, 50, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bx := index(2, f{"kept", tc.kept, 0}, f{"gone", tc.gone, 0}, f{"other", 7, 1}, f{"empty", 0, no})
@@ -331,7 +332,7 @@ func TestStillStored(t *testing.T) {
 	}
 	// Pack 0 is stored and worth keeping, 1 worth keeping but gone, 2
 	// stored but not worth keeping.
-	live, total := []int64{5, 5, 4}, []int64{10, 10, 10}
+	live, total := []int64{10, 10, 9}, []int64{10, 10, 10}
 	st := &statCounter{Store: mem, stats: map[digest.Digest]int{}}
 	var logged []string
 	keep, err := stillStored(ctx, st, bx.Packs, live, total, func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) })
@@ -423,4 +424,39 @@ func TestBaseJoinSame(t *testing.T) {
 			t.Fatalf("join: %v", err)
 		}
 	})
+}
+
+// TestChangedFirstFileOfAPackRestores: the first file of a pack changes;
+// the files after it are unchanged. The next entry must not keep that pack
+// (its tar stream holds the old file, past the bound the new index gives
+// it, and the unchanged files' offsets are past it too): it restores, and
+// gives the tree. It was damaged when packs half live were kept.
+func TestChangedFirstFileOfAPackRestores(t *testing.T) {
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "c")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, n int) {
+		b := make([]byte, n)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(src, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a-first", 60_000)
+	for i := range 10 {
+		write(fmt.Sprintf("b-%02d", i), 20_000)
+	}
+	save(t, st, "k1", src)
+	write("a-first", 60_001)
+	save(t, st, "k2", src)
+	want := testtree.Snapshot(t, src, archive.StateFileName)
+	dst := filepath.Join(t.TempDir(), "c")
+	if res := restore(t, st, "k2", nil, dst); !res.Restored {
+		t.Fatalf("the entry saved after the change does not restore: %s", res.MissReason)
+	}
+	if got := testtree.Snapshot(t, dst, archive.StateFileName); !maps.Equal(got, want) {
+		t.Fatal("the restored tree is not the saved one")
+	}
 }

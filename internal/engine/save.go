@@ -318,7 +318,7 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 // planSave plans the packs of x (plan.go): it keeps the digest and pack of
 // every file that holds the base's content at its path, proven by the
 // restore state's record (same device, inode, ctime, size, mtime and mode)
-// or else by hashing it; keeps the base packs still at least half live (and
+// or else by hashing it; keeps the base packs whose files are all live (and
 // present in the store); and groups the other files into new packs. x's
 // packs are then the kept ones. A base whose entries do not hold together
 // (base.join) is not used: every file is packed anew.

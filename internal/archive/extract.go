@@ -528,17 +528,13 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 		jobs = 4
 	}
 	same := make([]bool, len(files))
-	read := make([]int, len(files))
-	for k := range read {
-		read[k] = k
-	}
 	// Runs of files of one directory (at most 64, so that a large one is
 	// shared) go to jobs workers, each with its own directory descriptors:
 	// a directory is opened once per run, not once per file, and no
 	// goroutine is started per file.
-	runs := make(chan []int)
+	runs := make(chan [2]int) // files[lo:hi]
 	var g errgroup.Group
-	for w := range min(jobs, len(read)) {
+	for w := range min(jobs, len(files)) {
 		g.Go(func() error {
 			// The first worker takes over Prepare's descriptors (Prepare
 			// waits for the workers): what it opened is not opened again.
@@ -549,7 +545,7 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 			}
 			var err error
 			for run := range runs {
-				for _, k := range run {
+				for k := run[0]; k < run[1]; k++ {
 					if err == nil {
 						same[k], err = ex.hashOnDisk(dirs, &files[k])
 					}
@@ -558,13 +554,13 @@ func (ex *Extractor) checkOnDisk(files []onDisk, prepared *dirFDs) error {
 			return err
 		})
 	}
-	for lo := 0; lo < len(read); {
+	for lo := 0; lo < len(files); {
 		hi := lo + 1
-		for hi < len(read) && hi-lo < 64 && files[read[hi]].dir == files[read[lo]].dir &&
-			ex.x.Entries[files[read[hi]].entry].Root == ex.x.Entries[files[read[lo]].entry].Root {
+		for hi < len(files) && hi-lo < 64 && files[hi].dir == files[lo].dir &&
+			ex.x.Entries[files[hi].entry].Root == ex.x.Entries[files[lo].entry].Root {
 			hi++
 		}
-		runs <- read[lo:hi]
+		runs <- [2]int{lo, hi}
 		lo = hi
 	}
 	close(runs)

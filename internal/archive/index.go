@@ -436,25 +436,23 @@ func VisitIndex(blob []byte, visit func(int, *Entry) error) (*Index, error) {
 // a buffer's memory.
 func VisitIndexAt(r io.ReaderAt, size int64, d digest.Digest, visit func(int, *Entry) error) (*Index, error) {
 	maxEntries, maxSize := MaxIndexEntries(), maxIndexSize()
-	var h *digest.Digester
-	var raw io.Reader = io.NewSectionReader(r, 0, size)
-	if d != "" {
-		h = digest.NewDigester()
-		raw = io.TeeReader(raw, h)
+	open := func() io.Reader {
+		if d == "" {
+			return io.NewSectionReader(r, 0, size)
+		}
+		return digest.NewVerifier(io.NewSectionReader(r, 0, size), d, size)
 	}
-	src := bufio.NewReaderSize(raw, 256<<10)
+	src := bufio.NewReaderSize(open(), 256<<10)
 	var x *Index
 	err := streamIndex(src, maxSize, func(r io.Reader) (err error) {
 		x, err = decodeIndexStream(r, maxEntries, 0, visit)
 		return err
 	})
+	streamed := true
 	if errors.Is(err, errNotCanonical) {
+		streamed = false // read whole, and checked, again
 		var blob []byte
-		if blob, err = io.ReadAll(io.NewSectionReader(r, 0, size)); err == nil {
-			if d != "" && digest.FromBytes(blob) != d {
-				return nil, fmt.Errorf("the index read is not %s: %w", d.Short(), digest.ErrMismatch)
-			}
-			h = nil
+		if blob, err = io.ReadAll(open()); err == nil {
 			x, err = decodeIndexWhole(blob, maxEntries, maxSize)
 		}
 		if err == nil {
@@ -466,11 +464,9 @@ func VisitIndexAt(r io.ReaderAt, size int64, d digest.Digest, visit func(int, *E
 			x.Entries = nil
 		}
 	}
-	if err == nil && h != nil {
-		// What the decoder left unread (a frame's end) is hashed too.
-		if _, err = io.Copy(io.Discard, src); err == nil && (h.Size() != size || h.Digest() != d) {
-			return nil, fmt.Errorf("the index read is not %s: %w", d.Short(), digest.ErrMismatch)
-		}
+	if err == nil && streamed {
+		// What the decoder left unread (a frame's end) is checked too.
+		_, err = io.Copy(io.Discard, src)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("decoding index: %w", err)

@@ -167,7 +167,7 @@ func beforeWrite(client *s3.Client) func(size int64) (func(func(any) bool) error
 			}
 			return nil
 		}
-		return before, func(error) { up.settle(reabortPauses) }
+		return before, func(error) { up.settle() }
 	}
 }
 
@@ -220,12 +220,12 @@ func (u *upload) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipart
 	return out, err
 }
 
-// settle aborts the failed upload again after each of pauses, when a part
+// settle aborts the failed upload again after each of reabortPauses, when a part
 // or the abort got no answer, for as long as the server has it (it answers
 // NoSuchUpload once it is gone, but a part still in its hands can bring it
 // back: every pause is waited). Bounded by abortTimeout; what it cannot
 // remove is left to a lifecycle rule (docs/CLOUD.md).
-func (u *upload) settle(pauses []time.Duration) {
+func (u *upload) settle() {
 	u.mu.Lock()
 	in, unsettled := u.in, u.unsettled
 	u.mu.Unlock()
@@ -234,7 +234,7 @@ func (u *upload) settle(pauses []time.Duration) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
 	defer cancel()
-	for _, d := range pauses {
+	for _, d := range reabortPauses {
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

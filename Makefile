@@ -60,6 +60,7 @@ fuzz: ## Run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzExtract$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzPackReader$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzEntryJSON$$' -fuzztime 30s ./internal/archive/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseEntryJSON$$' -fuzztime 30s ./internal/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadState$$' -fuzztime 30s ./internal/engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime 30s ./internal/engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRef$$' -fuzztime 30s ./internal/store/

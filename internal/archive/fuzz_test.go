@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 // FuzzDecodeIndex: any bytes either decode to a valid index or fail; never
@@ -135,8 +136,67 @@ func FuzzEntryJSON(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := appendEntryJSON(nil, &e); !bytes.Equal(got, want) {
+		got := appendEntryJSON(nil, &e)
+		if !bytes.Equal(got, want) {
 			t.Fatalf("appendEntryJSON:\n%s\njson.Marshal:\n%s", got, want)
+		}
+		// What the writer gives, the fast reader takes back whole, unless
+		// a string needed an escape (it leaves those to the reflective
+		// decoder).
+		var back Entry
+		n := parseEntryJSON(got, &back, false)
+		if n > 0 && (n != len(got) || back != e) {
+			t.Fatalf("parseEntryJSON(%s) = %d, %+v; want %d, %+v", got, n, back, len(got), e)
+		}
+		plain := func(s string) bool { return !bytes.ContainsAny([]byte(s), "\"\\<>&") && isPrintableASCII(s) }
+		if n == 0 && plain(p) && plain(typ) && plain(link) && !e.Digest.IsZero() {
+			t.Fatalf("parseEntryJSON refused the writer's %s", got)
+		}
+	})
+}
+
+func isPrintableASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzParseEntryJSON: whatever object parseEntryJSON takes, the reflective
+// decoder the stream used before (and uses for anything else) takes the
+// same bytes, as the same entry; and the stream's scanner ends that object
+// where parseEntryJSON did.
+func FuzzParseEntryJSON(f *testing.F) {
+	f.Add([]byte(`{"p":"a/b","t":"f","m":420,"mt":1,"s":2,"d":"` + strings.Repeat("ab", 32) + `","k":0,"o":512}`))
+	f.Add([]byte(`{"r":-3,"p":"","t":"l","m":0,"mt":-9223372036854775808,"l":"../x","k":-1},{"p"`))
+	f.Add([]byte(`{"p":"x","t":"d","m":4294967295,"mt":9223372036854775807,"k":9223372036854775807}`))
+	f.Add([]byte(`{"p":"x","t":"d","m":4294967296,"mt":0,"k":0}`))
+	f.Add([]byte(`{"p":"x","t":"d","m":01,"mt":0,"k":0}`))
+	f.Add([]byte(`{"p":"x","t":"d","m":1,"mt":-0,"k":0}`))
+	f.Add([]byte(`{"p":"x","t":"d","m":1,"mt":2,"s":0,"k":0}`))
+	f.Add([]byte(`{"p":"x\u0041","t":"d","m":1,"mt":2,"l":"","k":0}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, alias := range []bool{false, true} {
+			var e Entry
+			n := parseEntryJSON(b, &e, alias)
+			if n == 0 {
+				continue
+			}
+			var want Entry
+			rest, err := fastjson.Parse(b[:n], &want, fastjson.DisallowUnknownFields)
+			if err != nil || len(bytes.TrimSpace(rest)) > 0 || want != e {
+				t.Fatalf("parseEntryJSON(%q) = %d, %+v; the reflective decoder: %+v, %v", b, n, e, want, err)
+			}
+			var std Entry
+			if err := json.Unmarshal(b[:n], &std); err != nil || std != e {
+				t.Fatalf("parseEntryJSON(%q) = %+v; encoding/json: %+v, %v", b, e, std, err)
+			}
+			s := &jsonStream{r: bytes.NewReader(b), buf: make([]byte, 0, 16)}
+			if v, err := s.value(); err != nil || len(v) != n {
+				t.Fatalf("parseEntryJSON(%q) took %d bytes, the scanner %d (%v)", b, n, len(v), err)
+			}
 		}
 	})
 }

@@ -324,14 +324,6 @@ func (s *jsonStream) entries(maxEntries int64, size int, visit func(int, *Entry)
 		if s.peek() != '{' {
 			return nil, errNotCanonical
 		}
-		v, err := s.value()
-		if err != nil {
-			return nil, err
-		}
-		if n >= maxEntries {
-			return nil, tooManyEntries(fmt.Sprintf("more than %d entries", maxEntries), maxEntries)
-		}
-		n++
 		e := &one
 		if visit == nil {
 			entries = append(entries, Entry{})
@@ -339,11 +331,30 @@ func (s *jsonStream) entries(maxEntries int64, size int, visit func(int, *Entry)
 		} else {
 			one = Entry{}
 		}
-		if rest, err := fastjson.Parse(v, e, flags); err != nil {
-			return nil, err
-		} else if len(bytes.TrimSpace(rest)) > 0 {
-			return nil, s.syntax("data after an entry")
+		// Our writer's entries are read by parseEntryJSON; any other
+		// text, and an entry the buffer does not hold whole yet, by the
+		// reflective decoder.
+		if len(s.buf)-s.pos < maxFastEntry {
+			s.fill(s.pos)
 		}
+		if m := parseEntryJSON(s.buf[s.pos:], e, visit != nil); m > 0 {
+			s.pos += m
+		} else {
+			*e = Entry{}
+			v, err := s.value()
+			if err != nil {
+				return nil, err
+			}
+			if rest, err := fastjson.Parse(v, e, flags); err != nil {
+				return nil, err
+			} else if len(bytes.TrimSpace(rest)) > 0 {
+				return nil, s.syntax("data after an entry")
+			}
+		}
+		if n >= maxEntries {
+			return nil, tooManyEntries(fmt.Sprintf("more than %d entries", maxEntries), maxEntries)
+		}
+		n++
 		if visit != nil {
 			if err := visit(int(n-1), e); err != nil {
 				return nil, err
@@ -360,6 +371,11 @@ func (s *jsonStream) entries(maxEntries int64, size int, visit func(int, *Entry)
 		}
 	}
 }
+
+// maxFastEntry is the text parseEntryJSON is given at least, unless the
+// stream ends first: most entries are a few hundred bytes, and a longer
+// one is read by the reflective decoder.
+const maxFastEntry = 4 << 10
 
 // maxStreamWindow bounds the window of an index's zstd stream: our
 // writer's is at most 8 MiB.

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -48,7 +49,7 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	// 330 MB allocated for 67 MB kept. The chunks hold walked records (80
 	// bytes), not entries and identities (152): both are held at once
 	// while they are joined, the peak of a save's walk.
-	var chunks []walkChunk
+	perRoot := make([][]walkChunk, len(roots))
 	total := 0
 	for i, root := range roots {
 		cs, sk, err := walkRoot(i, root)
@@ -58,19 +59,23 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 		for _, c := range cs {
 			total += len(c.recs)
 		}
-		chunks = append(chunks, cs...)
+		perRoot[i] = cs
 		skipped = append(skipped, sk...)
 	}
+	// The entries are joined in the index's order (CompareEntries), a
+	// directory at a time (treeOrder): a sort of the whole index compared
+	// long paths that share most of their bytes, 12% of a no-op save's walk.
 	x.Entries, x.IDs = make([]Entry, 0, total), make([]FileID, 0, total)
-	for i := range chunks {
-		for k := range chunks[i].recs {
-			r := &chunks[i].recs[k]
-			x.Entries = append(x.Entries, Entry{Root: chunks[i].root, Path: r.path, Type: entryType(r.typ), Mode: r.mode, MTime: r.mtime, Size: r.size, Link: r.link, Pack: NoPack})
+	for root, chunks := range perRoot {
+		treeOrder(chunks, func(r *walked) {
+			x.Entries = append(x.Entries, Entry{Root: root, Path: r.path, Type: entryType(r.typ), Mode: r.mode, MTime: r.mtime, Size: r.size, Link: r.link, Pack: NoPack})
 			x.IDs = append(x.IDs, r.id)
-		}
-		chunks[i] = walkChunk{} // collectable once copied
+		})
+		perRoot[root] = nil
 	}
-	x.Sort()
+	if len(x.Entries) != total { // every directory is below its parent's entry: cannot be
+		return nil, nil, fmt.Errorf("walking %s: %d of %d entries in order", strings.Join(roots, ", "), len(x.Entries), total)
+	}
 	// Drop links that restore would refuse, so one venv link to /usr/bin
 	// does not make the whole entry unrestorable.
 	if !slices.ContainsFunc(x.Entries, func(e Entry) bool { return e.Type == TypeSymlink }) {
@@ -93,10 +98,88 @@ func Walk(roots []string) (*Index, []Skipped, error) {
 	return x, skipped, nil
 }
 
-// walkChunk is what one directory of a root holds.
+// walkChunk is what one directory of a root holds: dir is its path in
+// the root ("" for the root itself), recs its entries.
 type walkChunk struct {
-	root int
+	dir  string
 	recs []walked
+}
+
+// treeOrder calls emit with the records of chunks (the directories of one
+// root, one chunk each, in any order) in the order of their paths, as
+// strings.Compare orders them, sorting only each directory's names.
+//
+// In a directory D, every path below its child c starts with "D/c/", and
+// any other path of D's subtree compares to all of them as it compares to
+// "D/c/": it differs from "D/c/" within those bytes, or is "D/c" itself,
+// a prefix. So D's names are sorted with the subtree of each child
+// directory c as one more name, "c/", which is replaced by that subtree,
+// in the same order, recursively.
+func treeOrder(chunks []walkChunk, emit func(*walked)) {
+	byDir := make(map[string]int, len(chunks))
+	for i := range chunks {
+		byDir[chunks[i].dir] = i
+	}
+	// items is a stack of the directories being emitted: each sorts its
+	// own part, past its parent's.
+	type item struct {
+		name string
+		rec  int32 // in its chunk
+		sub  int32 // the chunk of the subtree this item stands for, or -1
+	}
+	var items []item
+	var walkDir func(c int)
+	walkDir = func(c int) {
+		ch := &chunks[c]
+		start := len(items)
+		skip := len(ch.dir) + 1
+		if ch.dir == "" {
+			skip = 0
+		}
+		for k := range ch.recs {
+			r := &ch.recs[k]
+			name := r.path[skip:]
+			items = append(items, item{name, int32(k), -1})
+			if r.typ == TypeDir[0] {
+				if sub, ok := byDir[r.path]; ok {
+					items = append(items, item{name, int32(k), int32(sub)})
+				}
+			}
+		}
+		part := items[start:]
+		slices.SortFunc(part, func(a, b item) int { return compareNames(a.name, a.sub >= 0, b.name, b.sub >= 0) })
+		for i := start; i < start+len(part); i++ {
+			if it := items[i]; it.sub >= 0 {
+				walkDir(int(it.sub)) // may grow items: indexed, not ranged
+			} else {
+				emit(&ch.recs[it.rec])
+			}
+		}
+		items = items[:start]
+		ch.recs = nil // collectable once emitted
+	}
+	if root, ok := byDir[""]; ok {
+		walkDir(root)
+	}
+}
+
+// compareNames compares a and b as strings.Compare compares a+"/" (when
+// as) and b+"/" (when bs): names hold no '/'.
+func compareNames(a string, as bool, b string, bs bool) int {
+	n := min(len(a), len(b))
+	if c := strings.Compare(a[:n], b[:n]); c != 0 {
+		return c
+	}
+	next := func(s string, slash bool) int { // the byte after the common part, -1 at the end
+		switch {
+		case len(s) > n:
+			return int(s[n])
+		case slash:
+			return '/'
+		}
+		return -1
+	}
+	return cmp.Compare(next(a, as), next(b, bs))
 }
 
 // walked is what the walk keeps of an entry until it ends: its Entry's
@@ -234,7 +317,7 @@ func (w *walker) readDir(rel string) {
 	}
 	w.mu.Lock()
 	if len(local) > 0 {
-		w.chunks = append(w.chunks, walkChunk{w.root, local})
+		w.chunks = append(w.chunks, walkChunk{rel, local})
 	}
 	w.skipped = append(w.skipped, skipped...)
 	w.mu.Unlock()

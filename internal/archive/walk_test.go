@@ -1,8 +1,10 @@
 package archive
 
 import (
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -46,5 +48,77 @@ func TestWalkSkipsNamesThatCannotBeStored(t *testing.T) {
 		if validName(name) {
 			t.Errorf("validName(%q) = true", name)
 		}
+	}
+}
+
+// TestWalkOrderIsTheIndexOrder: the walk lists its entries in the order of
+// CompareEntries (root, then path as strings.Compare orders it), names
+// that sort around '/' included ("a-b" and "a.b" before "a/x", "a0"
+// after it), however the directories nest, in several roots.
+func TestWalkOrderIsTheIndexOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	// The bytes next to '/' (0x2f) on both sides, a space, and UTF-8.
+	parts := []string{"a", "b", "-", ".", "0", " ", "!", "~", "\u00e9", "ab", "a-", "a."}
+	name := func() string {
+		n := ""
+		for range 1 + rng.IntN(3) {
+			n += parts[rng.IntN(len(parts))]
+		}
+		if n == "." || n == ".." {
+			n += "x"
+		}
+		return n
+	}
+	var roots []string
+	var want []Entry
+	for root := range 2 {
+		dir := t.TempDir()
+		roots = append(roots, dir)
+		paths := map[string]bool{}
+		var grow func(rel string, depth int)
+		grow = func(rel string, depth int) {
+			for range 2 + rng.IntN(6) {
+				p := name()
+				if rel != "" {
+					p = rel + "/" + p
+				}
+				if paths[p] {
+					continue
+				}
+				paths[p] = true
+				full := filepath.Join(dir, filepath.FromSlash(p))
+				if depth < 4 && rng.IntN(2) == 0 {
+					if err := os.Mkdir(full, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					grow(p, depth+1)
+				} else if err := os.WriteFile(full, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		grow("", 0)
+		for p := range paths {
+			want = append(want, Entry{Root: root, Path: p})
+		}
+	}
+	slices.SortFunc(want, func(a, b Entry) int { return CompareEntries(&a, &b) })
+	x, _, err := Walk(roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.Entries) != len(want) {
+		t.Fatalf("%d entries, want %d", len(x.Entries), len(want))
+	}
+	for i := range want {
+		if got := x.Entries[i]; got.Root != want[i].Root || got.Path != want[i].Path {
+			t.Fatalf("entry %d is %d:%q, want %d:%q", i, got.Root, got.Path, want[i].Root, want[i].Path)
+		}
+		if x.IDs[i].Ino == 0 {
+			t.Fatalf("entry %d (%q) has no identity", i, x.Entries[i].Path)
+		}
+	}
+	if n := len(want); n < 200 {
+		t.Fatalf("only %d entries: the tree is too small to say", n)
 	}
 }

@@ -433,6 +433,7 @@ func cacheSteps(o *Options, b binding, source string, optional bool, taken map[s
 		v["INSECURE"] = fmt.Sprint(o.Insecure)
 		return v
 	}
+	fetchAction, uploadAction := stepActions()
 	fs, err := fetchAction.build(fetchName, o.Mode, o.Image, common(values{"SOURCE": target}))
 	if err != nil {
 		return nil, nil, err

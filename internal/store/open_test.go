@@ -51,7 +51,7 @@ func TestRedact(t *testing.T) {
 }
 
 func TestValidateKey(t *testing.T) {
-	for _, k := range []string{"go-0123", "A_b.c-d", "_x"} {
+	for _, k := range []string{"go-0123", "A_b.c-d", "_x", strings.Repeat("x", 128)} {
 		if err := ValidateKey(k); err != nil {
 			t.Errorf("ValidateKey(%q) = %v", k, err)
 		}

@@ -293,14 +293,20 @@ func (r *Ref) Validate() error {
 // ErrInvalidKey is wrapped by the error of an invalid cache key.
 var ErrInvalidKey = errors.New("invalid cache key")
 
-// keyPattern is the OCI tag grammar: a key is valid in every store.
-var keyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+// keyPattern is the OCI tag grammar, [A-Za-z0-9_][A-Za-z0-9._-]{0,127},
+// with its length checked apart: a key is valid in every store. (The
+// bounded repetition compiled to a program 128 classes long, 1.4 ms of
+// every process's start.)
+var keyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
+
+// maxKeyLen is the longest key: an OCI tag's 128 characters.
+const maxKeyLen = 128
 
 // ValidateKey checks that key can name an entry in every store: 1 to 128
 // characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'
 // (the grammar of an OCI tag).
 func ValidateKey(key string) error {
-	if !keyPattern.MatchString(key) {
+	if len(key) > maxKeyLen || !keyPattern.MatchString(key) {
 		return fmt.Errorf("%w %q: use 1-128 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'", ErrInvalidKey, key)
 	}
 	return nil

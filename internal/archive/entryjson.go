@@ -13,8 +13,10 @@ import (
 // else, or ends first: the caller then parses the object with the
 // reflective decoder, which says what is wrong or takes what this does
 // not. Whatever it accepts, that decoder decodes to the same entry
-// (FuzzParseEntryJSON); it reads an entry about ten times faster, which
-// is most of a no-op save's decoding of the restore state's index.
+// (FuzzParseEntryJSON). It reads an entry about four times faster than
+// that decoder (BenchmarkParseEntry), and spares the stream its scan for
+// the object's end: together most of a no-op save's decoding of the
+// restore state's index.
 //
 // With alias, e's strings are b's bytes, not copies (as the reflective
 // decoder's DontCopyString gives them): they are valid while b is.
@@ -160,10 +162,10 @@ func (p *entryParser) int(lo, hi int64) (int64, bool) {
 	}
 	var v int64
 	switch {
-	case !neg && u <= uint64(hi):
+	case !neg && u <= math.MaxInt64:
 		v = int64(u)
-	case neg && lo < 0 && u <= uint64(-(lo+1))+1:
-		v = -int64(u-1) - 1
+	case neg && u <= 1<<63:
+		v = -int64(u-1) - 1 // -(1<<63) too
 	default:
 		return 0, false
 	}

@@ -253,15 +253,24 @@ func appendEntryJSON(buf []byte, e *Entry) []byte {
 // ASCII other than '"', '\\' and the HTML characters as it is (every
 // path of most caches), anything else through json.Marshal.
 func appendJSONString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(buf, q...)
-		}
+	if !jsonPlain(s) {
+		q, _ := json.Marshal(s) // a string always marshals
+		return append(buf, q...)
 	}
 	buf = append(buf, '"')
 	buf = append(buf, s...)
 	return append(buf, '"')
+}
+
+// jsonPlain reports whether json.Marshal quotes s as it is: printable
+// ASCII other than '"', '\\' and the HTML characters.
+func jsonPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultMaxIndexEntries is the most entries an index may hold unless

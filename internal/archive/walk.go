@@ -1,7 +1,9 @@
 package archive
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -255,65 +258,24 @@ func (w *walker) readDir(rel string) {
 		w.fail(fmt.Errorf("reading %s: %w", abs, err))
 		return
 	}
-	defer sysClose(fd)
-	names, err := readDirNames(fd)
-	if err != nil {
-		w.fail(fmt.Errorf("reading %s: %w", abs, err))
+	bufp := direntBufs.Get().(*[]byte)
+	local, skipped, ok := w.statDir(fd, abs, rel, bufp)
+	// Given back before the subdirectories are read, inline or not.
+	direntBufs.Put(bufp)
+	sysClose(fd)
+	if !ok {
 		return
 	}
-	local := make([]walked, 0, len(names))
-	var skipped []Skipped
-	for _, name := range names {
-		if rel == "" && name == StateFileName {
-			continue
-		}
-		p := name
-		if rel != "" {
-			p = rel + "/" + name
-		}
-		if strings.HasPrefix(name, TempPrefix) {
-			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "temporary file of an interrupted run", Temp: true, Root: w.root, Rel: p})
-			continue
-		}
-		// rel is a valid path (the walk never enters a directory whose
-		// name is not), so p is one when name is a valid component: no
-		// need for ValidPath's scans and Clean of the whole path.
-		if !validName(name) {
-			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "name cannot be stored"})
-			continue
-		}
-		var st unix.Stat_t
-		if err := sysFstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // removed while we walk
-			}
-			w.fail(fmt.Errorf("stat %s: %w", filepath.Join(abs, name), err))
-			return
-		}
-		e := walked{path: p, mode: uint32(st.Mode & 0o777), mtime: st.Mtim.Nano(), id: idOf(&st)}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			e.typ, e.size = TypeFile[0], st.Size
-		case unix.S_IFDIR:
-			e.typ = TypeDir[0]
+	for k := range local {
+		if local[k].typ == TypeDir[0] {
 			w.wg.Add(1)
 			select {
 			case w.sem <- struct{}{}:
-				go func() { w.readDir(p); <-w.sem }()
+				go func(p string) { w.readDir(p); <-w.sem }(local[k].path)
 			default:
-				w.readDir(p)
+				w.readDir(local[k].path)
 			}
-		case unix.S_IFLNK:
-			e.typ = TypeSymlink[0]
-			if e.link, err = readlinkat(fd, name); err != nil {
-				w.fail(fmt.Errorf("reading link %s: %w", filepath.Join(abs, name), err))
-				return
-			}
-		default:
-			skipped = append(skipped, Skipped{Path: filepath.Join(abs, name), Reason: "not a file, directory or symlink"})
-			continue
 		}
-		local = append(local, e)
 	}
 	w.mu.Lock()
 	if len(local) > 0 {
@@ -323,18 +285,118 @@ func (w *walker) readDir(rel string) {
 	w.mu.Unlock()
 }
 
+// statDir lists the open directory fd (rel in the root, abs on disk) and
+// stats its entries, reading it into *bufp. On an error, it fails the walk
+// and returns !ok.
+func (w *walker) statDir(fd int, abs, rel string, bufp *[]byte) (local []walked, skipped []Skipped, ok bool) {
+	ents, err := readDirents(fd, bufp)
+	if err != nil {
+		w.fail(fmt.Errorf("reading %s: %w", abs, err))
+		return nil, nil, false
+	}
+	// Nothing is allocated an entry but what it keeps: the names are
+	// stat'ed where getdents left them (each ends in a NUL), and the
+	// directory's paths are one string, each entry's path a part of it.
+	buf := *bufp
+	local = make([]walked, 0, len(ents))
+	ends := make([]int, 0, len(ents)) // of each entry's path in paths
+	size := 0                         // of every path: the string keeps the whole array alive
+	for _, d := range ents {
+		size += len(rel) + 1 + d.len
+	}
+	paths := make([]byte, 0, size)
+	for _, d := range ents {
+		name := buf[d.off : d.off+d.len]
+		if rel == "" && string(name) == StateFileName {
+			continue
+		}
+		if bytes.HasPrefix(name, tempPrefix) || !validName(name) {
+			skipped = append(skipped, w.skip(abs, rel, string(name)))
+			continue
+		}
+		var st unix.Stat_t
+		if err := sysFstatatNUL(fd, &buf[d.off], &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // removed while we walk
+			}
+			w.fail(fmt.Errorf("stat %s: %w", filepath.Join(abs, string(name)), err))
+			return nil, nil, false
+		}
+		e := walked{mode: uint32(st.Mode & 0o777), mtime: st.Mtim.Nano(), id: idOf(&st)}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			e.typ, e.size = TypeFile[0], st.Size
+		case unix.S_IFDIR:
+			e.typ = TypeDir[0]
+		case unix.S_IFLNK:
+			e.typ = TypeSymlink[0]
+			if e.link, err = readlinkat(fd, string(name)); err != nil {
+				w.fail(fmt.Errorf("reading link %s: %w", filepath.Join(abs, string(name)), err))
+				return nil, nil, false
+			}
+		default:
+			skipped = append(skipped, Skipped{Path: filepath.Join(abs, string(name)), Reason: "not a file, directory or symlink"})
+			continue
+		}
+		// rel is a valid path (the walk never enters a directory whose
+		// name is not), so rel/name is one when name is a valid
+		// component: no need for ValidPath's scans and Clean of it.
+		if rel != "" {
+			paths = append(append(paths, rel...), '/')
+		}
+		paths = append(paths, name...)
+		ends = append(ends, len(paths))
+		local = append(local, e)
+	}
+	// paths is not written again: its bytes are the entries' paths.
+	all, from := "", 0
+	if len(paths) > 0 {
+		all = unsafe.String(&paths[0], len(paths))
+	}
+	for k := range local {
+		local[k].path, from = all[from:ends[k]], ends[k]
+	}
+	return local, skipped, true
+}
+
+// tempPrefix is TempPrefix, to compare names as getdents gives them.
+var tempPrefix = []byte(TempPrefix)
+
+// skip says why the walk leaves name (in the directory rel of the root,
+// abs on disk) out of the index.
+func (w *walker) skip(abs, rel, name string) Skipped {
+	if strings.HasPrefix(name, TempPrefix) {
+		p := name
+		if rel != "" {
+			p = rel + "/" + name
+		}
+		return Skipped{Path: filepath.Join(abs, name), Reason: "temporary file of an interrupted run", Temp: true, Root: w.root, Rel: p}
+	}
+	return Skipped{Path: filepath.Join(abs, name), Reason: "name cannot be stored"}
+}
+
 // direntBufs holds the buffers directories are read into.
 var direntBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// readDirNames returns the names in the open directory fd (without . and
-// ..), read with getdents on the descriptor itself: an os.File would first
-// set the descriptor up (an fcntl per directory) for nothing.
-func readDirNames(fd int) ([]string, error) {
-	bufp := direntBufs.Get().(*[]byte)
-	defer direntBufs.Put(bufp)
-	var names []string
+// dirent is a name in a directory's getdents records: len bytes at off,
+// then a NUL.
+type dirent struct{ off, len int }
+
+// readDirents reads the open directory fd (without . and ..) into *bufp,
+// grown when the directory needs more, with getdents on the descriptor
+// itself: an os.File would first set the descriptor up (an fcntl per
+// directory) for nothing.
+func readDirents(fd int, bufp *[]byte) ([]dirent, error) {
+	var ents []dirent
+	used := 0
 	for {
-		n, err := sysReadDirent(fd, *bufp)
+		if len(*bufp)-used < 8<<10 { // room for a few records at least
+			grown := make([]byte, 2*len(*bufp))
+			copy(grown, (*bufp)[:used])
+			*bufp = grown
+		}
+		buf := *bufp
+		n, err := sysReadDirent(fd, buf[used:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -342,14 +404,37 @@ func readDirNames(fd int) ([]string, error) {
 			return nil, err
 		}
 		if n <= 0 {
-			return names, nil
+			return ents, nil
 		}
-		_, _, names = unix.ParseDirent((*bufp)[:n], -1, names)
+		// linux_dirent64: d_ino (8 bytes), d_off (8), d_reclen (2),
+		// d_type (1), then the name and its NUL, padded.
+		for rec := buf[used : used+n]; len(rec) > 0; {
+			const nameAt = 19
+			if len(rec) < nameAt {
+				return nil, errors.New("short getdents record")
+			}
+			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
+			if reclen < nameAt+1 || reclen > len(rec) {
+				return nil, errors.New("bad getdents record length")
+			}
+			name := rec[nameAt:reclen]
+			nul := bytes.IndexByte(name, 0)
+			if nul < 0 {
+				return nil, errors.New("getdents name without its NUL")
+			}
+			ino := binary.NativeEndian.Uint64(rec[0:8])
+			if name := name[:nul]; ino != 0 && !(len(name) == 1 && name[0] == '.') && !(len(name) == 2 && name[0] == '.' && name[1] == '.') {
+				off := used + (len(buf[used:used+n]) - len(rec)) + nameAt
+				ents = append(ents, dirent{off, nul})
+			}
+			rec = rec[reclen:]
+		}
+		used += n
 	}
 }
 
 // validName reports whether name can be a component of an entry path: a
 // path made of such names is one ValidPath accepts.
-func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00")
+func validName(name []byte) bool {
+	return len(name) > 0 && string(name) != "." && string(name) != ".." && !bytes.ContainsAny(name, "/\\\x00")
 }

@@ -40,12 +40,12 @@ func TestWalkSkipsNamesThatCannotBeStored(t *testing.T) {
 		t.Errorf("skipped %+v, want the two names with a backslash", skipped)
 	}
 	for _, name := range []string{"a", ".a", "a..b", "..a", "a b"} {
-		if !validName(name) || ValidPath(name) != nil || ValidPath("d/"+name) != nil {
+		if !validName([]byte(name)) || ValidPath(name) != nil || ValidPath("d/"+name) != nil {
 			t.Errorf("%q: validName and ValidPath disagree", name)
 		}
 	}
 	for _, name := range []string{"", ".", "..", "a/b", `a\b`, "a\x00b"} {
-		if validName(name) {
+		if validName([]byte(name)) {
 			t.Errorf("validName(%q) = true", name)
 		}
 	}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 )
@@ -72,6 +74,9 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	h := sha256.New()
+	fh := io.MultiWriter(tw, h)
+	var dir sourceDir
+	defer dir.close()
 	for _, f := range files {
 		e := f.Entry
 		if err := tw.Flush(); err != nil {
@@ -88,29 +93,27 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("packing %s: %w", f.Source, err)
 		}
-		src, err := openRead(f.Source)
+		src, err := dir.open(f.Source)
 		if err != nil {
 			return fmt.Errorf("packing %s: %w", f.Source, err)
-		}
-		if err := checkOpened(src, f.ID, e.Size); err != nil {
-			src.Close()
-			return fmt.Errorf("packing %s: %w: save again when the build is done", f.Source, err)
 		}
 		h.Reset()
-		n, err := io.CopyBuffer(io.MultiWriter(tw, h), io.LimitReader(src, e.Size), *bufp)
-		if err == nil && n == e.Size {
-			// One byte more means the file grew since the walk.
-			var one [1]byte
-			if m, _ := src.Read(one[:]); m > 0 {
-				n++
-			}
+		n, err := copyFile(fh, src, e.Size, *bufp)
+		// Checked once read: the file the walk saw (its device and inode),
+		// still regular and of its size. A file swapped in is refused
+		// whatever was read from it (at most one byte more than the
+		// size), and so is one that grew or shrank, during the read too.
+		if cerr := checkOpened(src, f.ID, e.Size); cerr != nil {
+			err = cerr
+		} else if err == nil && n != e.Size {
+			err = errChanged
 		}
 		src.Close()
+		if errors.Is(err, errChanged) {
+			return fmt.Errorf("packing %s: %w (size was %d): save again when the build is done", f.Source, err, e.Size)
+		}
 		if err != nil {
 			return fmt.Errorf("packing %s: %w", f.Source, err)
-		}
-		if n != e.Size {
-			return fmt.Errorf("packing %s: it changed while being saved (size was %d): save again when the build is done", f.Source, e.Size)
 		}
 		e.Digest = digest.SumOf(h)
 		e.Pack = packIndex
@@ -119,6 +122,86 @@ func WritePack(w io.Writer, packIndex int, files []PackFile) error {
 		return err
 	}
 	return enc.Close()
+}
+
+// copyFile copies the open file src, which should hold size bytes, to w
+// through buf, and returns the bytes it read: size, or one more when the
+// file grew (then nothing past size is written), or fewer when it shrank.
+// Each read asks for one byte past what is left, so the read that ends
+// the file is also the one that says it ends: a file that fits in buf is
+// read in one system call, not two (the read that returns 0). That short
+// read is not proof of the end on its own; the caller's fstat of the file
+// after the copy (same size, same file) is.
+func copyFile(w io.Writer, src rawFile, size int64, buf []byte) (int64, error) {
+	var n int64
+	for n <= size {
+		want := min(int64(len(buf)), size+1-n)
+		m, err := src.Read(buf[:want])
+		if n+int64(m) > size {
+			return n + int64(m), nil
+		}
+		if m > 0 {
+			if _, err := w.Write(buf[:m]); err != nil {
+				return n, err
+			}
+			n += int64(m)
+		}
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err != nil:
+			return n, err
+		case n == size && int64(m) < want:
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// sourceDir is the directory the files being packed are opened in: the
+// files of a pack come in the index's order, a directory's together, so
+// each is opened by its name in a descriptor of its directory instead of
+// by its whole path (a lookup of every component, for every file).
+type sourceDir struct {
+	path string
+	fd   int
+	ok   bool
+}
+
+// open opens the file at path (absolute, or relative to the working
+// directory) for reading, without following a final symlink and without
+// blocking on a fifo swapped in.
+func (d *sourceDir) open(path string) (rawFile, error) {
+	i := strings.LastIndexByte(path, '/')
+	if i < 0 {
+		return openRead(path)
+	}
+	dir, name := path[:i], path[i+1:]
+	if dir == "" {
+		dir = "/"
+	}
+	if !d.ok || d.path != dir {
+		d.close()
+		fd, err := sysOpenat(unix.AT_FDCWD, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		d.path, d.fd, d.ok = dir, fd, true
+	}
+	for {
+		fd, err := sysOpenat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return rawFile(fd), err
+	}
+}
+
+func (d *sourceDir) close() {
+	if d.ok {
+		sysClose(d.fd)
+		d.ok = false
+	}
 }
 
 // PackBounds gives, per pack, the most bytes its tar stream can hold for

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/tekton-cache/tekton-cache/internal/digest"
 	"github.com/tekton-cache/tekton-cache/internal/format"
@@ -214,5 +215,78 @@ func TestReadPackTellsDamageFromFailure(t *testing.T) {
 	err = ReadPack(digest.NewVerifier(bytes.NewReader(pack), want, int64(len(pack))), 1<<20, func(*tar.Reader) error { return errStop })
 	if err != errStop {
 		t.Fatalf("a whole pack fn refuses: %v, want fn's error", err)
+	}
+}
+
+// TestWritePackReadsWhatTheWalkSaw: a file is packed only when it is the
+// file the walk saw and holds exactly the size it had, whatever its size
+// against the copy buffer's (one read asks for a byte more than is left),
+// and a path swapped for a fifo or a directory is refused without a hang.
+func TestWritePackReadsWhatTheWalkSaw(t *testing.T) {
+	buf := int64(len(*copyBufPool.Get().(*[]byte)))
+	for _, size := range []int64{1, 511, 4096, buf - 1, buf, buf + 1, 2*buf + 7} {
+		src := t.TempDir()
+		content := bytes.Repeat([]byte("0123456789abcdef"), int(size/16)+1)[:size]
+		p := filepath.Join(src, "f")
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		x, _, err := Walk([]string{src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &x.Entries[0]
+		var pack bytes.Buffer
+		if err := WritePack(&pack, 0, []PackFile{{Entry: e, Name: e.Path, Source: p, ID: x.IDs[0]}}); err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		if want := digest.SumBytes(content); e.Digest != want {
+			t.Errorf("%d bytes: digest %s, want %s", size, e.Digest.Short(), want.Short())
+		}
+		var got []byte
+		if err := ReadPack(&pack, 1<<40, func(tr *tar.Reader) error {
+			if _, err := tr.Next(); err != nil {
+				return err
+			}
+			got, err = io.ReadAll(tr)
+			return err
+		}); err != nil || !bytes.Equal(got, content) {
+			t.Errorf("%d bytes: the pack holds %d bytes (%v)", size, len(got), err)
+		}
+
+		// The same entry, the file now a byte longer or shorter, or
+		// another file in its place.
+		// First, while the walk's file is there: the other file's inode
+		// cannot be its.
+		for _, change := range []string{"other file", "grew", "shrank", "fifo", "dir"} {
+			if change == "other file" { // renamed over it: another inode, the same bytes
+				other := filepath.Join(src, "other")
+				if err := os.WriteFile(other, content, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				os.RemoveAll(p)
+				err = os.Rename(other, p)
+			} else {
+				os.RemoveAll(p)
+			}
+			switch change {
+			case "grew":
+				err = os.WriteFile(p, append(content, 'x'), 0o644)
+			case "shrank":
+				err = os.WriteFile(p, content[:size-1], 0o644)
+			case "fifo":
+				err = unix.Mkfifo(p, 0o644)
+			case "dir":
+				err = os.Mkdir(p, 0o755)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			e2 := *e
+			err := WritePack(io.Discard, 0, []PackFile{{Entry: &e2, Name: e.Path, Source: p, ID: x.IDs[0]}})
+			if !errors.Is(err, errChanged) {
+				t.Errorf("%d bytes, %s: %v, want %v", size, change, err, errChanged)
+			}
+		}
 	}
 }

@@ -26,6 +26,7 @@ func openRead(path string) (rawFile, error) {
 func (f rawFile) Read(p []byte) (int, error) {
 	for {
 		n, err := unix.Read(int(f), p)
+		counted(kRead, err)
 		if err == unix.EINTR {
 			continue
 		}

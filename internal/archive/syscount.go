@@ -23,6 +23,7 @@ const (
 	kUtimes                  // utimensat
 	kClose                   // close
 	kGetdents                // getdents64
+	kRead                    // read
 	kKinds
 )
 

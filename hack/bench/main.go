@@ -542,11 +542,17 @@ func runStore(corpusName string, folders []string, storeKind string) {
 	add("reference tool restore", refRestore, floorR, "zstd|tar")
 }
 
-// settle waits after many files were deleted: ext4 scans past inodes freed
-// in the last ~30 s when it allocates new ones, which slows the next run's
-// file creation (seen in perf: recently_deleted). Let it forget before the
-// next measurement.
-func settle() { time.Sleep(35 * time.Second) }
+// settle waits after many files were deleted. On ext4 without a journal
+// (this machine's root), allocating an inode skips, one by one, every free
+// inode whose deletion time is less than 60 s old, or 360 s while its
+// inode table block is dirty (fs/ext4/ialloc.c, recently_deleted): a
+// restore just after a tree of 40,000 files was removed spent 20 s of
+// system time there instead of 1 (perf). So the deletions are written out
+// (sync) and then left to age past the 60 s.
+func settle() {
+	exec.Command("sync").Run() //nolint:errcheck // best effort: the wait is what matters
+	time.Sleep(65 * time.Second)
+}
 
 func parentOf(folders []string) string { return filepath.Dir(folders[0]) }
 

@@ -735,7 +735,7 @@ func (ex *Extractor) ExtractPack(p int, tr *tar.Reader) error {
 		}
 		if err == nil {
 			ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
-			err = sysUtimesAt(wfd, name, ts)
+			err = sysFutimens(fd, ts)
 		}
 		if err == nil && tmp == "" {
 			// Written in place: this is the file the state records. A file

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,6 +67,17 @@ func sysFchmodat(dirfd int, name string, mode uint32) error {
 
 func sysUtimesAt(dirfd int, name string, ts []unix.Timespec) error {
 	return counted(kUtimes, unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW))
+}
+
+// sysFutimens sets the times of the open file fd (utimensat with no name,
+// as futimens does; every Linux has the call): by name, utimensat
+// looks the name up again.
+func sysFutimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e != 0 {
+		return counted(kUtimes, e)
+	}
+	return counted(kUtimes, nil)
 }
 
 func sysClose(fd int) error {

@@ -58,7 +58,8 @@ type Entry struct {
 	// content, or NoPack.
 	Pack int `json:"k"`
 	// Offset is where the file's tar header starts in the pack's
-	// uncompressed stream (informational; restore streams whole packs).
+	// uncompressed stream: a save measures a pack it reuses by them
+	// (restore reads packs in order, and needs no offset).
 	Offset int64 `json:"o,omitempty"`
 }
 
@@ -678,7 +679,7 @@ func (x *Index) Validate() error {
 		lastParent = j
 		return x.Entries[j].Type
 	}
-	// Offsets are informational (restore streams whole packs), but one
+	// A restore needs no offset (it reads packs in order), but one
 	// outside its pack is a forged index: refused before anything is written.
 	bounds := x.PackBounds()
 	for i := range x.Entries {

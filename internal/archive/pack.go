@@ -204,21 +204,48 @@ func (d *sourceDir) close() {
 	}
 }
 
-// PackBounds gives, per pack, the most bytes its tar stream can hold for
-// the files the index puts there, as WritePack writes them: a header (and a
-// PAX header for a long name) and the content in 512-byte blocks per file,
-// and the end-of-archive blocks, with a little slack.
-func (x *Index) PackBounds() []int64 {
-	const block = 512
-	up := func(n int64) int64 { return (n + block - 1) / block * block }
-	bounds := make([]int64, len(x.Packs))
-	for p := range bounds {
-		bounds[p] = 4 * block
+// TarBlock is the tar format's block.
+const tarBlock = 512
+
+// PackSlack is what a pack's tar stream holds besides its files, at most:
+// the end-of-archive blocks, with a little slack.
+const PackSlack = 4 * tarBlock
+
+// TarBytes is the most bytes WritePack writes for a file of size bytes
+// named name (Index.TarName) in a pack: a header, a PAX header for a long
+// name, and the content in 512-byte blocks.
+func TarBytes(name string, size int64) int64 {
+	up := func(n int64) int64 { return (n + tarBlock - 1) / tarBlock * tarBlock }
+	return 3*tarBlock + up(int64(len(name))+64) + up(size)
+}
+
+// packBytes gives, per pack, the most bytes WritePack writes for the files
+// the index puts there: PackSlack and their TarBytes.
+func (x *Index) packBytes() []int64 {
+	bytes := make([]int64, len(x.Packs))
+	for p := range bytes {
+		bytes[p] = PackSlack
 	}
 	for i := range x.Entries {
-		if e := &x.Entries[i]; e.Pack >= 0 && e.Pack < len(bounds) {
-			bounds[e.Pack] += 3*block + up(int64(len(x.TarName(e)))+64) + up(e.Size)
+		if e := &x.Entries[i]; e.Pack >= 0 && e.Pack < len(bytes) {
+			bytes[e.Pack] += TarBytes(x.TarName(e), e.Size)
 		}
+	}
+	return bytes
+}
+
+// PackBounds gives, per pack, the most bytes of its tar stream a reader
+// goes through to reach the files the index puts there: twice what they
+// take (packBytes). A pack kept from an earlier entry also holds files no
+// entry names any more (FORMAT.md), before and between the named ones, at
+// most as many bytes of them as of the named ones (a save keeps such a
+// pack only then: its live files end within this bound, by their
+// offsets); what follows the last named file is not read. So a bomb never
+// costs more than twice what the index states.
+func (x *Index) PackBounds() []int64 {
+	bounds := x.packBytes()
+	for p := range bounds {
+		bounds[p] *= 2
 	}
 	return bounds
 }
@@ -226,9 +253,11 @@ func (x *Index) PackBounds() []int64 {
 // ReadPack reads the pack in r: it decompresses it and calls fn with its
 // tar stream, which must not inflate past limit bytes (PackBounds: a pack
 // that does is refused as soon as it does, so a bomb of a few KB never
-// costs more than the index states). When fn succeeds, ReadPack reads what
-// fn left of the stream, then r to its end, so that a digest verifier
-// around r checks the whole pack; it returns the first error. When fn or
+// costs more than the index states). When fn succeeds, ReadPack reads r
+// to its end without inflating what fn left (files no entry names any
+// more, past the last one fn wanted: PackBounds does not count them), so
+// that a digest verifier around r checks the whole pack; it returns the
+// first error. When fn or
 // the decompression fails, it also reads r to its end: a pack whose bytes
 // are wrong mostly fails to parse before the digest check at its end, and
 // the check's digest.ErrMismatch, wrapped with the parse error, says the
@@ -245,10 +274,6 @@ func ReadPack(r io.Reader, limit int64, fn func(*tar.Reader) error) error {
 	}
 	lr := &boundReader{r: dec, left: limit, limit: limit}
 	err = fn(tar.NewReader(lr))
-	if err == nil {
-		// The digest check at EOF of r reports other corruption.
-		_, err = io.Copy(io.Discard, lr)
-	}
 	dec.Close()
 	if err != nil {
 		// Damage already named (a bomb refused at its bound, an unsafe or

@@ -30,48 +30,69 @@ func (c *countReader) Read(p []byte) (int, error) {
 }
 
 // TestPackBombIsRefused: a pack of a few KB (its digest consistent: whoever
-// writes the store can recompute it) whose tar holds, after the one file the
-// index wants, a member that inflates to 256 MiB. The restore must refuse it
+// writes the store can recompute it) whose tar holds a member that inflates
+// to 256 MiB. Before the file the index wants, the restore refuses the pack
 // once the stream passes what the index accounts for, without inflating the
-// rest, in the extraction and in the drain that follows it.
+// rest. After it, the restore is done when it has the file, and the rest is
+// read (for the digest) but not inflated: with the same bound, inflating it
+// would fail.
 func TestPackBombIsRefused(t *testing.T) {
-	x := index(file("f", "wanted"))
-	var raw bytes.Buffer
-	tw := tar.NewWriter(&raw)
-	tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644, Size: 6})
-	tw.Write([]byte("wanted"))
-	const huge = 256 << 20
-	tw.WriteHeader(&tar.Header{Name: "bomb", Typeflag: tar.TypeReg, Mode: 0o644, Size: huge})
-	// Compress the zeros as they are written: the pack stays small.
-	var packed bytes.Buffer
-	enc, _ := zstd.NewWriter(&packed, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	enc.Write(raw.Bytes())
-	zeros := make([]byte, 1<<20)
-	for range huge >> 20 {
-		enc.Write(zeros)
-	}
-	enc.Close()
-	if packed.Len() > 1<<20 {
-		t.Fatalf("the bomb is %d bytes: not a bomb", packed.Len())
-	}
-	bound := x.PackBounds()[0]
-	cr := &countReader{r: bytes.NewReader(packed.Bytes())}
-	ex, err := NewExtractor(x, []string{t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ex.Close()
-	if _, err := ex.Prepare(); err != nil {
-		t.Fatal(err)
-	}
-	err = ReadPack(cr, bound, func(tr *tar.Reader) error { return ex.ExtractPack(0, tr) })
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "inflates past") {
-		t.Fatalf("a pack that inflates to 256 MiB for an index of 6 bytes: %v", err)
-	}
-	// The decoder reads ahead a little; it must not have read the pack
-	// through (which inflating the whole GiB would have).
-	if cr.n >= int64(packed.Len()) {
-		t.Fatalf("the whole bomb was read (%d of %d bytes) before it was refused", cr.n, packed.Len())
+	for _, bombFirst := range []bool{true, false} {
+		x := index(file("f", "wanted"))
+		var raw bytes.Buffer
+		tw := tar.NewWriter(&raw)
+		const huge = 256 << 20
+		wanted := func() {
+			tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644, Size: 6})
+			tw.Write([]byte("wanted"))
+		}
+		if !bombFirst {
+			wanted()
+		}
+		tw.WriteHeader(&tar.Header{Name: "bomb", Typeflag: tar.TypeReg, Mode: 0o644, Size: huge})
+		// Compress the zeros as they are written: the pack stays small.
+		var packed bytes.Buffer
+		enc, _ := zstd.NewWriter(&packed, zstd.WithEncoderLevel(zstd.SpeedFastest))
+		enc.Write(raw.Bytes())
+		zeros := make([]byte, 1<<20)
+		for range huge >> 20 {
+			enc.Write(zeros)
+		}
+		if bombFirst {
+			raw.Reset()
+			wanted()
+			tw.Close()
+			enc.Write(raw.Bytes())
+		}
+		enc.Close()
+		if packed.Len() > 1<<20 {
+			t.Fatalf("the bomb is %d bytes: not a bomb", packed.Len())
+		}
+		bound := x.PackBounds()[0]
+		cr := &countReader{r: bytes.NewReader(packed.Bytes())}
+		ex, err := NewExtractor(x, []string{t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ex.Close()
+		if _, err := ex.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		err = ReadPack(cr, bound, func(tr *tar.Reader) error { return ex.ExtractPack(0, tr) })
+		if !bombFirst {
+			if err != nil || cr.n != int64(packed.Len()) {
+				t.Fatalf("a bomb after the wanted file: %v (read %d of %d bytes)", err, cr.n, packed.Len())
+			}
+			continue
+		}
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "inflates past") {
+			t.Fatalf("a pack that inflates to 256 MiB before the index's 6 bytes: %v", err)
+		}
+		// The decoder reads ahead a little; it must not have read the pack
+		// through (which inflating the whole 256 MiB would have).
+		if cr.n >= int64(packed.Len()) {
+			t.Fatalf("the whole bomb was read (%d of %d bytes) before it was refused", cr.n, packed.Len())
+		}
 	}
 }
 
@@ -103,8 +124,19 @@ func TestPackBoundsHoldWhatWritePackWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bound := x.PackBounds()[0]; int64(len(raw)) > bound {
+	if bound := x.packBytes()[0]; int64(len(raw)) > bound {
 		t.Fatalf("pack stream of %d bytes, bound %d", len(raw), bound)
+	}
+	// Each file takes at most its TarBytes from its offset, and the end
+	// at most PackSlack: a save's rule for reused packs counts on it.
+	for k, f := range files {
+		end := int64(len(raw)) - PackSlack
+		if k+1 < len(files) {
+			end = files[k+1].Entry.Offset
+		}
+		if n := end - f.Entry.Offset; n > TarBytes(f.Name, f.Entry.Size) {
+			t.Errorf("%s takes %d bytes of the stream, more than TarBytes %d", f.Name, n, TarBytes(f.Name, f.Entry.Size))
+		}
 	}
 }
 

@@ -60,7 +60,7 @@ func writeEntry(ctx context.Context, s *layerSet, e *Entry, dest string, fixed t
 		return err
 	}
 	byName := map[string]*archive.Entry{}
-	wantPack := map[int]bool{}
+	wantPack := map[int]int{} // files wanted of each pack
 	for i := range x.Entries {
 		en := &x.Entries[i]
 		if en.Root != e.Root {
@@ -89,15 +89,15 @@ func writeEntry(ctx context.Context, s *layerSet, e *Entry, dest string, fixed t
 			}
 		case en.Type == archive.TypeFile:
 			byName[x.TarName(en)] = en
-			wantPack[en.Pack] = true
+			wantPack[en.Pack]++
 		}
 	}
 	bounds := x.PackBounds()
 	for p := range x.Packs {
-		if !wantPack[p] {
+		if wantPack[p] == 0 {
 			continue
 		}
-		if err := readPack(ctx, s, e, p, bounds[p], byName, dest, mtime); err != nil {
+		if err := readPack(ctx, s, e, p, bounds[p], wantPack[p], byName, dest, mtime); err != nil {
 			return err
 		}
 	}
@@ -109,7 +109,7 @@ func writeEntry(ctx context.Context, s *layerSet, e *Entry, dest string, fixed t
 
 // readPack streams pack p and writes the files of byName it holds,
 // removing them from byName.
-func readPack(ctx context.Context, s *layerSet, e *Entry, p int, bound int64, byName map[string]*archive.Entry, dest string, mtime func(int64) time.Time) error {
+func readPack(ctx context.Context, s *layerSet, e *Entry, p int, bound int64, wanted int, byName map[string]*archive.Entry, dest string, mtime func(int64) time.Time) error {
 	d := e.Index.Packs[p]
 	rc, err := e.Blobs.GetBlob(ctx, d.Digest)
 	if err != nil {
@@ -119,7 +119,9 @@ func readPack(ctx context.Context, s *layerSet, e *Entry, p int, bound int64, by
 	v := digest.NewVerifier(store.ContextReader(ctx, rc), d.Digest, d.Size)
 	h := sha256.New()
 	err = archive.ReadPack(v, bound, func(tr *tar.Reader) error {
-		for {
+		// Done at the last file wanted: what follows may be files no
+		// entry names any more, which the bound does not count.
+		for wanted > 0 {
 			th, err := tr.Next()
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -135,6 +137,7 @@ func readPack(ctx context.Context, s *layerSet, e *Entry, p int, bound int64, by
 				return fmt.Errorf("%w: %s has %d bytes in its pack, %d in the index", archive.ErrCorrupt, th.Name, th.Size, en.Size)
 			}
 			delete(byName, th.Name)
+			wanted--
 			h.Reset()
 			hdr := header(dest, en.Path, tar.TypeReg, fs.FileMode(en.Mode), mtime(en.MTime), en.Size, "")
 			if err := s.add(hdr, io.TeeReader(tr, h)); err != nil {
@@ -144,6 +147,7 @@ func readPack(ctx context.Context, s *layerSet, e *Entry, p int, bound int64, by
 				return fmt.Errorf("%w: %s: content sha256 %s, the index says %s", digest.ErrMismatch, en.Path, got, en.Digest)
 			}
 		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("entry %s: pack %s: %w", e.Name, d.Digest.Short(), err)

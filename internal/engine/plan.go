@@ -64,36 +64,53 @@ func matchUnchanged(x *archive.Index, b *base) (reuse, hash []int) {
 	return reuse, hash
 }
 
-// livePacks returns, per pack of the base, the bytes of the files of x that
-// reuse its content (live) and the bytes of all the files it holds (total).
-func livePacks(x *archive.Index, b *base, reuse []int) (live, total []int64) {
-	if b.at == nil {
-		return nil, nil
-	}
-	live = make([]int64, len(b.packs))
-	for i := range x.Entries {
-		if reuse[i] != 0 {
-			live[b.files[reuse[i]-1].pack] += x.Entries[i].Size
-		}
-	}
-	return live, b.total
+// packLife is what the save's plan knows of a base pack: of the files of
+// the walk that reuse its content, how many (files), what they take in a
+// tar stream (live: their archive.TarBytes), and where the last of them
+// ends in the pack's stream (end: the greatest offset plus TarBytes).
+type packLife struct {
+	files     int
+	live, end int64
 }
 
-// worthKeeping is the reuse rule: a base pack is kept when every one of
-// its files is still live. A pack with dead files cannot be kept: a restore
-// bounds each pack's tar stream by the files the index puts there
-// (archive.PackBounds), which the dead ones would overrun, and its files'
-// offsets past them would be outside that bound (an entry that Validate
-// refuses as damaged). Its live files are packed again.
-func worthKeeping(live, total int64) bool {
-	return live > 0 && live == total
+// livePacks returns, per pack of the base, what the files of x that reuse
+// its content take of it.
+func livePacks(x *archive.Index, b *base, reuse []int) []packLife {
+	if b.at == nil {
+		return nil
+	}
+	packs := make([]packLife, len(b.packs))
+	for i := range x.Entries {
+		if reuse[i] == 0 {
+			continue
+		}
+		e, f := &x.Entries[i], &b.files[reuse[i]-1]
+		n := archive.TarBytes(x.TarName(e), e.Size)
+		l := &packs[f.pack]
+		l.files++
+		l.live += n
+		l.end = max(l.end, f.offset+n)
+	}
+	return packs
+}
+
+// worthKeeping is the reuse rule: a base pack is kept when its live files
+// end, in its stream, within half of what a restore may read of it
+// (archive.PackBounds: twice what they take): the files before them that
+// no entry names any more take at most about as many bytes as they do.
+// Its other files are dead weight a restore reads past, and those after
+// the last live one are not read at all. A pack past this is packed again
+// from its live files. The offsets are the pack's own, kept from entry to
+// entry, so a pack kept several times over is measured as it is.
+func worthKeeping(l packLife) bool {
+	return l.files > 0 && l.end+archive.PackSlack <= 2*(archive.PackSlack+l.live)
 }
 
 // stillStored returns, per pack of base, whether it is kept: worth keeping
-// by live and total (livePacks), and still in st (8 stats at once). A pack
+// by its life (livePacks), and still in st (8 stats at once). A pack
 // gone from the store is not kept (its files are packed again); a store
 // that cannot say fails the save.
-func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor, live, total []int64, logf func(string, ...any)) ([]bool, error) {
+func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor, life []packLife, logf func(string, ...any)) ([]bool, error) {
 	if packs == nil {
 		return nil, nil
 	}
@@ -105,7 +122,7 @@ func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor,
 	if bc, ok := store.As[store.BlobChecker](st); ok {
 		var ds []digest.Digest
 		for p := range packs {
-			if worthKeeping(live[p], total[p]) {
+			if worthKeeping(life[p]) {
 				ds = append(ds, packs[p].Digest)
 			}
 		}
@@ -122,7 +139,7 @@ func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor,
 		}
 		for p := range packs {
 			switch {
-			case !worthKeeping(live[p], total[p]):
+			case !worthKeeping(life[p]):
 			case lacks[packs[p].Digest]:
 				gone(p)
 			default:
@@ -134,7 +151,7 @@ func stillStored(ctx context.Context, st store.Store, packs []format.Descriptor,
 	var g errgroup.Group
 	g.SetLimit(8)
 	for p := range packs {
-		if !worthKeeping(live[p], total[p]) {
+		if !worthKeeping(life[p]) {
 			continue
 		}
 		g.Go(func() error {

@@ -102,63 +102,84 @@ func TestMatchUnchanged(t *testing.T) {
 	})
 }
 
-// TestReuseRuleAtItsBoundary: a base pack is kept when all of its bytes
-// are live: one byte less and it is rewritten.
+// TestReuseRuleAtItsBoundary: a base pack is kept when its live files end
+// within half of what a restore may read of it (twice what they take), and
+// never when none of its files is live.
 func TestReuseRuleAtItsBoundary(t *testing.T) {
+	const slack = archive.PackSlack
 	for _, tc := range []struct {
-		live, total int64
-		keep        bool
+		l    packLife
+		keep bool
 	}{
-		{100, 100, true},
-		{99, 100, false}, // one byte dead
-		{50, 100, false},
-		{1, 1, true},
-		{0, 0, false}, // nothing live: never kept
-		{0, 100, false},
-		{1, 2, false},
+		{packLife{files: 3, live: 3000, end: 3000}, true}, // all live
+		{packLife{files: 1, live: 3000, end: 3000 + slack + 3000}, true},
+		{packLife{files: 1, live: 3000, end: 3000 + slack + 3000 + 1}, false}, // one byte past
+		{packLife{files: 1, live: 600, end: 9000}, false},
+		{packLife{files: 0, live: 0, end: 0}, false}, // nothing live: never kept
 	} {
-		if got := worthKeeping(tc.live, tc.total); got != tc.keep {
-			t.Errorf("worthKeeping(%d, %d) = %v, want %v", tc.live, tc.total, got, tc.keep)
+		if got := worthKeeping(tc.l); got != tc.keep {
+			t.Errorf("worthKeeping(%+v) = %v, want %v", tc.l, got, tc.keep)
 		}
 	}
 }
 
-// TestLivePacksAtTheBoundary runs the rule on indexes: pack 0 holds a
-// kept file and a deleted one (of one byte or none): it is kept only when
-// nothing of it is gone.
+// withOffsets sets the offset of each file of x in a pack as WritePack
+// would write them at most: after the TarBytes of the files before it in
+// its pack.
+func withOffsets(x *archive.Index) *archive.Index {
+	at := make([]int64, len(x.Packs))
+	for i := range x.Entries {
+		if e := &x.Entries[i]; e.Pack >= 0 {
+			e.Offset = at[e.Pack]
+			at[e.Pack] += archive.TarBytes(x.TarName(e), e.Size)
+		}
+	}
+	return x
+}
+
+// TestLivePacksAtTheBoundary runs the rule on indexes: pack 0 holds a kept
+// file and a deleted one, before it or after it. A dead file before the
+// live one is read past by a restore, so the pack is kept only while it
+// takes no more than about what the live one does; one after it is never
+// read, whatever its size.
 func TestLivePacksAtTheBoundary(t *testing.T) {
 	const no = archive.NoPack
+	// "gone" sorts before "kept", "zgone" after it; each name's header
+	// takes 2048 bytes (archive.TarBytes), so "gone" of g bytes may be
+	// kept beside "kept" of 50 while g rounded up to 512 is at most
+	// PackSlack + 512.
 	for _, tc := range []struct {
-		name       string
-		kept, gone int64
-		worth      bool
+		name  string
+		dead  f
+		worth bool
 	}{
-		{"all live", 50, 0, true},
-		{"one byte gone", 50, 1, false},
-		{"half gone", 50, 50, false},
+		{"a byte gone before", f{"gone", 1, 0}, true},
+		{"as much gone before as allowed", f{"gone", 2560, 0}, true},
+		{"a byte more gone before", f{"gone", 2561, 0}, false},
+		{"a lot gone after", f{"zgone", 10 << 20, 0}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bx := index(2, f{"kept", tc.kept, 0}, f{"gone", tc.gone, 0}, f{"other", 7, 1}, f{"empty", 0, no})
-			x := index(0, f{"kept", tc.kept, no}, f{"other", 8, no}, f{"empty", 0, no})
+			bx := index(2, tc.dead, f{"kept", 50, 0}, f{"other", 7, 1}, f{"empty", 0, no})
+			slices.SortFunc(bx.Entries, func(a, b archive.Entry) int { return archive.CompareEntries(&a, &b) })
+			withOffsets(bx)
+			x := index(0, f{"kept", 50, no}, f{"other", 8, no}, f{"empty", 0, no})
 			b := joined(t, x, bx, nil)
 			reuse, _ := matchUnchanged(x, b)
-			live, total := livePacks(x, b, reuse)
-			if want := []int64{tc.kept, 0}; !slices.Equal(live, want) {
-				t.Fatalf("live %v, want %v", live, want)
+			life := livePacks(x, b, reuse)
+			kept := archive.TarBytes("kept", 50)
+			if life[0].files != 1 || life[0].live != kept {
+				t.Fatalf("pack 0: %+v, want 1 file of %d bytes", life[0], kept)
 			}
-			if want := []int64{tc.kept + tc.gone, 7}; !slices.Equal(total, want) {
-				t.Fatalf("total %v, want %v", total, want)
+			if got := worthKeeping(life[0]); got != tc.worth {
+				t.Fatalf("pack 0 (%+v) worth keeping: %v, want %v", life[0], got, tc.worth)
 			}
-			if got := worthKeeping(live[0], total[0]); got != tc.worth {
-				t.Fatalf("pack 0 worth keeping: %v, want %v", got, tc.worth)
-			}
-			if worthKeeping(live[1], total[1]) {
+			if worthKeeping(life[1]) {
 				t.Fatal("pack 1, whose only file changed, is worth keeping")
 			}
 		})
 	}
-	if live, total := livePacks(index(0), &base{}, nil); live != nil || total != nil {
-		t.Fatalf("no base: live %v, total %v", live, total)
+	if life := livePacks(index(0), &base{}, nil); life != nil {
+		t.Fatalf("no base: %v", life)
 	}
 }
 
@@ -332,10 +353,11 @@ func TestStillStored(t *testing.T) {
 	}
 	// Pack 0 is stored and worth keeping, 1 worth keeping but gone, 2
 	// stored but not worth keeping.
-	live, total := []int64{10, 10, 9}, []int64{10, 10, 10}
+	worth, not := packLife{files: 1, live: 3000, end: 3000}, packLife{files: 1, live: 600, end: 9000}
+	life := []packLife{worth, worth, not}
 	st := &statCounter{Store: mem, stats: map[digest.Digest]int{}}
 	var logged []string
-	keep, err := stillStored(ctx, st, bx.Packs, live, total, func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) })
+	keep, err := stillStored(ctx, st, bx.Packs, life, func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,10 +371,10 @@ func TestStillStored(t *testing.T) {
 		t.Fatalf("logged %q", logged)
 	}
 	st.fail = bx.Packs[0].Digest
-	if _, err := stillStored(ctx, st, bx.Packs, live, total, t.Logf); !errors.Is(err, errUnreachable) {
+	if _, err := stillStored(ctx, st, bx.Packs, life, t.Logf); !errors.Is(err, errUnreachable) {
 		t.Fatalf("a store that cannot answer: %v", err)
 	}
-	if keep, err := stillStored(ctx, st, nil, nil, nil, t.Logf); keep != nil || err != nil {
+	if keep, err := stillStored(ctx, st, nil, nil, t.Logf); keep != nil || err != nil {
 		t.Fatalf("no base: %v, %v", keep, err)
 	}
 }
@@ -427,10 +449,12 @@ func TestBaseJoinSame(t *testing.T) {
 }
 
 // TestChangedFirstFileOfAPackRestores: the first file of a pack changes;
-// the files after it are unchanged. The next entry must not keep that pack
-// (its tar stream holds the old file, past the bound the new index gives
-// it, and the unchanged files' offsets are past it too): it restores, and
-// gives the tree. It was damaged when packs half live were kept.
+// the files after it are unchanged. The next entry keeps that pack (its
+// dead file takes less than its live ones), though its tar stream holds the
+// old file, past what the new index's files take, and the unchanged files'
+// offsets are past it too: it restores, and gives the tree. It was damaged
+// when packs half live were kept and a restore bounded a pack by what its
+// named files take.
 func TestChangedFirstFileOfAPackRestores(t *testing.T) {
 	st := memory.NewStore("t")
 	src := filepath.Join(t.TempDir(), "c")
@@ -459,4 +483,62 @@ func TestChangedFirstFileOfAPackRestores(t *testing.T) {
 	if got := testtree.Snapshot(t, dst, archive.StateFileName); !maps.Equal(got, want) {
 		t.Fatal("the restored tree is not the saved one")
 	}
+}
+
+// TestDeadFilesAccumulateInAKeptPack: one file of a pack after another
+// changes, an entry after each. The pack is kept while its dead files
+// (before the live ones) take no more than about the live ones, each entry
+// measured by the offsets the pack has kept since it was written, then
+// packed again; every entry restores and gives its tree. A rule that
+// measured a kept pack by its base's index alone would keep it past that
+// (the base no longer names the files dead before it), and the restore
+// would refuse it as damaged.
+func TestDeadFilesAccumulateInAKeptPack(t *testing.T) {
+	st := memory.NewStore("t")
+	src := filepath.Join(t.TempDir(), "c")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, n int) {
+		b := make([]byte, n)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(src, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const files = 10
+	for i := range files {
+		write(fmt.Sprintf("f-%02d", i), 20_000)
+	}
+	save(t, st, "k0", src)
+	ctx := context.Background()
+	ref0, err := st.GetRef(ctx, "k0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := ref0.Packs[0] // holds every file
+	var kept []bool
+	for gen := 1; gen < files; gen++ {
+		write(fmt.Sprintf("f-%02d", gen-1), 20_001) // the first live file of the first pack
+		key := fmt.Sprintf("k%d", gen)
+		save(t, st, key, src)
+		ref, err := st.GetRef(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, slices.Contains(ref.Packs, first))
+		want := testtree.Snapshot(t, src, archive.StateFileName)
+		dst := filepath.Join(t.TempDir(), "c")
+		if r := restore(t, st, key, nil, dst); !r.Restored {
+			t.Fatalf("%s (kept %v) does not restore: %s", key, kept, r.MissReason)
+		}
+		if got := testtree.Snapshot(t, dst, archive.StateFileName); !maps.Equal(got, want) {
+			t.Fatalf("%s: the restored tree is not the saved one", key)
+		}
+	}
+	// Kept at first, packed again once half of it is dead.
+	if !kept[0] || !slices.Contains(kept, false) {
+		t.Fatalf("the first pack kept, entry after entry: %v", kept)
+	}
+	t.Logf("the first pack kept, entry after entry: %v", kept)
 }

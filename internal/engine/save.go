@@ -318,8 +318,8 @@ func findBase(ctx context.Context, st store.Store, folders []string, opts SaveOp
 // planSave plans the packs of x (plan.go): it keeps the digest and pack of
 // every file that holds the base's content at its path, proven by the
 // restore state's record (same device, inode, ctime, size, mtime and mode)
-// or else by hashing it; keeps the base packs whose files are all live (and
-// present in the store); and groups the other files into new packs. x's
+// or else by hashing it; keeps the base packs live enough (worthKeeping)
+// and present in the store; and groups the other files into new packs. x's
 // packs are then the kept ones. A base whose entries do not hold together
 // (base.join) is not used: every file is packed anew.
 func planSave(ctx context.Context, st store.Store, x *archive.Index, folders []string, b *base, opts SaveOptions, res *SaveResult) (*packPlan, error) {
@@ -334,8 +334,7 @@ func planSave(ctx context.Context, st store.Store, x *archive.Index, folders []s
 	if err := hashFiles(ctx, x, folders, b, hash, reuse, opts.Jobs); err != nil {
 		return nil, err
 	}
-	live, total := livePacks(x, b, reuse)
-	keep, err := stillStored(ctx, st, b.packs, live, total, opts.Logf)
+	keep, err := stillStored(ctx, st, b.packs, livePacks(x, b, reuse), opts.Logf)
 	if err != nil {
 		return nil, err
 	}

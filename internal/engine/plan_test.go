@@ -457,17 +457,7 @@ func TestBaseJoinSame(t *testing.T) {
 // named files take.
 func TestChangedFirstFileOfAPackRestores(t *testing.T) {
 	st := memory.NewStore("t")
-	src := filepath.Join(t.TempDir(), "c")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, n int) {
-		b := make([]byte, n)
-		rand.Read(b)
-		if err := os.WriteFile(filepath.Join(src, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	src, write := randomFiles(t)
 	write("a-first", 60_000)
 	for i := range 10 {
 		write(fmt.Sprintf("b-%02d", i), 20_000)
@@ -495,17 +485,7 @@ func TestChangedFirstFileOfAPackRestores(t *testing.T) {
 // would refuse it as damaged.
 func TestDeadFilesAccumulateInAKeptPack(t *testing.T) {
 	st := memory.NewStore("t")
-	src := filepath.Join(t.TempDir(), "c")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, n int) {
-		b := make([]byte, n)
-		rand.Read(b)
-		if err := os.WriteFile(filepath.Join(src, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	src, write := randomFiles(t)
 	const files = 10
 	for i := range files {
 		write(fmt.Sprintf("f-%02d", i), 20_000)
@@ -541,4 +521,21 @@ func TestDeadFilesAccumulateInAKeptPack(t *testing.T) {
 		t.Fatalf("the first pack kept, entry after entry: %v", kept)
 	}
 	t.Logf("the first pack kept, entry after entry: %v", kept)
+}
+
+// randomFiles makes a folder c and returns it, and a function that writes
+// a file of n random bytes in it.
+func randomFiles(t *testing.T) (string, func(name string, n int)) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "c")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return src, func(name string, n int) {
+		b := make([]byte, n)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(src, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

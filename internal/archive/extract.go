@@ -600,7 +600,7 @@ func (ex *Extractor) hashOnDisk(dirs *dirFDs, f *onDisk) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	fd, err := sysOpenat(pfd, path.Base(e.Path), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := sysOpenat(pfd, path.Base(e.Path), readFlags, 0)
 	if err != nil {
 		return false, nil // unreadable: rewritten
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -189,7 +190,7 @@ func (d *sourceDir) open(path string) (rawFile, error) {
 		d.path, d.fd, d.ok = dir, fd, true
 	}
 	for {
-		fd, err := sysOpenat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		fd, err := sysOpenat(d.fd, name, readFlags, 0)
 		if err == unix.EINTR {
 			continue
 		}
@@ -204,19 +205,23 @@ func (d *sourceDir) close() {
 	}
 }
 
-// TarBlock is the tar format's block.
+// tarBlock is the tar format's block.
 const tarBlock = 512
 
 // PackSlack is what a pack's tar stream holds besides its files, at most:
 // the end-of-archive blocks, with a little slack.
 const PackSlack = 4 * tarBlock
 
-// TarBytes is the most bytes WritePack writes for a file of size bytes
-// named name (Index.TarName) in a pack: a header, a PAX header for a long
-// name, and the content in 512-byte blocks.
-func TarBytes(name string, size int64) int64 {
+// TarBytes is the most bytes WritePack writes for the file e in a pack: a
+// header, a PAX header for a long name (TarName's, whose length it counts
+// without making it), and the content in 512-byte blocks.
+func (x *Index) TarBytes(e *Entry) int64 {
 	up := func(n int64) int64 { return (n + tarBlock - 1) / tarBlock * tarBlock }
-	return 3*tarBlock + up(int64(len(name))+64) + up(size)
+	name := len(e.Path)
+	if len(x.Roots) > 1 { // "<root>/<path>"
+		name += len(strconv.Itoa(e.Root)) + 1
+	}
+	return 3*tarBlock + up(int64(name)+64) + up(e.Size)
 }
 
 // packBytes gives, per pack, the most bytes WritePack writes for the files
@@ -228,7 +233,7 @@ func (x *Index) packBytes() []int64 {
 	}
 	for i := range x.Entries {
 		if e := &x.Entries[i]; e.Pack >= 0 && e.Pack < len(bytes) {
-			bytes[e.Pack] += TarBytes(x.TarName(e), e.Size)
+			bytes[e.Pack] += x.TarBytes(e)
 		}
 	}
 	return bytes

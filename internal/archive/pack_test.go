@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -134,8 +135,8 @@ func TestPackBoundsHoldWhatWritePackWrites(t *testing.T) {
 		if k+1 < len(files) {
 			end = files[k+1].Entry.Offset
 		}
-		if n := end - f.Entry.Offset; n > TarBytes(f.Name, f.Entry.Size) {
-			t.Errorf("%s takes %d bytes of the stream, more than TarBytes %d", f.Name, n, TarBytes(f.Name, f.Entry.Size))
+		if n := end - f.Entry.Offset; n > x.TarBytes(f.Entry) {
+			t.Errorf("%s takes %d bytes of the stream, more than TarBytes %d", f.Name, n, x.TarBytes(f.Entry))
 		}
 	}
 }
@@ -320,5 +321,43 @@ func TestWritePackReadsWhatTheWalkSaw(t *testing.T) {
 				t.Errorf("%d bytes, %s: %v, want %v", size, change, err, errChanged)
 			}
 		}
+	}
+}
+
+// TestTarBytesCountsTheTarName: in an index of several folders a file's
+// tar name is "<root>/<path>"; TarBytes counts it without making it, as
+// the same name taken as a path of an index of one folder.
+func TestTarBytesCountsTheTarName(t *testing.T) {
+	many := &Index{Roots: make([]string, 12)}
+	one := &Index{Roots: []string{"r"}}
+	for _, root := range []int{0, 9, 10, 11} {
+		for _, p := range []string{"a", strings.Repeat("n", 435), strings.Repeat("n", 436), strings.Repeat("n", 447)} {
+			e := &Entry{Root: root, Path: p, Size: 700}
+			if got, want := many.TarBytes(e), one.TarBytes(&Entry{Path: many.TarName(e), Size: 700}); got != want {
+				t.Errorf("root %d, path of %d bytes: %d, want %d", root, len(p), got, want)
+			}
+		}
+	}
+}
+
+// TestHashFileOfAFifoDoesNotBlock: a fifo swapped in where the walk saw a
+// file is refused; opening it to read does not wait for a writer.
+func TestHashFileOfAFifoDoesNotBlock(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := unix.Mkfifo(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := HashFile(p, FileID{}, 5)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errChanged) {
+			t.Fatalf("hashing a fifo: %v, want %v", err, errChanged)
+		}
+	case <-time.After(30 * time.Second): // an open that waits for a writer never returns
+		t.Fatal("hashing a fifo blocked")
 	}
 }

@@ -12,9 +12,14 @@ import (
 // refuse); this is a third of the system time of a save.
 type rawFile int
 
+// readFlags open a file to read what the walk or a restore saw there:
+// never through a final symlink, and never blocking on a fifo or a device
+// swapped in at its path (what was opened is then checked, and refused).
+const readFlags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
+
 func openRead(path string) (rawFile, error) {
 	for {
-		fd, err := sysOpenat(unix.AT_FDCWD, path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		fd, err := sysOpenat(unix.AT_FDCWD, path, readFlags, 0)
 		if err == unix.EINTR {
 			continue
 		}

@@ -66,7 +66,7 @@ func matchUnchanged(x *archive.Index, b *base) (reuse, hash []int) {
 
 // packLife is what the save's plan knows of a base pack: of the files of
 // the walk that reuse its content, how many (files), what they take in a
-// tar stream (live: their archive.TarBytes), and where the last of them
+// tar stream (live: their Index.TarBytes), and where the last of them
 // ends in the pack's stream (end: the greatest offset plus TarBytes).
 type packLife struct {
 	files     int
@@ -85,7 +85,7 @@ func livePacks(x *archive.Index, b *base, reuse []int) []packLife {
 			continue
 		}
 		e, f := &x.Entries[i], &b.files[reuse[i]-1]
-		n := archive.TarBytes(x.TarName(e), e.Size)
+		n := x.TarBytes(e)
 		l := &packs[f.pack]
 		l.files++
 		l.live += n

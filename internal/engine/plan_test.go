@@ -131,7 +131,7 @@ func withOffsets(x *archive.Index) *archive.Index {
 	for i := range x.Entries {
 		if e := &x.Entries[i]; e.Pack >= 0 {
 			e.Offset = at[e.Pack]
-			at[e.Pack] += archive.TarBytes(x.TarName(e), e.Size)
+			at[e.Pack] += x.TarBytes(e)
 		}
 	}
 	return x
@@ -145,7 +145,7 @@ func withOffsets(x *archive.Index) *archive.Index {
 func TestLivePacksAtTheBoundary(t *testing.T) {
 	const no = archive.NoPack
 	// "gone" sorts before "kept", "zgone" after it; each name's header
-	// takes 2048 bytes (archive.TarBytes), so "gone" of g bytes may be
+	// takes 2048 bytes (Index.TarBytes), so "gone" of g bytes may be
 	// kept beside "kept" of 50 while g rounded up to 512 is at most
 	// PackSlack + 512.
 	for _, tc := range []struct {
@@ -166,7 +166,7 @@ func TestLivePacksAtTheBoundary(t *testing.T) {
 			b := joined(t, x, bx, nil)
 			reuse, _ := matchUnchanged(x, b)
 			life := livePacks(x, b, reuse)
-			kept := archive.TarBytes("kept", 50)
+			kept := x.TarBytes(&archive.Entry{Path: "kept", Size: 50})
 			if life[0].files != 1 || life[0].live != kept {
 				t.Fatalf("pack 0: %+v, want 1 file of %d bytes", life[0], kept)
 			}

@@ -547,7 +547,7 @@ func runStore(corpusName string, folders []string, storeKind string) {
 // inode whose deletion time is less than 60 s old, or 360 s while its
 // inode table block is dirty (fs/ext4/ialloc.c, recently_deleted): a
 // restore just after a tree of 40,000 files was removed spent 20 s of
-// system time there instead of 1 (perf). So the deletions are written out
+// system time there instead of about 2 (perf). So the deletions are written out
 // (sync) and then left to age past the 60 s.
 func settle() {
 	exec.Command("sync").Run() //nolint:errcheck // best effort: the wait is what matters

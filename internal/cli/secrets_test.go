@@ -11,10 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	"cloud.google.com/go/storage"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	storagev1 "google.golang.org/api/storage/v1"
 
 	"github.com/tekton-cache/tekton-cache/internal/faultproxy"
 	"github.com/tekton-cache/tekton-cache/internal/store"
@@ -153,9 +153,9 @@ func secretStores() []secretStore {
 				os.WriteFile(creds, []byte(`{"type":"service_account","project_id":"p","private_key_id":"k","private_key":"-----BEGIN PRIVATE KEY-----\n`+secGCSKey+`\n-----END PRIVATE KEY-----\n","client_email":"ci@p.iam.gserviceaccount.com","token_uri":"http://127.0.0.1:1/token"}`), 0o600)
 				t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
 				t.Setenv("STORAGE_EMULATOR_HOST", host)
-				var c *storage.Client
+				var c *storagev1.Service
 				asClient(t, "gs://"+bucket, &c)
-				if err := c.Bucket(bucket).Create(t.Context(), "test-project", nil); err != nil {
+				if _, err := c.Buckets.Insert("test-project", &storagev1.Bucket{Name: bucket}).Context(t.Context()).Do(); err != nil {
 					t.Fatalf("creating bucket: %v", err)
 				}
 				t.Setenv("STORAGE_EMULATOR_HOST", p.Addr())

@@ -64,6 +64,11 @@ var rules = []rule{
 	{pkgs: m + "internal/store/httpstore", forbid: []string{m + "internal/server/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/archive/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
 	{pkgs: m + "internal/bake/...", forbid: []string{m + "internal/store/...", m + "internal/engine/...", m + "internal/cli/..."}, allow: []string{m + "internal/store", m + "internal/store/storeerr"}},
+	// The gs:// store speaks the JSON API through its own gocloud driver:
+	// cloud.google.com/go/storage links gRPC's xDS, Envoy's protos and
+	// OpenTelemetry's exporters, whose package init cost every run of
+	// cache 5-7 ms (docs/BENCHMARKS.md).
+	{pkgs: m + "...", forbid: []string{"cloud.google.com/go/storage/...", "gocloud.dev/blob/gcsblob", "google.golang.org/grpc/xds/..."}},
 	{pkgs: m + "cmd/cache", forbid: []string{"github.com/tektoncd/...", "knative.dev/...", "k8s.io/...", "sigs.k8s.io/...", "github.com/prometheus/...", m + "internal/server/...", m + "internal/delayline"}},
 	{pkgs: m + "...", but: []string{m + "cmd/cache-serve", m + "internal/server/..."}, forbid: []string{"k8s.io/...", "sigs.k8s.io/..."}},
 	{pkgs: m + "internal/server/...", forbid: []string{"k8s.io/client-go/..."}},

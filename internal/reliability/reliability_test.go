@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/storage"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	storagev1 "google.golang.org/api/storage/v1"
 
 	"github.com/tekton-cache/tekton-cache/internal/archive"
 	"github.com/tekton-cache/tekton-cache/internal/engine"
@@ -118,11 +118,11 @@ func openGCS(t *testing.T, p *faultproxy.Proxy) string {
 	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
 	t.Setenv("STORAGE_EMULATOR_HOST", p.Addr())
 	direct := openObjectStore(t, "gs://"+bucket)
-	var c *storage.Client
+	var c *storagev1.Service
 	if !direct.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
-		t.Fatal("no *storage.Client behind the bucket")
+		t.Fatal("no *storagev1.Service behind the bucket")
 	}
-	if err := c.Bucket(bucket).Create(t.Context(), "test-project", nil); err != nil {
+	if _, err := c.Buckets.Insert("test-project", &storagev1.Bucket{Name: bucket}).Context(t.Context()).Do(); err != nil {
 		t.Fatalf("creating bucket: %v", err)
 	}
 	return "gs://" + bucket + "/" + storetest.NewPrefix()

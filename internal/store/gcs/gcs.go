@@ -1,5 +1,6 @@
-// Package gcsstore is the gs:// store: Google Cloud Storage, through
-// gocloud.dev's gcsblob driver.
+// Package gcsstore is the gs:// store: Google Cloud Storage, through a
+// gocloud.dev blob driver of its own over the JSON API's generated client
+// (driver.go).
 //
 // # URLs
 //
@@ -7,19 +8,18 @@
 //	gs://BUCKET/PREFIX?anonymous=true
 //
 // The path is the prefix under which the store's objects live
-// (PREFIX/v1/blobs/sha256/<hex>, PREFIX/v1/refs/<key>). The query is handed
-// to gocloud's gcsblob URL opener, which knows access_id and
-// private_key_path (for signed URLs only), universe_domain, grpc and zonal;
-// this package applies anonymous=true (and access_id=-) and universe_domain
-// to the client it builds, and adds one parameter of its own:
+// (PREFIX/v1/blobs/sha256/<hex>, PREFIX/v1/refs/<key>). The query takes
+// gocloud gcsblob's parameters: anonymous=true (and access_id=-),
+// universe_domain, and access_id and private_key_path (for signed URLs,
+// accepted and unused); and one of this package's own:
 //
 //   - endpoint: the JSON API endpoint, e.g. a Private Service Connect
 //     endpoint https://storage-myendpoint.p.googleapis.com/storage/v1/.
 //     Only https://*.googleapis.com and loopback hosts are accepted: the
 //     access token goes wherever the endpoint points.
 //
-// grpc=true and zonal=true are refused: this package builds the HTTP client
-// itself so that it can tune retries.
+// grpc=true and zonal=true are refused (this store speaks the JSON API over
+// HTTP), and so is any other parameter.
 //
 // Credentials are Google's Application Default Credentials:
 // GOOGLE_APPLICATION_CREDENTIALS naming a service account key or a workload
@@ -48,12 +48,12 @@ import (
 	"time"
 
 	"cloud.google.com/go/auth"
-	"cloud.google.com/go/storage"
-	"gocloud.dev/blob/gcsblob"
+	"gocloud.dev/blob"
 	"golang.org/x/oauth2"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 	"google.golang.org/api/option/internaloption"
+	storagev1 "google.golang.org/api/storage/v1"
 	htransport "google.golang.org/api/transport/http"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
@@ -94,7 +94,9 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 	if anonymous {
 		copts = append(copts, option.WithoutAuthentication())
 	}
+	endpoint := false
 	if ep := q.Get("endpoint"); ep != "" {
+		endpoint = true
 		if err := checkEndpoint(ep); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -104,32 +106,40 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 	if ud := q.Get("universe_domain"); ud != "" {
 		copts = append(copts, option.WithUniverseDomain(ud))
 	}
+	for k := range q {
+		switch k {
+		case "universe_domain":
+		case "access_id", "private_key_path":
+			// gcsblob's, for signed URLs, which a cache never makes:
+			// accepted, so that the reference tool's URLs keep working.
+		case "grpc", "zonal":
+			return nil, store.BadURL(fmt.Errorf("%s: %s is not supported: the gs:// store speaks the JSON API over HTTP", name, k))
+		default:
+			return nil, store.BadURL(fmt.Errorf("%s: unknown parameter %q: gs:// URLs take anonymous, endpoint and universe_domain", name, k))
+		}
+	}
+	if host := os.Getenv("STORAGE_EMULATOR_HOST"); host != "" && !endpoint {
+		if !strings.Contains(host, "://") {
+			host = "http://" + host
+		}
+		copts = append(copts, option.WithEndpoint(strings.TrimSuffix(host, "/")+"/storage/v1/"))
+	}
 	classify := classify(u.Host)
 	hc, err := httpClient(ctx, copts, opts.Stall())
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.MapError(err, classify, nil))
 	}
-	client, err := storage.NewClient(ctx, append(copts, option.WithHTTPClient(hc))...)
+	svc, err := storagev1.NewService(ctx, append(copts, option.WithHTTPClient(hc))...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening: %w", name, cloudblob.MapError(err, classify, nil))
 	}
-	// One attempt per request: the retries are the store layer's
-	// (store.WithRetries), with one policy and one log line per retry.
-	client.SetRetry(storage.WithPolicy(storage.RetryNever))
-	bkt, err := (&gcsblob.URLOpener{Options: gcsblob.Options{Client: client}}).OpenBucketURL(ctx,
-		&url.URL{Scheme: Scheme, Host: u.Host, RawQuery: q.Encode()})
-	if err != nil {
-		client.Close()
-		return nil, cloudblob.OpenError(name, err, nil)
-	}
 	return cloudblob.New(cloudblob.Config{
-		Bucket:         bkt,
+		Bucket:         blob.NewBucket(&bucket{svc: svc, name: u.Host}),
 		Name:           name,
 		Prefix:         prefix,
 		Classify:       classify,
 		MissingBucket:  fmt.Sprintf("bucket %q does not exist", u.Host),
 		UploadPartSize: uploadChunkSize,
-		OnClose:        client.Close,
 	}), nil
 }
 
@@ -157,7 +167,7 @@ func checkEndpoint(ep string) error {
 // stall detection (store.WatchTransport).
 func httpClient(ctx context.Context, copts []option.ClientOption, stall time.Duration) (*http.Client, error) {
 	base := store.WatchTransport(http.DefaultTransport.(*http.Transport).Clone(), stall)
-	opts := append([]option.ClientOption{option.WithScopes(storage.ScopeFullControl, "https://www.googleapis.com/auth/cloud-platform"),
+	opts := append([]option.ClientOption{option.WithScopes(storagev1.DevstorageFullControlScope, "https://www.googleapis.com/auth/cloud-platform"),
 		internaloption.EnableNewAuthLibrary()}, copts...)
 	if os.Getenv("STORAGE_EMULATOR_HOST") != "" {
 		opts = append(opts, option.WithoutAuthentication())
@@ -177,9 +187,6 @@ var authCode = regexp.MustCompile(`auth: "([^"]+)"`)
 func classify(bucket string) cloudblob.Classifier {
 	missing := fmt.Sprintf("bucket %q does not exist", bucket)
 	return func(err error) (string, bool) {
-		if errors.Is(err, storage.ErrBucketNotExist) {
-			return missing, true
-		}
 		var ge *googleapi.Error
 		if errors.As(err, &ge) {
 			reason := ""
@@ -187,7 +194,7 @@ func classify(bucket string) cloudblob.Classifier {
 				reason = ge.Errors[0].Reason
 			}
 			switch {
-			case ge.Code == 404 && strings.Contains(strings.ToLower(ge.Message), "bucket"):
+			case ge.Code == 404 && strings.Contains(strings.ToLower(ge.Message), "bucket does not exist"):
 				return missing, true
 			case ge.Code == 401 || ge.Code == 403:
 				why := fmt.Sprintf("HTTP %d", ge.Code)

@@ -1,14 +1,16 @@
 package gcsstore_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"github.com/tekton-cache/tekton-cache/internal/gc/gctest"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,8 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"cloud.google.com/go/storage"
-	"google.golang.org/api/iterator"
+	"gocloud.dev/blob"
+	storagev1 "google.golang.org/api/storage/v1"
 
 	"github.com/tekton-cache/tekton-cache/internal/store"
 	"github.com/tekton-cache/tekton-cache/internal/store/cloudblob"
@@ -76,6 +78,19 @@ func TestFakeGCS(t *testing.T) {
 			}
 		}
 	})
+	t.Run("GRPCRefused", func(t *testing.T) {
+		for _, q := range []string{"grpc=true", "zonal=true"} {
+			u, _ := url.Parse("gs://" + bucket + "/p?" + q)
+			if _, err := gcsstore.Open(t.Context(), u, store.Options{}); err == nil || !strings.Contains(err.Error(), strings.Split(q, "=")[0]) {
+				t.Errorf("Open with %s = %v, want it refused and named", q, err)
+			}
+		}
+	})
+	t.Run("ReferenceToolParameters", func(t *testing.T) {
+		st := open(t, "gs://"+bucket+"/"+storetest.NewPrefix()+"?access_id=ci@p.iam.gserviceaccount.com&private_key_path=/nonexistent")
+		storetest.PutBlob(t, st, []byte("hello"))
+	})
+	t.Run("Writer", testWriter)
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, open(t, "gs://"+bucket+"/"+storetest.NewPrefix())) })
 	t.Run("Prune", func(t *testing.T) {
 		gctest.Run(t, func(t *testing.T) store.Store {
@@ -116,11 +131,11 @@ func isolateGoogle(t testing.TB) {
 
 func createBucket(t testing.TB, name string) {
 	st := open(t, "gs://"+name)
-	var c *storage.Client
+	var c *storagev1.Service
 	if !st.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
-		t.Fatal("no *storage.Client behind the bucket")
+		t.Fatal("no *storagev1.Service behind the bucket")
 	}
-	if err := c.Bucket(name).Create(t.Context(), "test-project", nil); err != nil {
+	if _, err := c.Buckets.Insert("test-project", &storagev1.Bucket{Name: name}).Context(t.Context()).Do(); err != nil {
 		t.Fatalf("creating bucket %s: %v", name, err)
 	}
 }
@@ -129,23 +144,22 @@ func createBucket(t testing.TB, name string) {
 // bucket's client: what GCS made visible of a failed resumable upload.
 func leftovers(t *testing.T, st store.Store) []string {
 	obj := st.(*store.ObjectStore)
-	var c *storage.Client
+	var c *storagev1.Service
 	if !obj.Bucket().(*cloudblob.Bucket).Blob().As(&c) {
-		t.Fatal("no *storage.Client behind the bucket")
+		t.Fatal("no *storagev1.Service behind the bucket")
 	}
 	prefix := strings.TrimPrefix(obj.String(), "gs://"+bucket+"/") + "/"
 	var left []string
-	it := c.Bucket(bucket).Objects(t.Context(), &storage.Query{Prefix: prefix})
-	for {
-		a, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			return left
+	err := c.Objects.List(bucket).Prefix(prefix).Pages(t.Context(), func(page *storagev1.Objects) error {
+		for _, o := range page.Items {
+			left = append(left, "object "+o.Name)
 		}
-		if err != nil {
-			t.Fatalf("listing %s: %v", prefix, err)
-		}
-		left = append(left, "object "+a.Name)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("listing %s: %v", prefix, err)
 	}
+	return left
 }
 
 // testWrongCredentials uses a service account key whose token request is
@@ -197,6 +211,69 @@ func testWrongCredentials(t *testing.T, gcsHost string) {
 	tokenOK.Store(true)
 	st = open(t, name+"?endpoint="+forbidden.URL+"/storage/v1/")
 	storetest.CheckAllOps(t, st, storetest.ErrorWant{Store: name, Says: []string{"access denied (HTTP 403", "GOOGLE_APPLICATION_CREDENTIALS"}, Secrets: []string{keyLine, token}})
+}
+
+// testWriter writes through the gocloud bucket's Writer (the driver's
+// Write and Close, which the store's Put does not use): what is written in
+// several calls is read back whole and in ranges, and a write whose context
+// is cancelled leaves no object.
+func testWriter(t *testing.T) {
+	st := open(t, "gs://"+bucket+"/"+storetest.NewPrefix())
+	bkt := st.Bucket().(*cloudblob.Bucket).Blob()
+	ctx := t.Context()
+	w, err := bkt.NewWriter(ctx, "w/one", &blob.WriterOptions{ContentType: "application/octet-stream", BufferSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 0, 600<<10)
+	for i := 0; len(want) < 600<<10; i++ {
+		chunk := []byte(strings.Repeat(fmt.Sprintf("%07d ", i), 1000))
+		want = append(want, chunk...)
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	got, err := bkt.ReadAll(ctx, "w/one")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes (%v), want %d", len(got), err, len(want))
+	}
+	r, err := bkt.NewRangeReader(ctx, "w/one", 1000, 5000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(part, want[1000:6000]) || r.Size() != int64(len(want)) {
+		t.Fatalf("range read %d bytes (%v), size %d, want 5000 and %d", len(part), err, r.Size(), len(want))
+	}
+	if r, err := bkt.NewRangeReader(ctx, "w/one", int64(len(want)), -1, nil); err != nil {
+		t.Fatalf("a range from the end = %v, want an empty read", err)
+	} else {
+		b, _ := io.ReadAll(r)
+		r.Close()
+		if len(b) != 0 {
+			t.Fatalf("a range from the end read %d bytes", len(b))
+		}
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	w, err = bkt.NewWriter(cctx, "w/two", &blob.WriterOptions{ContentType: "application/octet-stream", BufferSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(want[:300<<10]); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := w.Close(); err == nil {
+		t.Fatal("Close after a cancel = nil, want an error")
+	}
+	if ok, err := bkt.Exists(ctx, "w/two"); ok || err != nil {
+		t.Fatalf("a cancelled write left an object (%v, %v)", ok, err)
+	}
 }
 
 func testUnreachable(t *testing.T) {

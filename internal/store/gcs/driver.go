@@ -170,18 +170,35 @@ func (b *bucket) NewRangeReader(ctx context.Context, key string, offset, length 
 		r.attrs.ModTime = t
 	}
 	if res.StatusCode == http.StatusPartialContent {
-		// Content-Range: bytes FIRST-LAST/TOTAL: the object's size is TOTAL.
-		cr := res.Header.Get("Content-Range")
-		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
-			if n, err := strconv.ParseInt(cr[i+1:], 10, 64); err == nil {
-				r.attrs.Size = n
-			}
+		// Content-Range: bytes FIRST-LAST/TOTAL: the part must start where
+		// it was asked to, and the object's size is TOTAL.
+		first, total, ok := contentRange(res.Header.Get("Content-Range"))
+		if !ok || first != offset {
+			res.Body.Close()
+			return nil, fmt.Errorf("a ranged read of %s from byte %d answered Content-Range %q", key, offset, res.Header.Get("Content-Range"))
 		}
+		r.attrs.Size = total
 	} else if offset > 0 || length > 0 {
 		res.Body.Close()
 		return nil, fmt.Errorf("a ranged read of %s answered %s, not 206 Partial Content", key, res.Status)
 	}
 	return r, nil
+}
+
+// contentRange parses "bytes FIRST-LAST/TOTAL".
+func contentRange(v string) (first, total int64, ok bool) {
+	rest, ok := strings.CutPrefix(v, "bytes ")
+	if !ok {
+		return 0, 0, false
+	}
+	span, tot, ok := strings.Cut(rest, "/")
+	a, _, ok2 := strings.Cut(span, "-")
+	if !ok || !ok2 {
+		return 0, 0, false
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	total, err2 := strconv.ParseInt(tot, 10, 64)
+	return first, total, err1 == nil && err2 == nil && first >= 0 && total > first
 }
 
 type reader struct {

@@ -276,6 +276,32 @@ func testWriter(t *testing.T) {
 	}
 }
 
+// TestRangeFromTheWrongOffsetIsRefused: a server that answers a ranged read
+// with another part of the object is refused, not read from.
+func TestRangeFromTheWrongOffsetIsRefused(t *testing.T) {
+	isolateGoogle(t)
+	t.Setenv("STORAGE_EMULATOR_HOST", "")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 0-4/100")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("hello"))
+	}))
+	defer srv.Close()
+	st := open(t, "gs://"+bucket+"/p?anonymous=true&endpoint="+url.QueryEscape(srv.URL+"/storage/v1/"))
+	bkt := st.Bucket().(*cloudblob.Bucket).Blob()
+	if _, err := bkt.NewRangeReader(t.Context(), "k", 10, 5, nil); err == nil || !strings.Contains(err.Error(), "Content-Range") {
+		t.Fatalf("a ranged read answered from byte 0 = %v, want it refused", err)
+	}
+	r, err := bkt.NewRangeReader(t.Context(), "k", 0, 5, nil)
+	if err != nil {
+		t.Fatalf("a ranged read from byte 0 = %v", err)
+	}
+	defer r.Close()
+	if b, _ := io.ReadAll(r); string(b) != "hello" || r.Size() != 100 {
+		t.Fatalf("read %q of size %d, want hello of 100", b, r.Size())
+	}
+}
+
 func testUnreachable(t *testing.T) {
 	host := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t))
 	t.Setenv("STORAGE_EMULATOR_HOST", "http://"+host)

@@ -19,9 +19,10 @@ import (
 // bucket is a gocloud driver.Bucket over the GCS JSON API's generated
 // client (google.golang.org/api/storage/v1), so that the store's objects go
 // through cloudblob like S3's and Azure's. It replaces gocloud's gcsblob,
-// which is built on cloud.google.com/go/storage: that client links gRPC,
-// xDS and OpenTelemetry, whose package initialisation alone took 5-7 ms of
-// every run of the binary, whatever the store (docs/BENCHMARKS.md).
+// which is built on cloud.google.com/go/storage: that client links gRPC's
+// xDS, Envoy's protobufs and OpenTelemetry's exporters and GCP detectors,
+// whose package initialisation alone took 5-7 ms of every run of the
+// binary, whatever the store (docs/BENCHMARKS.md).
 type bucket struct {
 	svc  *storagev1.Service
 	name string
@@ -134,15 +135,16 @@ func (b *bucket) ListPaged(ctx context.Context, opts *driver.ListOptions) (*driv
 // NewRangeReader reads length bytes from offset (to the end for a negative
 // length) with one media GET.
 func (b *bucket) NewRangeReader(ctx context.Context, key string, offset, length int64, opts *driver.ReaderOptions) (driver.Reader, error) {
-	call := b.svc.Objects.Get(b.name, key).Context(ctx)
-	switch {
-	case length == 0:
-		// Only the object's attributes: gocloud's Attributes-by-reader.
+	if length == 0 {
+		// Only the object's attributes.
 		a, err := b.Attributes(ctx, key)
 		if err != nil {
 			return nil, err
 		}
 		return &reader{body: http.NoBody, attrs: driver.ReaderAttributes{ContentType: a.ContentType, ModTime: a.ModTime, Size: a.Size}}, nil
+	}
+	call := b.svc.Objects.Get(b.name, key).Context(ctx)
+	switch {
 	case length > 0:
 		call.Header().Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
 	case offset > 0:

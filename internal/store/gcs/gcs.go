@@ -85,11 +85,9 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 		if anonymous, err = strconv.ParseBool(v); err != nil {
 			return nil, store.BadURL(fmt.Errorf("%s: invalid value %q for anonymous: use true or false", name, v))
 		}
-		q.Del("anonymous")
 	}
 	if q.Get("access_id") == "-" {
 		anonymous = true
-		q.Del("access_id")
 	}
 	if anonymous {
 		copts = append(copts, option.WithoutAuthentication())
@@ -101,14 +99,13 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		copts = append(copts, option.WithEndpoint(ep))
-		q.Del("endpoint")
 	}
 	if ud := q.Get("universe_domain"); ud != "" {
 		copts = append(copts, option.WithUniverseDomain(ud))
 	}
 	for k := range q {
 		switch k {
-		case "universe_domain":
+		case "anonymous", "endpoint", "universe_domain":
 		case "access_id", "private_key_path":
 			// gcsblob's, for signed URLs, which a cache never makes:
 			// accepted, so that the reference tool's URLs keep working.
@@ -118,11 +115,16 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 			return nil, store.BadURL(fmt.Errorf("%s: unknown parameter %q: gs:// URLs take anonymous, endpoint and universe_domain", name, k))
 		}
 	}
-	if host := os.Getenv("STORAGE_EMULATOR_HOST"); host != "" && !endpoint {
-		if !strings.Contains(host, "://") {
-			host = "http://" + host
+	if host := os.Getenv("STORAGE_EMULATOR_HOST"); host != "" {
+		// An emulator: no credentials, and its address unless the URL
+		// names an endpoint.
+		copts = append(copts, option.WithoutAuthentication())
+		if !endpoint {
+			if !strings.Contains(host, "://") {
+				host = "http://" + host
+			}
+			copts = append(copts, option.WithEndpoint(strings.TrimSuffix(host, "/")+"/storage/v1/"))
 		}
-		copts = append(copts, option.WithEndpoint(strings.TrimSuffix(host, "/")+"/storage/v1/"))
 	}
 	classify := classify(u.Host)
 	hc, err := httpClient(ctx, copts, opts.Stall())
@@ -162,16 +164,13 @@ func checkEndpoint(ep string) error {
 	return fmt.Errorf("endpoint %q refused: the access token goes where the endpoint points, so it must be https://*.googleapis.com (e.g. Private Service Connect) or a loopback emulator", u.Scheme+"://"+u.Host)
 }
 
-// httpClient is the client storage.NewClient would build (the same
-// credentials and scopes; none for an emulator) over a transport with
-// stall detection (store.WatchTransport).
+// httpClient is the client Google's SDKs build (the same credentials and
+// scopes, or none under option.WithoutAuthentication) over a transport
+// with stall detection (store.WatchTransport).
 func httpClient(ctx context.Context, copts []option.ClientOption, stall time.Duration) (*http.Client, error) {
 	base := store.WatchTransport(http.DefaultTransport.(*http.Transport).Clone(), stall)
 	opts := append([]option.ClientOption{option.WithScopes(storagev1.DevstorageFullControlScope, "https://www.googleapis.com/auth/cloud-platform"),
 		internaloption.EnableNewAuthLibrary()}, copts...)
-	if os.Getenv("STORAGE_EMULATOR_HOST") != "" {
-		opts = append(opts, option.WithoutAuthentication())
-	}
 	rt, err := htransport.NewTransport(ctx, base, opts...)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -219,7 +220,7 @@ func walkRoot(root int, dir string) ([]walkChunk, []Skipped, error) {
 	}
 	w := &walker{root: root, dir: dir, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
 	w.wg.Add(1)
-	w.readDir("")
+	w.readDir(nil, "", "", FileID{})
 	w.wg.Wait()
 	if w.err != nil {
 		return nil, nil, w.err
@@ -248,35 +249,114 @@ func (w *walker) fail(err error) {
 	w.mu.Unlock()
 }
 
-func (w *walker) readDir(rel string) {
+// dirHandle is an open directory of the walk, closed when the last of its
+// holders lets it go: the directory's own reading, and each subdirectory
+// until it has opened itself relative to it.
+type dirHandle struct {
+	fd    int
+	depth int
+	refs  atomic.Int32
+}
+
+func (h *dirHandle) release() {
+	if h.refs.Add(-1) == 0 {
+		sysClose(h.fd)
+	}
+}
+
+// maxHeldDepth is the depth past which a directory's descriptor is closed
+// before its subdirectories are read (they are opened by their path from
+// the root's parent then): a walk holds at most this many descriptors
+// per directory it reads at once, whatever the depth of the tree.
+const maxHeldDepth = 64
+
+// beforeOpenDir, set by a test, is called before a directory below the
+// root is opened: what the build may do between a listing and an open.
+var beforeOpenDir func(abs string)
+
+// openDir opens the directory name of parent (nil: the walk's root, by its
+// path), never through a symlink: a directory swapped for a link to
+// elsewhere after its parent was listed fails the walk (ELOOP or
+// ENOTDIR), and is not walked into.
+//
+// Past maxHeldDepth, where it is opened by its path, the directory opened
+// must be the one its parent's listing stat'ed (want: device and inode):
+// a link anywhere on the path leads to another.
+func (w *walker) openDir(parent *dirHandle, name, abs string, want FileID) (int, error) {
+	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if parent == nil {
+		return sysOpenat(unix.AT_FDCWD, abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0) // the folder given: its path may hold links
+	}
+	defer parent.release()
+	if beforeOpenDir != nil {
+		beforeOpenDir(abs)
+	}
+	if parent.fd >= 0 {
+		return sysOpenat(parent.fd, name, flags, 0)
+	}
+	fd, err := sysOpenat(unix.AT_FDCWD, abs, flags, 0)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := sysFstat(fd, &st); err != nil {
+		sysClose(fd)
+		return -1, err
+	}
+	if got := idOf(&st); got.Dev != want.Dev || got.Ino != want.Ino {
+		sysClose(fd)
+		return -1, errors.New("the directory was replaced while it was walked (its path leads to another)")
+	}
+	return fd, nil
+}
+
+// readDir reads the directory rel of the root, which is name in parent's
+// directory (nil, "": the root itself) as its listing stat'ed it (id),
+// and its subdirectories.
+func (w *walker) readDir(parent *dirHandle, name, rel string, id FileID) {
 	defer w.wg.Done()
 	abs := filepath.Join(w.dir, filepath.FromSlash(rel))
-	// One descriptor per directory and fstatat relative to it: no path
-	// resolution per entry, which is most of the cost of a no-op save.
-	fd, err := sysOpenat(unix.AT_FDCWD, abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// One descriptor per directory, opened relative to its parent's, and
+	// fstatat relative to it: no path resolution from the root per entry
+	// or per directory, which is most of the cost of a no-op save.
+	fd, err := w.openDir(parent, name, abs, id)
 	if err != nil {
 		w.fail(fmt.Errorf("reading %s: %w", abs, err))
 		return
 	}
+	h := &dirHandle{fd: fd}
+	if parent != nil {
+		h.depth = parent.depth + 1
+	}
+	h.refs.Store(1)
 	bufp := direntBufs.Get().(*[]byte)
 	local, skipped, ok := w.statDir(fd, abs, rel, bufp)
 	// Given back before the subdirectories are read, inline or not.
 	direntBufs.Put(bufp)
-	sysClose(fd)
 	if !ok {
+		h.release()
 		return
+	}
+	if h.depth >= maxHeldDepth {
+		h.release()
+		h = &dirHandle{fd: -1, depth: h.depth} // its subdirectories are opened by path
+		h.refs.Store(1)
 	}
 	for k := range local {
 		if local[k].typ == TypeDir[0] {
 			w.wg.Add(1)
+			h.refs.Add(1)
+			p, id := local[k].path, local[k].id
+			name := p[strings.LastIndexByte(p, '/')+1:]
 			select {
 			case w.sem <- struct{}{}:
-				go func(p string) { w.readDir(p); <-w.sem }(local[k].path)
+				go func() { w.readDir(h, name, p, id); <-w.sem }()
 			default:
-				w.readDir(local[k].path)
+				w.readDir(h, name, p, id)
 			}
 		}
 	}
+	h.release()
 	w.mu.Lock()
 	if len(local) > 0 {
 		w.chunks = append(w.chunks, walkChunk{rel, local})

@@ -122,3 +122,59 @@ func TestWalkOrderIsTheIndexOrder(t *testing.T) {
 		t.Fatalf("only %d entries: the tree is too small to say", n)
 	}
 }
+
+// TestWalkNeverEntersADirectorySwappedForALink: a directory replaced by a
+// symlink to elsewhere after its parent was listed (a process of the build
+// racing the save) is not walked into, however deep (below and past
+// maxHeldDepth, where directories are opened by their path, and a link
+// may then be any component of it): the walk fails, and lists no file
+// from outside the folder. Opening the directory by its path followed
+// the link.
+func TestWalkNeverEntersADirectorySwappedForALink(t *testing.T) {
+	for _, c := range []struct {
+		depth  int
+		parent bool // the parent of the directory is swapped, not itself
+	}{{1, false}, {maxHeldDepth + 2, false}, {maxHeldDepth + 2, true}} {
+		depth := c.depth
+		base := t.TempDir()
+		src, outside := filepath.Join(base, "src"), filepath.Join(base, "outside")
+		deep := src
+		for i := 0; i < depth; i++ {
+			deep = filepath.Join(deep, "d")
+		}
+		target := filepath.Join(deep, "sub")
+		swapped, secret := target, filepath.Join(outside, "secret")
+		if c.parent {
+			swapped, secret = deep, filepath.Join(outside, "sub", "secret")
+		}
+		for _, f := range []string{filepath.Join(target, "mine"), secret} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		beforeOpenDir = func(abs string) {
+			if abs != target {
+				return
+			}
+			if err := os.Rename(swapped, swapped+".old"); err != nil {
+				t.Error(err)
+			}
+			if err := os.Symlink(outside, swapped); err != nil {
+				t.Error(err)
+			}
+		}
+		x, _, err := Walk([]string{src})
+		beforeOpenDir = nil
+		if err == nil {
+			for _, e := range x.Entries {
+				if filepath.Base(e.Path) == "secret" {
+					t.Errorf("%+v: the walk went through the link: %q", c, e.Path)
+				}
+			}
+			t.Errorf("%+v: the walk did not fail on a directory swapped for a link", c)
+		}
+	}
+}

@@ -259,15 +259,15 @@ type dirHandle struct {
 }
 
 func (h *dirHandle) release() {
-	if h.refs.Add(-1) == 0 {
+	if h.refs.Add(-1) == 0 && h.fd >= 0 {
 		sysClose(h.fd)
 	}
 }
 
 // maxHeldDepth is the depth past which a directory's descriptor is closed
-// before its subdirectories are read (they are opened by their path from
-// the root's parent then): a walk holds at most this many descriptors
-// per directory it reads at once, whatever the depth of the tree.
+// before its subdirectories are read (they are opened by their path
+// then): each chain of directories read inline holds at most this many
+// descriptors, whatever the depth of the tree.
 const maxHeldDepth = 64
 
 // beforeOpenDir, set by a test, is called before a directory below the

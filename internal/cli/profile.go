@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 
 	"github.com/spf13/cobra"
@@ -70,6 +71,9 @@ func writeHeapProfile(path string) error {
 	if err != nil {
 		return err
 	}
+	// The profile is as of the last collection: one now counts every
+	// allocation of the command, not those before the last automatic one.
+	runtime.GC()
 	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 		f.Close()
 		return err

@@ -497,7 +497,9 @@ func streamIndex(blob io.Reader, maxSize uint64, f func(r io.Reader) error) erro
 		return err
 	}
 	defer dec.Close()
-	return f(&limitReader{r: &decompressReader{dec}, n: int64(maxSize)})
+	ahead := newReadAhead(&limitReader{r: &decompressReader{dec}, n: int64(maxSize)})
+	defer ahead.Close() // before dec.Close: the goroutine reads dec
+	return f(ahead)
 }
 
 // errDecompress is wrapped by the errors of an index that does not

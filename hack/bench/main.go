@@ -94,6 +94,7 @@ func main() {
 	*dir = abs
 	*bin, err = filepath.Abs(*bin)
 	check(err)
+	checkServeBin()
 	for _, c := range strings.Split(*corpora, ",") {
 		if c == "" {
 			continue

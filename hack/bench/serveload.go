@@ -53,17 +53,28 @@ var (
 	loadNotes  []string
 )
 
+// checkServeBin makes -cache-serve absolute and fails, before anything
+// runs, when the load test is asked for and the binary is missing: found
+// at the end, after the other scenarios, it lost their report.
+func checkServeBin() {
+	if *serveClients <= 0 {
+		return
+	}
+	sb, err := filepath.Abs(*serveBin)
+	check(err)
+	if _, err := os.Stat(sb); err != nil {
+		log.Fatalf("the load test needs cache-serve: build it with `go build -o %s ./cmd/cache-serve`, pass -cache-serve, or -serve-clients 0", *serveBin)
+	}
+	*serveBin = sb
+}
+
 // runServeLoad runs the load test, when -serve-clients asks for one.
 func runServeLoad() {
 	n := *serveClients
 	if n <= 0 {
 		return
 	}
-	sb, err := filepath.Abs(*serveBin)
-	check(err)
-	if _, err := os.Stat(sb); err != nil {
-		log.Fatalf("the load test needs cache-serve: build it with `go build -o %s ./cmd/cache-serve` (or pass -cache-serve)", *serveBin)
-	}
+	sb := *serveBin // checked by checkServeBin, before any run
 	base := serveCorpus(filepath.Join(*dir, "corpus", fmt.Sprintf("go-%dmb", *serveMB)), int64(*serveMB)*1_000_000)
 	treeBytes, treeFiles := int64(0), int64(0)
 	for _, f := range base {

@@ -155,7 +155,13 @@ type Request struct {
 	// Upstream is the status the server answered when the request was
 	// forwarded (0: not forwarded, or no answer yet).
 	Upstream int
-	// Held says that HoldRequest read the whole body from the client.
+	// Err says why forwarding the request got no answer from the server
+	// (a server that answers before it read the body may close the
+	// connection on it): with Upstream, it says the forward ended.
+	Err string
+	// Held says that HoldRequest read the whole body from the client and
+	// sent the server its headers and first AfterBytes bytes: the rest is
+	// on hold.
 	Held bool
 }
 
@@ -387,11 +393,8 @@ func (p *Proxy) handle(c net.Conn) {
 		if err != nil {
 			return
 		}
-		p.mu.Lock()
-		seen.Held = true
-		p.mu.Unlock()
 		head := body[:min(int64(len(body)), max(rule.AfterBytes, 0))]
-		reqBody = io.MultiReader(bytes.NewReader(head), &holdReader{rest: body[len(head):], d: rule.StallFor, p: p})
+		reqBody = io.MultiReader(bytes.NewReader(head), &holdReader{rest: body[len(head):], d: rule.StallFor, p: p, seen: seen})
 	}
 	out, err := http.NewRequest(req.Method, target.String()+req.URL.RequestURI(), reqBody)
 	if err != nil {
@@ -413,6 +416,9 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	}
 	if err != nil {
+		p.mu.Lock()
+		seen.Err = err.Error()
+		p.mu.Unlock()
 		writeStatus(c, http.StatusBadGateway, "", "faultproxy: "+err.Error())
 		return
 	}
@@ -570,16 +576,22 @@ func (c *cutReader) Read(p []byte) (int, error) {
 }
 
 // holdReader gives rest after a pause of d (or the proxy's close).
+// holdReader is the rest of a held body: its first Read marks the request
+// held (the transport has taken the head before it) and waits d.
 type holdReader struct {
 	rest []byte
 	d    time.Duration
 	p    *Proxy
+	seen *Request
 	held bool
 }
 
 func (h *holdReader) Read(b []byte) (int, error) {
 	if !h.held {
 		h.held = true
+		h.p.mu.Lock()
+		h.seen.Held = true
+		h.p.mu.Unlock()
 		h.p.stall(h.d, nil)
 	}
 	if len(h.rest) == 0 {

@@ -260,7 +260,13 @@ func testLatePart(t *testing.T, srv server) {
 	if err := st.PutBlob(t.Context(), d, int64(len(data)), src); err == nil {
 		t.Fatal("PutBlob whose source failed succeeded")
 	}
-	waitFor("the held part to be answered", func() bool { r, _ := held(); return r.Upstream != 0 })
+	// The server may also refuse the part before its end and close the
+	// connection on it (MinIO does for an upload already aborted): the
+	// forward then ends with no answer.
+	waitFor("the held part's forward to end", func() bool { r, _ := held(); return r.Upstream != 0 || r.Err != "" })
+	if r, _ := held(); r.Upstream == 0 {
+		t.Logf("the held part got no answer: %s", r.Err)
+	}
 	if left := leftovers(t, st); len(left) > 0 {
 		t.Fatalf("a part that landed after the abort left %s", strings.Join(left, ", "))
 	}

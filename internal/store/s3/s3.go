@@ -140,8 +140,9 @@ func New(ctx context.Context, u *url.URL, opts store.Options) (*cloudblob.Bucket
 }
 
 // beforeWrite gives every upload its own transfer manager: parts of
-// cloudblob.DefaultPartSize, DefaultConcurrency at a time, multipart from one
-// part up (so memory stays near (Concurrency+2) x PartSize), and a fresh
+// cloudblob.DefaultPartSize, up to DefaultConcurrency at a time
+// (uploadConcurrency), multipart from one part up (so memory stays near
+// (Concurrency+2) x PartSize), and a fresh
 // context for AbortMultipartUpload, which s3blob's default lacks: without it
 // a cancelled upload could not abort and would leave its parts stored. Its
 // requests go through an upload, which makes sure a failed one is gone.
@@ -154,7 +155,7 @@ func beforeWrite(client *s3.Client) func(size int64) (func(func(any) bool) error
 				*tm = *transfermanager.New(up, func(o *transfermanager.Options) {
 					o.PartSizeBytes = cloudblob.DefaultPartSize
 					o.MultipartUploadThreshold = cloudblob.DefaultPartSize
-					o.Concurrency = cloudblob.DefaultConcurrency
+					o.Concurrency = uploadConcurrency(size)
 					o.RequestChecksumCalculation = client.Options().RequestChecksumCalculation
 					o.FailTimeout = abortTimeout
 				})
@@ -169,6 +170,19 @@ func beforeWrite(client *s3.Client) func(size int64) (func(func(any) bool) error
 		}
 		return before, func(error) { up.settle() }
 	}
+}
+
+// uploadConcurrency is how many parts of an upload of size bytes (-1:
+// unknown) move at once: as many as follow the first, at most
+// cloudblob.DefaultConcurrency. The transfer manager allocates Concurrency+1
+// part buffers when a multipart upload starts, whatever its size: a pack of
+// two parts would hold five (40 MiB), and a save runs up to eight uploads.
+func uploadConcurrency(size int64) int {
+	if size < 0 {
+		return cloudblob.DefaultConcurrency
+	}
+	rest := (size - 1) / cloudblob.DefaultPartSize
+	return int(max(1, min(rest, cloudblob.DefaultConcurrency)))
 }
 
 // reabortPauses are the pauses before each new abort of a failed upload

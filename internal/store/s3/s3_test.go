@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +108,6 @@ func testServer(t *testing.T, srv server) {
 			})
 	})
 	t.Run("LatePartAfterAbort", func(t *testing.T) { testLatePart(t, srv) })
-	t.Run("SmallMultipartMemory", func(t *testing.T) { testUploadMemory(t, srv) })
 	t.Run("EndpointAloneIsEnough", func(t *testing.T) { testEndpointDefaults(t, srv) })
 	t.Run("WrongCredentials", func(t *testing.T) { testWrongCredentials(t, srv) })
 	t.Run("UnreachableEndpoint", func(t *testing.T) { testUnreachable(t) })
@@ -287,29 +285,6 @@ func testLatePart(t *testing.T, srv server) {
 	if !errors.As(err, &ae) || ae.ErrorCode() != "NoSuchUpload" {
 		t.Fatalf("after a part (answered %d) landed late, the upload %s of %s is still there: ListParts = %v", r.Upstream, q.Get("uploadId"), obj, err)
 	}
-}
-
-// testUploadMemory uploads an object of two parts (a pack's size) and
-// counts what the upload allocated: the transfer manager allocates
-// Concurrency+1 part buffers at the start of any multipart upload, so an
-// upload of two parts must not ask for the four in flight of a large one
-// (a save runs up to eight uploads at once: 320 MiB of buffers).
-func testUploadMemory(t *testing.T, srv server) {
-	st := open(t, srv.storeURL(bucket, storetest.NewPrefix()))
-	data, d := storetest.RandomBlob(t, cloudblob.DefaultPartSize+cloudblob.DefaultPartSize/2)
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	if err := st.PutBlob(t.Context(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	runtime.ReadMemStats(&after)
-	// The first part is read whole (ReadAll: up to twice its size as it
-	// grows), then one buffer per part in flight plus the one being filled.
-	got := after.TotalAlloc - before.TotalAlloc
-	if limit := uint64(5 * cloudblob.DefaultPartSize); got > limit {
-		t.Fatalf("an upload of %d MiB allocated %d MiB; want at most %d MiB", len(data)>>20, got>>20, limit>>20)
-	}
-	t.Logf("an upload of %d MiB allocated %d MiB", len(data)>>20, got>>20)
 }
 
 // failAt reads r, and fails once at bytes were read, after wait.

@@ -575,9 +575,9 @@ func (c *cutReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// holdReader gives rest after a pause of d (or the proxy's close).
 // holdReader is the rest of a held body: its first Read marks the request
-// held (the transport has taken the head before it) and waits d.
+// held (the transport has taken the head before it) and waits d (or the
+// proxy's close) before it gives rest.
 type holdReader struct {
 	rest []byte
 	d    time.Duration

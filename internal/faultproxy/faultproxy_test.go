@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -371,5 +372,37 @@ func TestHoldRequest(t *testing.T) {
 	}
 	if got := puts.get(); len(got) != 1 || got[0] != string(data) {
 		t.Fatalf("the server got %d uploads; want the whole one", len(got))
+	}
+}
+
+// TestForwardWithNoAnswer: a server that closes the connection without an
+// answer leaves the request's Err set (Upstream stays 0), so that a test
+// waiting for the forward to end does not wait for ever.
+func TestForwardWithNoAnswer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	p := faultproxy.New(t, "http://"+l.Addr().String())
+	resp, err := http.Get(p.URL() + "/obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a forward with no answer was answered %d, want 502", resp.StatusCode)
+	}
+	if r := p.Requests(); len(r) != 1 || r[0].Upstream != 0 || r[0].Err == "" {
+		t.Fatalf("requests seen = %+v; want one with no upstream status and an Err", r)
 	}
 }
